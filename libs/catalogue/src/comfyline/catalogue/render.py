@@ -1,0 +1,76 @@
+"""Rendering a template into the ComfyUI API-format graph a worker posts."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+from comfyline.contracts import Binding, ComfylineError, ErrorCode, ModelTemplate
+
+
+class TemplateError(ComfylineError):
+    """The template and the input do not fit together (a catalogue bug, not the user's)."""
+
+    code = ErrorCode.TEMPLATE_ERROR
+
+
+def wan_frames(duration_s: float, fps: float) -> int:
+    """WAN's frame count for a duration: 4n+1 frames, at least 5."""
+    frames = max(1, round(duration_s * fps))
+    return max(5, 4 * math.ceil((frames - 1) / 4) + 1)
+
+
+def _value(binding: Binding, data: dict[str, Any], assets: dict[str, str]) -> Any:
+    value: Any = data.get(binding.param)
+    match binding.transform:
+        case None:
+            return value
+        case "asset":
+            if binding.param not in assets:
+                raise TemplateError(f"asset for {binding.param!r} was not uploaded")
+            return assets[binding.param]
+        case "frames":
+            return wan_frames(float(value), float(data.get("fps", 16)))
+        case "int":
+            return int(value)
+        case "float":
+            return float(value)
+    raise TemplateError(f"unknown transform {binding.transform!r}")  # pragma: no cover
+
+
+def compose_prompt(template: ModelTemplate, data: dict[str, Any]) -> str | None:
+    """The prompt as the template composes it from the input (e.g. a portrait's fields)."""
+    spec = template.prompt
+    if spec is None:
+        return None
+    if spec.compose:
+        fields = {k: ("" if v is None else v) for k, v in data.items()}
+        try:
+            text = spec.compose.format(**fields)
+        except (KeyError, IndexError) as exc:
+            raise TemplateError(f"prompt composition needs {exc}") from exc
+        return " ".join(text.replace(" ,", ",").split()).strip(" ,")
+    value = data.get(spec.param)
+    return None if value is None else str(value)
+
+
+def render(
+    template: ModelTemplate, data: dict[str, Any], assets: dict[str, str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """The graph with every bound parameter written into its node input.
+
+    Args:
+        template: the model.
+        data: the validated input (``validate_input``), with the final prompt.
+        assets: parameter -> file name as ComfyUI named it on upload.
+    """
+    graph = copy.deepcopy(template.graph)
+    for binding in template.bindings:
+        if binding.param not in data and binding.transform != "asset":
+            continue
+        node = graph.get(binding.node)
+        if node is None:
+            raise TemplateError(f"binding {binding.param!r} names missing node {binding.node!r}")
+        node.setdefault("inputs", {})[binding.input] = _value(binding, data, assets or {})
+    return graph

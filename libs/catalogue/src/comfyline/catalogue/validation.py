@@ -1,0 +1,88 @@
+"""Validating a job's input against its model's parameter schema.
+
+The result is the input as it will run: defaults filled in, a preset's values applied under the
+user's own, and a seed chosen when the model takes one and none was given (so a job can be
+re-run exactly).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from comfyline.contracts import ComfylineError, ErrorCode, ModelTemplate
+
+MAX_SEED = 2**32 - 1
+
+
+class InputInvalid(ComfylineError):
+    """The input does not match the model's parameter schema (details list every problem)."""
+
+    code = ErrorCode.VALIDATION_ERROR
+
+
+def _with_defaults(schema: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    filled = dict(data)
+    for name, spec in schema.get("properties", {}).items():
+        if name not in filled and isinstance(spec, dict) and "default" in spec:
+            filled[name] = spec["default"]
+    return filled
+
+
+def validate_input(template: ModelTemplate, raw: dict[str, Any]) -> dict[str, Any]:
+    """Check ``raw`` against the template; return the input as it will run.
+
+    Raises:
+        InputInvalid: with ``details.errors``, one entry per problem (``field``, ``message``).
+    """
+    if not isinstance(raw, dict):
+        raise InputInvalid("input must be an object")
+    data = dict(raw)
+    preset = data.get("preset")
+    if preset is not None and template.presets:
+        if preset not in template.presets:
+            raise InputInvalid(
+                f"unknown preset {preset!r}",
+                details={
+                    "errors": [{"field": "preset", "message": "unknown preset"}],
+                    "presets": sorted(template.presets),
+                },
+            )
+        data = {**template.presets[preset], **data}
+    data = _with_defaults(template.parameters, data)
+    validator = Draft202012Validator(template.parameters)
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        problems = [
+            {
+                "field": ".".join(str(p) for p in err.absolute_path) or _missing_field(err.message),
+                "message": err.message,
+            }
+            for err in errors
+        ]
+        raise InputInvalid(
+            f"input is not valid for {template.name}: {problems[0]['message']}",
+            details={"errors": problems},
+        )
+    _check_multiples(template, data)
+    if "seed" in template.parameters.get("properties", {}) and data.get("seed") in (None, -1):
+        data["seed"] = secrets.randbelow(MAX_SEED)
+    return data
+
+
+def _missing_field(message: str) -> str:
+    # jsonschema says "'prompt' is a required property": name the field.
+    return message.split("'")[1] if message.count("'") >= 2 else ""
+
+
+def _check_multiples(template: ModelTemplate, data: dict[str, Any]) -> None:
+    """``multipleOf`` is in the schema, but say it in words users understand."""
+    for name, spec in template.parameters.get("properties", {}).items():
+        step = spec.get("multipleOf") if isinstance(spec, dict) else None
+        if step and isinstance(data.get(name), int) and data[name] % step:
+            raise InputInvalid(
+                f"{name} must be a multiple of {step}",
+                details={"errors": [{"field": name, "message": f"must be a multiple of {step}"}]},
+            )

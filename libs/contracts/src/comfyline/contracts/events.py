@@ -1,0 +1,131 @@
+"""Messages on the streams and subjects: job events, run events, work, control, heartbeats."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from .jobs import Enhancement, JobError, OutputRef, PreviewRef, Progress, WebhookSpec
+from .states import EventKind, JobState
+from .wire import Message, WireModel
+
+
+class Submission(WireModel):
+    """What a client asked for, as the gateway validated it (carried by ``submitted``)."""
+
+    model: str
+    template_version: int
+    input: dict[str, Any] = Field(description="validated input, defaults filled in, seed chosen")
+    webhook: WebhookSpec | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    deadline_s: float | None = Field(default=None, description="client's run deadline, seconds")
+    response_format: Literal["url", "b64_json"] = "url"
+    enhance: bool = True
+    content_tier: str = Field(default="general", description="the owner's allowed tier")
+    request_id: str | None = None
+
+
+class JobEvent(Message):
+    """One event on ``jobs.<owner>.<job_id>.<kind>`` (stream ``JOBS``).
+
+    The gateway writes ``submitted``; the orchestrator writes every later kind, each only after
+    the job record says so. ``status`` is the job's state once this event is applied.
+    """
+
+    job_id: str
+    owner: str
+    model: str
+    kind: EventKind
+    status: JobState
+    attempt: int = 0
+    submission: Submission | None = None
+    enhancement: Enhancement | None = None
+    progress: Progress | None = None
+    preview: PreviewRef | None = None
+    outputs: list[OutputRef] = Field(default_factory=list)
+    error: JobError | None = None
+    queue_position: int | None = None
+
+
+class RunJob(Message):
+    """Work on ``work.<model>`` (stream ``WORK``): what a worker needs to run one job."""
+
+    job_id: str
+    owner: str
+    model: str
+    template_version: int
+    input: dict[str, Any] = Field(description="validated input with the final (enhanced) prompt")
+    deadline_at: datetime | None = None
+    output_prefix: str = Field(description="object key prefix for outputs, ends with '/'")
+
+
+RunEventKind = Literal["started", "progress", "preview", "completed", "failed", "cancelled"]
+
+
+class RunEvent(Message):
+    """A worker's report on ``runs.<job_id>.<kind>`` (stream ``RUNS``), read by the orchestrator."""
+
+    job_id: str
+    kind: RunEventKind
+    attempt: int = Field(ge=1, description="the WORK message's delivery count")
+    worker_id: str
+    server: str | None = None
+    prompt_id: str | None = None
+    progress: Progress | None = None
+    preview: PreviewRef | None = None
+    outputs: list[OutputRef] = Field(default_factory=list)
+    error: JobError | None = None
+    gpu_seconds: float | None = Field(default=None, description="ComfyUI execution time")
+    final: bool = Field(
+        default=True, description="for failed: False when the worker will retry (nak)"
+    )
+
+
+class CancelCommand(Message):
+    """``control.cancel.<job_id>``: stop this job wherever it is."""
+
+    job_id: str
+    reason: str = "cancelled by owner"
+
+
+class Timer(Message):
+    """A durable timer on ``timers.<kind>.<job_id>``, acted on once ``due_at`` passes."""
+
+    job_id: str
+    kind: Literal["queue_deadline", "run_deadline", "webhook"]
+    due_at: datetime
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class DeadLetter(Message):
+    """Work that exhausted its deliveries, on ``deadletter.<model>``."""
+
+    job_id: str
+    model: str
+    deliveries: int
+    stream_seq: int | None = None
+    reason: str
+
+
+class ServerStatus(WireModel):
+    """One ComfyUI server as a worker sees it."""
+
+    url: str
+    healthy: bool
+    busy: bool
+    job_id: str | None = None
+    gpu: str | None = None
+    vram_total: int | None = None
+    models: list[str] = Field(default_factory=list)
+
+
+class WorkerHeartbeat(Message):
+    """A worker's entry in the ``workers`` bucket (a TTL makes a dead worker disappear)."""
+
+    worker_id: str
+    models: list[str]
+    servers: list[ServerStatus]
+    started_at: datetime
+    version: str = "0.1.0"

@@ -1,0 +1,91 @@
+"""Records kept in KV buckets: jobs (written only by the orchestrator), idempotency, keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from .jobs import (
+    Attempt,
+    Cost,
+    Enhancement,
+    JobError,
+    OutputRef,
+    Progress,
+    WebhookDelivery,
+    WebhookSpec,
+)
+from .prompts import Tier
+from .states import EventKind, JobState
+from .wire import WireModel
+
+
+class JobRecord(WireModel):
+    """The job as it is now: key ``<job_id>`` in the ``jobs`` bucket.
+
+    Only the orchestrator writes it, always with compare-and-set on the KV revision, and only
+    through the transition table; ``JOBS`` then says what this record says.
+    """
+
+    id: str
+    owner: str
+    model: str
+    template_version: int
+    status: JobState
+    created_at: datetime
+    updated_at: datetime
+    input: dict[str, Any]
+    metadata: dict[str, str] = Field(default_factory=dict)
+    webhook: WebhookSpec | None = None
+    response_format: Literal["url", "b64_json"] = "url"
+    enhance: bool = True
+    content_tier: Tier = "general"
+    deadline_s: float | None = None
+    queue_deadline_at: datetime | None = None
+    run_deadline_at: datetime | None = None
+    dispatched_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress: Progress | None = None
+    attempts: int = 0
+    attempt_log: list[Attempt] = Field(default_factory=list)
+    enhancement: Enhancement | None = None
+    outputs: list[OutputRef] = Field(default_factory=list)
+    error: JobError | None = None
+    cost: Cost = Field(default_factory=Cost)
+    webhook_deliveries: list[WebhookDelivery] = Field(default_factory=list)
+    last_event: EventKind = EventKind.SUBMITTED
+    cancel_requested: bool = False
+    request_id: str | None = None
+
+    @property
+    def duration_ms(self) -> int | None:
+        """Run time from start to finish, once finished."""
+        if self.started_at and self.finished_at:
+            return int((self.finished_at - self.started_at).total_seconds() * 1000)
+        return None
+
+
+class IdempotencyRecord(WireModel):
+    """``Idempotency-Key`` -> the job it made (bucket ``idempotency``, key: owner + key digest)."""
+
+    job_id: str
+    body_sha256: str
+    created_at: datetime
+
+
+class ApiKeyRecord(WireModel):
+    """An API key (bucket ``keys``, key: the SHA-256 hex digest of the secret)."""
+
+    key_id: str
+    owner: str
+    role: Literal["user", "admin"] = "user"
+    name: str = ""
+    created_at: datetime
+    revoked_at: datetime | None = None
+    content_tier: Tier = "general"
+    limits: dict[str, float] = Field(
+        default_factory=dict, description="overrides: submit_per_min, active_jobs, ..."
+    )

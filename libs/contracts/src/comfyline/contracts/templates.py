@@ -1,0 +1,98 @@
+"""The model-template schema: what a catalogue entry must say.
+
+A model is a ComfyUI API-format graph plus a parameter JSON Schema, where each parameter goes
+in the graph (:class:`Binding`), what outputs it makes (:class:`OutputSpec`), and its limits.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from .jobs import OutputKind
+from .subjects import token
+from .wire import WireModel
+
+JobKind = Literal["image", "inpaint", "portrait", "tts", "lipsync", "video", "smoke"]
+Transform = Literal["asset", "frames", "int", "float"]
+
+
+class Binding(WireModel):
+    """Put the value of parameter ``param`` into ``graph[node].inputs[input]``.
+
+    ``transform``: ``asset`` turns an asset reference into the file name ComfyUI got on upload;
+    ``frames`` turns a duration (seconds, with the ``fps`` parameter) into a WAN frame count 4n+1.
+    """
+
+    param: str
+    node: str
+    input: str
+    transform: Transform | None = None
+
+
+class OutputSpec(WireModel):
+    """An output node, the key it reports files under, and what kind of files they are."""
+
+    node: str
+    kind: OutputKind
+    key: Literal["images", "audio", "gifs"] = "images"
+
+
+class PromptSpec(WireModel):
+    """How a model reads its prompt: which parameter, how it is composed, its token budget."""
+
+    param: str = "prompt"
+    negative_param: str | None = None
+    budget_tokens: int = Field(gt=0)
+    tokenizer: Literal["clip", "estimate"] = "clip"
+    compose: str | None = Field(
+        default=None,
+        description="str.format template over the input, e.g. '{style} portrait of {description}'",
+    )
+    default_negative: str | None = None
+    quality_tags: list[str] = Field(default_factory=list)
+
+
+class Deadlines(WireModel):
+    """How long a job may wait for a worker and how long it may run, in seconds."""
+
+    queue_s: float = Field(default=600, gt=0)
+    run_s: float = Field(default=300, gt=0)
+
+
+class RequiredModel(WireModel):
+    """A model file that a ComfyUI server must have, as a combo option of a node input."""
+
+    node_class: str
+    input: str
+    file: str
+
+
+class ModelTemplate(WireModel):
+    """One catalogue entry (served by ``GET /v1/models``, rendered by the worker)."""
+
+    name: str
+    version: int = Field(ge=1)
+    kind: JobKind
+    title: str
+    description: str
+    graph: dict[str, dict[str, Any]]
+    parameters: dict[str, Any] = Field(description="JSON Schema (type object) of the input")
+    bindings: list[Binding]
+    outputs: list[OutputSpec]
+    prompt: PromptSpec | None = None
+    presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    deadlines: Deadlines = Field(default_factory=Deadlines)
+    retry_limit: int = Field(default=2, ge=0)
+    cost_per_gpu_second: float = Field(default=0.0, ge=0)
+    max_queue: int = Field(default=1000, ge=1, description="backlog cap (503 when full)")
+    required_nodes: list[str] = Field(default_factory=list)
+    required_models: list[RequiredModel] = Field(default_factory=list)
+    enhance: bool = True
+    notes: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_token(cls, value: str) -> str:
+        return token(value)

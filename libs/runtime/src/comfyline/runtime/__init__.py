@@ -1,0 +1,68 @@
+"""Comfyline's shared runtime: NATS, S3, tracing, logs, settings and the service lifecycle.
+
+Every service builds on these so that each concern has one mechanism: one way to publish (with
+trace and dedup headers), one consumer loop that maps handler outcomes to acks, one object store.
+"""
+
+from .bus import Bus, BusError, message_headers
+from .consume import (
+    Delivery,
+    Handler,
+    Reject,
+    Retry,
+    backoff_delay,
+    durable_config,
+    ensure_consumer,
+    heartbeat,
+    run_consumer,
+    serve,
+    settle,
+)
+from .lifecycle import install_stop_signals, run
+from .logs import job_id_var, model_var, setup_logging
+from .settings import NatsSettings, OtelSettings, S3Settings, ServiceSettings
+from .storage import ObjectInfo, ObjectNotFound, ObjectStore, StorageError
+from .tracing import (
+    current_trace_id,
+    extract_context,
+    inject_headers,
+    setup_tracing,
+    shutdown_tracing,
+    tracer,
+)
+
+__all__ = [
+    "Bus",
+    "BusError",
+    "Delivery",
+    "Handler",
+    "NatsSettings",
+    "ObjectInfo",
+    "ObjectNotFound",
+    "ObjectStore",
+    "OtelSettings",
+    "Reject",
+    "Retry",
+    "S3Settings",
+    "ServiceSettings",
+    "StorageError",
+    "backoff_delay",
+    "current_trace_id",
+    "durable_config",
+    "ensure_consumer",
+    "extract_context",
+    "heartbeat",
+    "inject_headers",
+    "install_stop_signals",
+    "job_id_var",
+    "message_headers",
+    "model_var",
+    "run",
+    "run_consumer",
+    "serve",
+    "settle",
+    "setup_logging",
+    "setup_tracing",
+    "shutdown_tracing",
+    "tracer",
+]

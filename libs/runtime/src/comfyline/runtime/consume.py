@@ -1,0 +1,270 @@
+"""Consuming: typed outcomes, the one place that maps them to acks, heartbeats, request/reply.
+
+A handler returns (-> ``ack``), or raises :class:`Retry` (-> ``nak`` with a delay, the message
+comes back) or :class:`Reject` (-> ``term``, never redelivered, after ``on_reject`` has recorded
+why). Any other exception is a bug or an unforeseen fault: it is logged and naked with a backoff.
+Handlers never ack themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+from opentelemetry import context as otel_context
+from opentelemetry.trace import SpanKind
+
+from comfyline.contracts import ComfylineError, ErrorCode, ErrorReply, WireModel
+
+from .bus import Bus
+from .tracing import extract_context, tracer
+
+log = logging.getLogger(__name__)
+_tracer = tracer(__name__)
+M = TypeVar("M", bound=WireModel)
+
+
+class Retry(ComfylineError):
+    """Try this message again after ``delay`` seconds (a transient failure)."""
+
+    code = ErrorCode.SERVICE_UNAVAILABLE
+
+    def __init__(self, message: str, *, delay: float = 1.0, code: ErrorCode | None = None) -> None:
+        super().__init__(message, code=code)
+        self.delay = delay
+
+
+class Reject(ComfylineError):
+    """Never deliver this message again (a permanent failure with its code)."""
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One received JetStream message, with what handlers need to know about it."""
+
+    msg: Msg
+    subject: str
+    data: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, msg: Msg) -> Delivery:
+        return cls(msg=msg, subject=msg.subject, data=msg.data, headers=dict(msg.headers or {}))
+
+    @property
+    def num_delivered(self) -> int:
+        """How many times this message has been delivered (1 on the first)."""
+        return int(self.msg.metadata.num_delivered or 1)
+
+    @property
+    def stream_seq(self) -> int:
+        """The message's sequence in its stream."""
+        return int(self.msg.metadata.sequence.stream)
+
+    def parse(self, model: type[M]) -> M:
+        """The payload as ``model`` (tolerant parse)."""
+        return model.from_bytes(self.data)
+
+
+Handler = Callable[[Delivery], Awaitable[None]]
+RejectHook = Callable[[Delivery, Reject], Awaitable[None]]
+
+
+def backoff_delay(deliveries: int, base: float = 1.0, cap: float = 60.0) -> float:
+    """Exponential backoff: ``base * 2**(deliveries-1)``, capped."""
+    return float(min(cap, base * (2 ** max(0, deliveries - 1))))
+
+
+async def settle(delivery: Delivery, handler: Handler, on_reject: RejectHook | None = None) -> str:
+    """Run ``handler`` on one delivery and settle the message by its outcome.
+
+    Returns the outcome: ``"ack"``, ``"nak"`` or ``"term"``.
+    """
+    parent = extract_context(delivery.headers)
+    token = otel_context.attach(parent)
+    try:
+        with _tracer.start_as_current_span(
+            f"process {delivery.subject}",
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.destination.name": delivery.subject,
+                "messaging.nats.delivery_count": delivery.num_delivered,
+            },
+        ) as span:
+            try:
+                await handler(delivery)
+            except Retry as retry:
+                span.set_attribute("comfyline.outcome", "nak")
+                await delivery.msg.nak(delay=retry.delay)
+                return "nak"
+            except Reject as reject:
+                span.set_attribute("comfyline.outcome", "term")
+                if on_reject is not None:
+                    try:
+                        await on_reject(delivery, reject)
+                    except Exception:
+                        log.exception("recording a rejected message failed; naking it")
+                        await delivery.msg.nak(delay=backoff_delay(delivery.num_delivered))
+                        return "nak"
+                await delivery.msg.term()
+                return "term"
+            except asyncio.CancelledError:
+                await delivery.msg.nak()
+                raise
+            except Exception as exc:
+                span.record_exception(exc)
+                log.exception("handler failed; naking", extra={"subject": delivery.subject})
+                await delivery.msg.nak(delay=backoff_delay(delivery.num_delivered))
+                return "nak"
+            span.set_attribute("comfyline.outcome", "ack")
+            await delivery.msg.ack()
+            return "ack"
+    finally:
+        otel_context.detach(token)
+
+
+async def ensure_consumer(bus: Bus, stream: str, config: ConsumerConfig) -> None:
+    """Create the durable consumer, or update it to ``config``."""
+    assert config.durable_name
+    try:
+        await bus.js.consumer_info(stream, config.durable_name)
+    except NotFoundError:
+        await bus.js.add_consumer(stream, config)
+        return
+    await bus.js.add_consumer(stream, config)
+
+
+def durable_config(
+    name: str,
+    filter_subject: str,
+    *,
+    ack_wait_s: float = 30,
+    max_deliver: int = -1,
+    backoff_s: list[float] | None = None,
+    max_ack_pending: int = 1000,
+) -> ConsumerConfig:
+    """A durable pull consumer with explicit ack."""
+    return ConsumerConfig(
+        durable_name=name,
+        filter_subject=filter_subject,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=ack_wait_s,
+        max_deliver=max_deliver,
+        backoff=backoff_s,
+        max_ack_pending=max_ack_pending,
+    )
+
+
+async def run_consumer(
+    bus: Bus,
+    stream: str,
+    durable: str,
+    handler: Handler,
+    stop: asyncio.Event,
+    *,
+    on_reject: RejectHook | None = None,
+    batch: int = 10,
+    concurrency: int = 1,
+    fetch_timeout_s: float = 1.0,
+) -> None:
+    """Fetch from a bound durable consumer until ``stop`` is set, settling each message.
+
+    With ``concurrency > 1`` messages of one batch are handled side by side (each on its own).
+    """
+    psub = await bus.js.pull_subscribe_bind(durable=durable, stream=stream)
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one(msg: Msg) -> None:
+        async with limit:
+            await settle(Delivery.of(msg), handler, on_reject)
+
+    try:
+        while not stop.is_set():
+            try:
+                msgs = await psub.fetch(batch, timeout=fetch_timeout_s)
+            except (TimeoutError, NatsTimeout):
+                continue
+            if concurrency == 1:
+                for msg in msgs:
+                    await one(msg)
+            else:
+                async with asyncio.TaskGroup() as group:
+                    for msg in msgs:
+                        group.create_task(one(msg))
+    finally:
+        with contextlib.suppress(Exception):
+            await psub.unsubscribe()
+
+
+@contextlib.asynccontextmanager
+async def heartbeat(msg: Msg, every: float) -> AsyncIterator[None]:
+    """Send ``in_progress`` every ``every`` seconds while the body runs (long work)."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(every)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+Responder = Callable[[Delivery], Awaitable[WireModel]]
+
+
+async def serve(bus: Bus, subject: str, queue: str, responder: Responder) -> Subscription:
+    """Answer requests on ``subject`` in queue group ``queue`` (replicas share the load).
+
+    A :class:`ComfylineError` becomes an :class:`ErrorReply` with its code; anything else an
+    ``internal_error`` reply. Each request is handled in its own task.
+    """
+
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def handle(msg: Msg) -> None:
+        delivery = Delivery(
+            msg=msg, subject=msg.subject, data=msg.data, headers=dict(msg.headers or {})
+        )
+        token = otel_context.attach(extract_context(delivery.headers))
+        try:
+            with _tracer.start_as_current_span(
+                f"serve {subject}",
+                kind=SpanKind.SERVER,
+                attributes={"messaging.system": "nats", "messaging.destination.name": subject},
+            ):
+                reply: WireModel
+                try:
+                    reply = await responder(delivery)
+                except ComfylineError as exc:
+                    reply = ErrorReply(error=exc.message, code=exc.code.value)
+                except Exception as exc:
+                    log.exception("responder failed", extra={"subject": subject})
+                    reply = ErrorReply(error=str(exc) or type(exc).__name__, code="internal_error")
+                if msg.reply:
+                    await msg.respond(reply.to_bytes())
+        finally:
+            otel_context.detach(token)
+
+    async def on_request(msg: Msg) -> None:
+        task = asyncio.create_task(handle(msg))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    return await bus.nc.subscribe(subject, queue=queue, cb=on_request)

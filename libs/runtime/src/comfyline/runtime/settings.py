@@ -1,0 +1,81 @@
+"""Settings blocks shared by every service.
+
+Each service has one Settings class (pydantic-settings) with its own prefix (``GATEWAY_``,
+``ORCHESTRATOR_``, ``WORKER_``, ``ENHANCER_``) and these nested blocks, read with ``__`` between
+levels: ``WORKER_NATS__URL``, ``GATEWAY_S3__ENDPOINT``. Settings are built once in ``main()`` and
+passed down; libraries never read the environment.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from comfyline.contracts import Names
+
+PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "dev", "devsecret"})
+
+
+class NatsSettings(BaseModel):
+    """Where NATS is and how the streams are replicated."""
+
+    url: str = "nats://127.0.0.1:4222"
+    replicas: int = Field(default=1, ge=1, le=5)
+    connect_timeout_s: float = 5.0
+    connect_attempts: int = 30
+    request_timeout_s: float = 5.0
+
+
+class S3Settings(BaseModel):
+    """An S3-compatible store: the internal endpoint, and the one clients reach for links."""
+
+    endpoint: str = "127.0.0.1:9000"
+    public_endpoint: str | None = Field(
+        default=None, description="host:port clients use for presigned links (default: endpoint)"
+    )
+    secure: bool = False
+    public_secure: bool | None = None
+    access_key: str = "comfyline"
+    secret_key: str = "comfyline-dev-secret"
+    region: str = "us-east-1"
+    bucket: str = "comfyline"
+    link_expiry_s: int = Field(default=900, ge=1, le=7 * 24 * 3600)
+    part_size: int = Field(default=5 * 1024 * 1024, ge=5 * 1024 * 1024)
+
+
+class OtelSettings(BaseModel):
+    """OpenTelemetry export (OTLP over HTTP); off unless an endpoint is set."""
+
+    endpoint: str | None = Field(default=None, description="e.g. http://127.0.0.1:4318")
+    sample_ratio: float = Field(default=1.0, ge=0, le=1)
+
+
+class ServiceSettings(BaseSettings):
+    """The part every service's Settings shares."""
+
+    model_config = SettingsConfigDict(env_nested_delimiter="__", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    namespace: str = Field(default="", description="prefix for every subject/stream (tests)")
+    log_level: str = "INFO"
+    log_json: bool = True
+    nats: NatsSettings = Field(default_factory=NatsSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    otel: OtelSettings = Field(default_factory=OtelSettings)
+    shutdown_grace_s: float = 30.0
+
+    @property
+    def names(self) -> Names:
+        """Subject and resource names in this service's namespace."""
+        return Names(self.namespace)
+
+    @model_validator(mode="after")
+    def _refuse_placeholders_outside_development(self) -> ServiceSettings:
+        if self.environment == "production" and self.s3.secret_key in {
+            *PLACEHOLDER_SECRETS,
+            "comfyline-dev-secret",
+        }:
+            raise ValueError("s3.secret_key is a placeholder; set a real secret in production")
+        return self

