@@ -6,6 +6,8 @@ Pure data and pure functions: no I/O. Every service imports the wire from here a
 from .errors import TRANSIENT_CODES, ComfylineError, ErrorCode
 from .events import (
     CancelCommand,
+    CancelReply,
+    CancelRequest,
     DeadLetter,
     JobEvent,
     RunEvent,
@@ -39,7 +41,7 @@ from .prompts import (
     PolicyRequest,
     Tier,
 )
-from .records import ApiKeyRecord, IdempotencyRecord, JobRecord
+from .records import ApiKeyRecord, IdempotencyRecord, JobRecord, UsageRecord
 from .states import (
     ACTIVE_STATES,
     EVENT_NAMES,
@@ -91,6 +93,8 @@ __all__ = [
     "Binding",
     "BucketSpec",
     "CancelCommand",
+    "CancelReply",
+    "CancelRequest",
     "ComfylineError",
     "Cost",
     "DeadLetter",
@@ -132,6 +136,7 @@ __all__ = [
     "Tier",
     "Timer",
     "TransitionRefused",
+    "UsageRecord",
     "WebhookDelivery",
     "WebhookSpec",
     "WireModel",

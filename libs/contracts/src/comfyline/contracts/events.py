@@ -90,6 +90,23 @@ class CancelCommand(Message):
     reason: str = "cancelled by owner"
 
 
+class CancelRequest(Message):
+    """The gateway asks the orchestrator, the one writer of job state, to cancel a job."""
+
+    job_id: str
+    owner: str = Field(description="the caller's owner token ('*' for an admin)")
+    reason: str = "cancelled by owner"
+
+
+class CancelReply(Message):
+    """The job's state after the request; ``code`` says why it was refused."""
+
+    ok: bool
+    status: JobState | None = None
+    code: str | None = None
+    error: str | None = None
+
+
 class Timer(Message):
     """A durable timer on ``timers.<kind>.<job_id>``, acted on once ``due_at`` passes."""
 

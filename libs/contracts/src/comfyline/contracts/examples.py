@@ -8,6 +8,8 @@ from typing import Any
 from .errors import ErrorCode
 from .events import (
     CancelCommand,
+    CancelReply,
+    CancelRequest,
     DeadLetter,
     JobEvent,
     RunEvent,
@@ -19,7 +21,7 @@ from .events import (
 )
 from .jobs import Enhancement, JobError, OutputKind, OutputRef, Progress, WebhookSpec
 from .prompts import EnhanceReply, EnhanceRequest, PolicyReply, PolicyRequest
-from .records import ApiKeyRecord, IdempotencyRecord, JobRecord
+from .records import ApiKeyRecord, IdempotencyRecord, JobRecord, UsageRecord
 from .states import EventKind, JobState
 from .wire import WireModel
 
@@ -99,6 +101,8 @@ def examples() -> list[WireModel]:
             final=False,
         ),
         CancelCommand(job_id=_JOB),
+        CancelRequest(job_id=_JOB, owner="u1"),
+        CancelReply(ok=False, status=JobState.SUCCEEDED, code="job_already_terminal"),
         Timer(job_id=_JOB, kind="run_deadline", due_at=_T, payload={"attempt": 1}),
         DeadLetter(job_id=_JOB, model="cpu-smoke", deliveries=3, reason="max deliveries"),
         WorkerHeartbeat(
@@ -125,6 +129,7 @@ def examples() -> list[WireModel]:
         ),
         IdempotencyRecord(job_id=_JOB, body_sha256="ab" * 32, created_at=_T),
         ApiKeyRecord(key_id="key_1", owner="u1", created_at=_T),
+        UsageRecord(owner="u1", model="cpu-smoke", day="2026-11-23", jobs=1, succeeded=1),
     ]
 
 

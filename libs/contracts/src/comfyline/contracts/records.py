@@ -89,3 +89,16 @@ class ApiKeyRecord(WireModel):
     limits: dict[str, float] = Field(
         default_factory=dict, description="overrides: submit_per_min, active_jobs, ..."
     )
+
+
+class UsageRecord(WireModel):
+    """One owner's use of one model on one day (bucket ``usage``, key ``<owner>.<model>.<day>``)."""
+
+    owner: str
+    model: str
+    day: str = Field(description="YYYY-MM-DD, UTC")
+    jobs: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    gpu_seconds: float = 0.0
+    cost: float = 0.0

@@ -137,6 +137,10 @@ class Names:
         """``control.cancel.<job_id>``: heard by the worker that holds the job."""
         return self._subject("control", "cancel", token(job_id))
 
+    def cancel_request(self) -> str:
+        """``orchestrator.cancel.v1``: the gateway asks the orchestrator to cancel (request/reply)."""
+        return self._subject("orchestrator", "cancel", "v1")
+
     def all_cancels(self) -> str:
         """Every cancel command."""
         return self._subject("control", "cancel", "*")
