@@ -138,7 +138,7 @@ class Names:
         return self._subject("control", "cancel", token(job_id))
 
     def cancel_request(self) -> str:
-        """``orchestrator.cancel.v1``: the gateway asks the orchestrator to cancel (request/reply)."""
+        """``orchestrator.cancel.v1``: the gateway asks the orchestrator to cancel a job."""
         return self._subject("orchestrator", "cancel", "v1")
 
     def all_cancels(self) -> str:
