@@ -45,6 +45,7 @@ from .records import ApiKeyRecord, IdempotencyRecord, JobRecord, UsageRecord
 from .states import (
     ACTIVE_STATES,
     EVENT_NAMES,
+    RANK,
     STATE_EVENT,
     TERMINAL_EVENTS,
     TERMINAL_STATES,
@@ -79,6 +80,7 @@ __all__ = [
     "JSON",
     "MESSAGE_TYPE",
     "MSG_ID",
+    "RANK",
     "SCHEMA_VERSION",
     "STATE_EVENT",
     "TERMINAL_EVENTS",
