@@ -1,0 +1,254 @@
+"""The whole system on one machine: NATS, S3, ComfyUI (or the simulator), the four services.
+
+Everything lives in one state folder, so a second start finds the jobs of the first:
+
+    <state-dir>/nats/        JetStream store          <state-dir>/logs/<name>.log
+    <state-dir>/s3/          SeaweedFS data           <state-dir>/credentials.json
+    <state-dir>/comfyui-sim/ simulator files          <state-dir>/stack.json (once ready)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from comfyline.contracts import Names
+
+from .servers import ChildProcess, NatsServer, SeaweedS3, ServerError, free_port, wait_until
+
+SERVICES = ("enhancer", "orchestrator", "worker", "gateway")
+PREFIX = {
+    "enhancer": "ENHANCER",
+    "orchestrator": "ORCHESTRATOR",
+    "worker": "WORKER",
+    "gateway": "GATEWAY",
+}
+BUCKET = "comfyline"
+
+
+def _port(preferred: int) -> int:
+    """``preferred`` when it is free, else any free port."""
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            return free_port()
+
+
+@dataclass
+class Credentials:
+    """Secrets made on the first start and kept in the state folder."""
+
+    s3_access_key: str
+    s3_secret_key: str
+    api_key: str
+    events_secret: str
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> Credentials:
+        if path.exists():
+            return cls(**json.loads(path.read_text()))
+        made = cls(
+            s3_access_key="comfyline",
+            s3_secret_key=secrets.token_urlsafe(24),
+            api_key=f"cl_dev_{secrets.token_urlsafe(24)}",
+            events_secret=secrets.token_urlsafe(32),
+        )
+        path.write_text(json.dumps(made.__dict__, indent=2))
+        path.chmod(0o600)
+        return made
+
+
+@dataclass
+class LocalStack:
+    """Starts, watches and stops every part of a local Comfyline."""
+
+    state_dir: Path
+    port: int = 8000
+    host: str = "127.0.0.1"
+    comfyui_url: str | None = None
+    sim_args: list[str] = field(default_factory=list)
+    nats: NatsServer | None = None
+    s3: SeaweedS3 | None = None
+    children: dict[str, ChildProcess] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def logs(self) -> Path:
+        return self.state_dir / "logs"
+
+    def start(self, on_step: Any = print) -> dict[str, Any]:
+        """Start everything, wait until each part is ready, write ``stack.json``."""
+        started = time.monotonic()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "stack.json").unlink(missing_ok=True)
+        creds = Credentials.load_or_create(self.state_dir / "credentials.json")
+        try:
+            self.nats = NatsServer(self.state_dir / "nats", port=_port(4222))
+            self.nats.start()
+            on_step(f"  nats-server     {self.nats.url}")
+            self.s3 = SeaweedS3(
+                self.state_dir / "s3", creds.s3_access_key, creds.s3_secret_key, _port(9000)
+            )
+            self.s3.start()
+            on_step(f"  S3 (SeaweedFS)  http://{self.s3.endpoint}")
+            comfyui = self.comfyui_url or self._start_simulator()
+            on_step(f"  ComfyUI         {comfyui}" + ("" if self.comfyui_url else " (simulator)"))
+            gateway_url = f"http://{self.host}:{self.port}"
+            for name in SERVICES:
+                self._start_service(name, self._service_env(name, creds, comfyui, gateway_url))
+            self._wait_services(gateway_url)
+        except BaseException:
+            self.stop()
+            raise
+        self.info = {
+            "gateway_url": gateway_url,
+            "docs_url": f"{gateway_url}/docs",
+            "playground_url": f"{gateway_url}/playground",
+            "s3_endpoint": f"http://{self.s3.endpoint}",
+            "s3_bucket": BUCKET,
+            "nats_url": self.nats.url,
+            "comfyui_url": comfyui,
+            "comfyui_is_simulator": self.comfyui_url is None,
+            "api_key": creds.api_key,
+            "state_dir": str(self.state_dir),
+            "up_pid": os.getpid(),
+            "pids": {"nats-server": self.nats.pid, "weed": self.s3.pid}
+            | {name: child.pid for name, child in self.children.items()},
+            "started_in_s": round(time.monotonic() - started, 2),
+        }
+        (self.state_dir / "stack.json").write_text(json.dumps(self.info, indent=2))
+        return self.info
+
+    def _start_simulator(self) -> str:
+        port = _port(8188)
+        child = ChildProcess(
+            "comfyui-sim",
+            [
+                sys.executable,
+                "-m",
+                "comfyline.comfyui_sim",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(self.state_dir / "comfyui-sim"),
+                *self.sim_args,
+            ],
+            self.logs / "comfyui-sim.log",
+        )
+        child.spawn()
+        self.children["comfyui-sim"] = child
+        url = f"http://127.0.0.1:{port}"
+        wait_until(
+            lambda: httpx.get(f"{url}/system_stats", timeout=1).status_code == 200,
+            "ComfyUI simulator",
+            child,
+            30,
+        )
+        return url
+
+    def _service_env(
+        self, name: str, creds: Credentials, comfyui: str, gateway_url: str
+    ) -> dict[str, str]:
+        assert self.nats is not None and self.s3 is not None
+        p = PREFIX[name]
+        env = {
+            f"{p}_ENVIRONMENT": "development",
+            f"{p}_NATS__URL": self.nats.url,
+            f"{p}_S3__ENDPOINT": self.s3.endpoint,
+            f"{p}_S3__ACCESS_KEY": creds.s3_access_key,
+            f"{p}_S3__SECRET_KEY": creds.s3_secret_key,
+            f"{p}_S3__BUCKET": BUCKET,
+        }
+        otel = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        if otel:
+            env[f"{p}_OTEL__ENDPOINT"] = otel
+        if name == "worker":
+            env["WORKER_COMFYUI_URLS"] = comfyui
+        if name == "orchestrator":
+            env["ORCHESTRATOR_WEBHOOKS__ALLOW_LOOPBACK"] = "true"
+        if name == "gateway":
+            env |= {
+                "GATEWAY_HOST": self.host,
+                "GATEWAY_PORT": str(self.port),
+                "GATEWAY_PUBLIC_URL": gateway_url,
+                "GATEWAY_ADMIN_API_KEY": creds.api_key,
+                "GATEWAY_EVENTS_TOKEN_SECRET": creds.events_secret,
+            }
+        return env
+
+    def _start_service(self, name: str, env: dict[str, str]) -> None:
+        child = ChildProcess(
+            name, [sys.executable, "-m", f"comfyline.{name}"], self.logs / f"{name}.log", env=env
+        )
+        child.spawn()
+        self.children[name] = child
+
+    def _wait_services(self, gateway_url: str) -> None:
+        gateway = self.children["gateway"]
+        wait_until(
+            lambda: httpx.get(f"{gateway_url}/readyz", timeout=2).status_code == 200,
+            "gateway",
+            gateway,
+            60,
+        )
+        for name in ("enhancer", "orchestrator", "worker"):
+            if not self.children[name].alive():
+                raise ServerError(f"{name} exited:\n{self.children[name].log_tail()}")
+        assert self.nats is not None
+        asyncio.run(_wait_for_consumers(self.nats.url, timeout_s=60))
+
+    def dead_child(self) -> str | None:
+        """The name of a part that stopped on its own, if any."""
+        for name, child in self.children.items():
+            if not child.alive():
+                return name
+        for server in (self.nats, self.s3):
+            if server is not None and not server.child.alive():
+                return server.child.name
+        return None
+
+    def stop(self) -> None:
+        """Stop every part we started, newest first, each by its PID."""
+        for name in reversed(list(self.children)):
+            self.children[name].stop(grace_s=15)
+        if self.s3 is not None:
+            self.s3.stop()
+        if self.nats is not None:
+            self.nats.stop()
+        self.children.clear()
+
+
+async def _wait_for_consumers(nats_url: str, timeout_s: float) -> None:
+    """Ready means: a worker announced itself and the services answer on NATS."""
+    from comfyline.runtime import Bus, NatsSettings
+
+    names = Names()
+    bus = await Bus.connect(NatsSettings(url=nats_url, connect_attempts=10), names, "comfyline-up")
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            try:
+                workers = await bus.kv(names.bucket("workers"))
+                if await workers.keys():
+                    return
+            except Exception:
+                pass
+            await asyncio.sleep(0.2)
+        raise ServerError("no worker announced itself in time; see the worker's log")
+    finally:
+        await bus.close()

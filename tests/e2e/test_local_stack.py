@@ -1,0 +1,191 @@
+"""The walking skeleton, as a user meets it: ``comfyline up``, one job over HTTP, SSE, a PNG.
+
+The stack runs as separate processes (nats-server, weed, the ComfyUI simulator, four services),
+exactly as the README's first command starts it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from comfyline.stack import free_port
+
+pytestmark = pytest.mark.e2e
+TERMINAL = {"completed", "failed", "cancelled", "timed_out"}
+
+
+class Stack:
+    """``comfyline up`` in a child process, driven through its ``stack.json``."""
+
+    def __init__(self, state_dir: Path, port: int) -> None:
+        self.state_dir = state_dir
+        self.port = port
+        self.process: subprocess.Popen[bytes] | None = None
+        self.info: dict[str, Any] = {}
+
+    def up(self, timeout_s: float = 120) -> dict[str, Any]:
+        env = {k: v for k, v in os.environ.items() if k != "COMFYUI_URL"}
+        log = (self.state_dir.parent / "up.log").open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "comfyline.stack",
+                "up",
+                "--state-dir",
+                str(self.state_dir),
+                "--port",
+                str(self.port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        stack_json = self.state_dir / "stack.json"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"comfyline up exited: {self.log_tail()}")
+            if stack_json.exists():
+                self.info = json.loads(stack_json.read_text())
+                return self.info
+            time.sleep(0.2)
+        raise AssertionError(f"stack not ready in {timeout_s}s: {self.log_tail()}")
+
+    def log_tail(self) -> str:
+        return (self.state_dir.parent / "up.log").read_text(errors="replace")[-4000:]
+
+    def down(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            raise AssertionError("comfyline up did not stop on SIGTERM") from None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is as good as gone
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def sse_events(response: httpx.Response) -> Iterator[dict[str, str]]:
+    """Parse a Server-Sent Events stream into dicts with ``id``, ``event``, ``data``."""
+    event: dict[str, str] = {}
+    for line in response.iter_lines():
+        if not line:
+            if "data" in event or "event" in event:
+                yield event
+            event = {}
+        elif line.startswith(":"):
+            continue
+        else:
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            event[field] = (
+                event[field] + "\n" + value if field == "data" and field in event else value
+            )
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    assert data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    running = Stack(tmp_path / "state", free_port())
+    try:
+        yield running
+    finally:
+        running.down()
+
+
+def test_one_job_end_to_end_and_it_survives_a_restart(stack: Stack) -> None:
+    info = stack.up()
+    base, key = info["gateway_url"], info["api_key"]
+    auth = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=base, headers=auth, timeout=30) as client:
+        created = client.post(
+            "/v1/jobs", json={"model": "cpu-smoke", "input": {"width": 192, "height": 128}}
+        )
+        assert created.status_code == 202, created.text
+        job = created.json()
+        job_id = job["id"]
+        assert job["status"] == "queued"
+        assert {"self", "events", "cancel"} <= set(job["links"])
+
+        # Follow the events link as a browser would: no Authorization header.
+        kinds: list[str] = []
+        seen_ids: list[int] = []
+        events_url = httpx.URL(base).join(job["links"]["events"])
+        with httpx.stream("GET", events_url, timeout=60) as response:
+            assert response.status_code == 200, response.read()
+            assert response.headers["content-type"].startswith("text/event-stream")
+            for event in sse_events(response):
+                kinds.append(event["event"])
+                seen_ids.append(int(event["id"]))
+                if event["event"] in TERMINAL:
+                    final = json.loads(event["data"])
+                    break
+        assert kinds[0] == "queued"
+        assert kinds[-1] == "completed", kinds
+        assert "started" in kinds
+        assert seen_ids == sorted(seen_ids) and len(set(seen_ids)) == len(seen_ids)
+        final_outputs = final.get("outputs") or final.get("job", {}).get("outputs")
+        assert final_outputs and final_outputs[0]["url"].startswith("http")
+
+        fetched = client.get(f"/v1/jobs/{job_id}")
+        assert fetched.status_code == 200
+        done = fetched.json()
+        assert done["status"] == "succeeded"
+        output = done["outputs"][0]
+        assert output["content_type"] == "image/png"
+        assert (output["width"], output["height"]) == (192, 128)
+
+        # The presigned link works without any credentials.
+        png = httpx.get(output["url"], timeout=30)
+        assert png.status_code == 200
+        assert png_size(png.content) == (192, 128)
+        assert len(png.content) == output["size"]
+
+    pids = list(stack.info["pids"].values())
+    stack.down()
+    assert not [pid for pid in pids if pid_alive(pid)], "children left running after stop"
+    assert not (stack.state_dir / "stack.json").exists()
+
+    # A second `up` on the same state folder finds the finished job.
+    info = stack.up()
+    assert info["api_key"] == key
+    with httpx.Client(base_url=info["gateway_url"], headers=auth, timeout=30) as client:
+        again = client.get(f"/v1/jobs/{job_id}")
+        assert again.status_code == 200, again.text
+        assert again.json()["status"] == "succeeded"
+        assert again.json()["outputs"][0]["key"] == output["key"]
+        png = httpx.get(again.json()["outputs"][0]["url"], timeout=30)
+        assert png_size(png.content) == (192, 128)
