@@ -85,7 +85,7 @@ class Bus:
         for attempt in range(1, settings.connect_attempts + 1):
             try:
                 nc = await nats.connect(
-                    settings.url,
+                    servers=[url.strip() for url in settings.url.split(",") if url.strip()],
                     name=client_name,
                     connect_timeout=settings.connect_timeout_s,
                     max_reconnect_attempts=-1,

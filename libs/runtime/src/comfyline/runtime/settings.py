@@ -21,7 +21,9 @@ PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "dev", "
 class NatsSettings(BaseModel):
     """Where NATS is and how the streams are replicated."""
 
-    url: str = "nats://127.0.0.1:4222"
+    url: str = Field(
+        default="nats://127.0.0.1:4222", description="one URL, or several comma-separated"
+    )
     replicas: int = Field(default=1, ge=1, le=5)
     connect_timeout_s: float = 5.0
     connect_attempts: int = 30
