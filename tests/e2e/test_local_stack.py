@@ -22,6 +22,8 @@ import pytest
 
 from comfyline.stack import free_port
 
+from .otlp_receiver import OtlpReceiver
+
 pytestmark = pytest.mark.e2e
 TERMINAL = {"completed", "failed", "cancelled", "timed_out"}
 
@@ -32,11 +34,12 @@ class Stack:
     def __init__(self, state_dir: Path, port: int) -> None:
         self.state_dir = state_dir
         self.port = port
+        self.env: dict[str, str] = {}
         self.process: subprocess.Popen[bytes] | None = None
         self.info: dict[str, Any] = {}
 
     def up(self, timeout_s: float = 120) -> dict[str, Any]:
-        env = {k: v for k, v in os.environ.items() if k != "COMFYUI_URL"}
+        env = {k: v for k, v in os.environ.items() if k != "COMFYUI_URL"} | self.env
         log = (self.state_dir.parent / "up.log").open("ab")
         self.process = subprocess.Popen(
             [
@@ -189,3 +192,59 @@ def test_one_job_end_to_end_and_it_survives_a_restart(stack: Stack) -> None:
         assert again.json()["outputs"][0]["key"] == output["key"]
         png = httpx.get(again.json()["outputs"][0]["url"], timeout=30)
         assert png_size(png.content) == (192, 128)
+
+
+def test_one_trace_runs_from_the_http_request_through_every_service(stack: Stack) -> None:
+    with OtlpReceiver() as receiver:
+        stack.env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+        }
+        info = stack.up()
+        auth = {"Authorization": f"Bearer {info['api_key']}"}
+        with httpx.Client(base_url=info["gateway_url"], headers=auth, timeout=30) as client:
+            created = client.post(
+                "/v1/jobs",
+                json={
+                    "model": "txt2img-sdxl",
+                    "input": {
+                        "prompt": "a red fox in snow",
+                        "width": 64,
+                        "height": 64,
+                        "steps": 2,
+                        "seed": 7,
+                    },
+                },
+            )
+            assert created.status_code == 202, created.text
+            job_id = created.json()["id"]
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                status = client.get(f"/v1/jobs/{job_id}").json()["status"]
+                if status in {"succeeded", "failed", "cancelled", "timed_out"}:
+                    break
+                time.sleep(0.2)
+            assert status == "succeeded"
+
+        wanted = {
+            "comfyline-gateway",
+            "comfyline-orchestrator",
+            "comfyline-enhancer",
+            "comfyline-worker",
+        }
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            by_trace: dict[str, set[str]] = {}
+            for span in list(receiver.spans):
+                by_trace.setdefault(span.trace_id, set()).add(span.service)
+            job_traces = [tid for tid, services in by_trace.items() if wanted <= services]
+            if job_traces:
+                break
+            time.sleep(0.3)
+        assert job_traces, {tid: sorted(s) for tid, s in by_trace.items()}
+        trace_spans = [s for s in receiver.spans if s.trace_id == job_traces[0]]
+        roots = [s for s in trace_spans if not s.parent_span_id]
+        assert len(roots) == 1 and roots[0].service == "comfyline-gateway", roots
+        assert any("s3" in s.name.lower() or "upload" in s.name.lower() for s in trace_spans), [
+            (s.service, s.name) for s in trace_spans
+        ]

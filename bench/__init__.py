@@ -1,0 +1,1 @@
+"""Comfyline benchmarks: ``uv run python -m bench`` (see bench/README.md)."""
