@@ -36,7 +36,11 @@ class EnhanceReply(Message):
 
 
 class PolicyRequest(Message):
-    """Classify ``texts`` (prompt, negative prompt, ...) and check them against ``allowed``."""
+    """Classify ``texts`` and check them against ``allowed``.
+
+    Send only what will be generated (the composed prompt, and any other text the model renders):
+    never negative prompts, which routinely name exactly what the user wants to avoid.
+    """
 
     model: str
     texts: list[str]
