@@ -20,10 +20,14 @@ from minio import Minio
 from minio.commonconfig import Filter
 from minio.error import S3Error
 from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
+from opentelemetry.trace import SpanKind
 
 from comfyline.contracts import ComfylineError, ErrorCode
 
 from .settings import S3Settings
+from .tracing import tracer
+
+_tracer = tracer(__name__)
 
 
 class StorageError(ComfylineError):
@@ -109,8 +113,14 @@ class ObjectStore:
         )
 
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        operation = getattr(fn, "__name__", "call")
+        attributes = {"rpc.system": "s3", "rpc.method": operation, "s3.bucket": self.bucket}
+        if len(args) > 1 and isinstance(args[1], str):
+            attributes["s3.key"] = args[1]
         try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
+            with _tracer.start_as_current_span(f"s3 {operation}", kind=SpanKind.CLIENT) as span:
+                span.set_attributes(attributes)
+                return await asyncio.to_thread(fn, *args, **kwargs)
         except S3Error as exc:
             if exc.code in {"NoSuchKey", "NoSuchObject"}:
                 raise ObjectNotFound(f"no object {exc.object_name or ''}") from exc

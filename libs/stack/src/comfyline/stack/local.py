@@ -186,7 +186,12 @@ class LocalStack:
                 "GATEWAY_HOST": self.host,
                 "GATEWAY_PORT": str(self.port),
                 "GATEWAY_PUBLIC_URL": gateway_url,
-                "GATEWAY_ADMIN_API_KEY": creds.api_key,
+                "GATEWAY_AUTH__ADMIN_API_KEY": creds.api_key,
+                "GATEWAY_AUTH__ADMIN_OWNER": "dev",
+                # A laptop stack is for trying things: limits a person never meets.
+                "GATEWAY_LIMITS__SUBMIT_PER_MIN": "6000",
+                "GATEWAY_LIMITS__STATUS_PER_MIN": "60000",
+                "GATEWAY_LIMITS__ACTIVE_JOBS": "1000",
                 "GATEWAY_EVENTS_TOKEN_SECRET": creds.events_secret,
             }
         return env
