@@ -1,0 +1,235 @@
+"""The composition root: ``create_app(settings)`` builds the FastAPI app; its lifespan opens
+NATS and S3, declares what the gateway uses, builds every collaborator once, and closes them.
+
+The gateway keeps no state of its own: jobs live in JetStream and KV, limits in KV, files in S3,
+so every replica answers the same and any number can run side by side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+from fastapi_offline import FastAPIOffline
+
+from comfyline.catalogue import Catalogue
+from comfyline.contracts import bucket_spec, stream_spec
+from comfyline.runtime import Bus, ObjectStore
+
+from .auth import Authenticator
+from .deps import Gateway
+from .errors import install_error_handlers
+from .fanout import Fanout
+from .fleet import Fleet
+from .inputs import InputResolver
+from .joblog import JobLog
+from .keys import KeyStore
+from .limits import Limits
+from .middleware import BodyLimitMiddleware, RequestContextMiddleware
+from .registry import ModelRegistry
+from .routes import assets, events, jobs, keys, models, playground, prompts, status, usage
+from .schemas import JobEventPublic, WsMessage
+from .settings import Settings
+from .ssrf import Fetcher
+from .submit import Submitter
+from .views import Views
+
+STREAMS = ("JOBS", "WORK")
+BUCKETS = ("jobs", "workers", "models", "idempotency", "ratelimits", "keys", "usage")
+MULTIPART_OVERHEAD = 64 * 1024
+EXPOSED_HEADERS = [
+    "X-Request-ID",
+    "Location",
+    "Retry-After",
+    "Idempotent-Replayed",
+    "Preference-Applied",
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
+    "RateLimit-Policy",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+]
+COMMON_ERRORS = {
+    "400": "Malformed request",
+    "401": "Missing or invalid credentials",
+    "422": "Validation failed",
+    "429": "Rate limited or over a limit",
+    "503": "A dependency is unavailable",
+}
+DESCRIPTION = """
+Run ComfyUI workflows (image, inpaint, portrait, speech, lip-sync, video) through one API.
+
+* **Auth**: `Authorization: Bearer <API key or JWT>`. A job's `events` link carries its own
+  short-lived token, so a browser's `EventSource` can follow it without the key.
+* **Errors**: always `{"error", "code", "details", "request_id"}` with a stable `code`.
+* **Limits**: `RateLimit-*` / `X-RateLimit-*` headers on limited routes; `429` with
+  `Retry-After` when over; `503` with `Retry-After` when a model's queue is full.
+* **Live progress**: `GET /v1/jobs/{id}/events` (SSE, resumable with `Last-Event-ID`),
+  `GET /v1/events` (all your jobs), `WS /v1/ws`.
+"""
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Open NATS and S3, build the gateway, serve, then close everything in reverse."""
+    settings: Settings = app.state.settings
+    names = settings.names
+    async with AsyncExitStack() as stack:
+        bus = await Bus.connect(settings.nats, names, "comfyline-gateway")
+        stack.push_async_callback(bus.close)
+        await bus.ensure_streams(stream_spec(names, s) for s in STREAMS)  # type: ignore[arg-type]
+        await bus.ensure_buckets(bucket_spec(names, b) for b in BUCKETS)  # type: ignore[arg-type]
+        store = ObjectStore(settings.s3)
+        await store.ensure_bucket()
+        http = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.fetch_timeout_s, connect=5.0),
+            limits=httpx.Limits(max_connections=50),
+            follow_redirects=False,
+        )
+        stack.push_async_callback(http.aclose)
+        keystore = KeyStore(await bus.kv(names.bucket("keys")))
+        auth = Authenticator(settings.auth, keystore, settings.events_secret(), http)
+        limits = Limits(
+            settings.limits,
+            await bus.kv(names.bucket("ratelimits")),
+            await bus.kv(names.bucket("usage")),
+        )
+        joblog = JobLog(bus)
+        fleet = Fleet(bus, settings.status_cache_s)
+        fanout = Fanout(bus)
+        await fanout.start()
+        stack.push_async_callback(fanout.stop)
+        registry = ModelRegistry(bus, Catalogue.builtin(), settings.models_refresh_s)
+        await registry.start()
+        stack.push_async_callback(registry.stop)
+        inputs = InputResolver(
+            store, joblog, Fetcher(http, settings.fetch_timeout_s), settings.bodies.max_fetch_bytes
+        )
+        submitter = Submitter(
+            bus,
+            settings,
+            registry,
+            joblog,
+            fleet,
+            limits,
+            inputs,
+            await bus.kv(names.bucket("idempotency")),
+        )
+        app.state.gateway = Gateway(
+            settings=settings,
+            names=names,
+            bus=bus,
+            store=store,
+            http=http,
+            registry=registry,
+            keys=keystore,
+            auth=auth,
+            limits=limits,
+            jobs=joblog,
+            fleet=fleet,
+            fanout=fanout,
+            inputs=inputs,
+            submitter=submitter,
+            views=Views(store, auth, settings),
+        )
+        try:
+            yield
+        finally:
+            app.state.gateway = None
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The gateway's ASGI app (routes, middleware, error envelope, OpenAPI)."""
+    # Swagger UI and ReDoc served from the package, not a CDN: /docs works offline too.
+    app = FastAPIOffline(
+        title="Comfyline API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        generate_unique_id_function=lambda route: route.name,
+        openapi_tags=[
+            {"name": "jobs", "description": "Submit, list, read and cancel jobs; get outputs."},
+            {"name": "events", "description": "Live progress: SSE and WebSocket."},
+            {"name": "assets", "description": "Uploads and the gallery."},
+            {"name": "models", "description": "The catalogue."},
+            {"name": "prompts", "description": "Prompt enhancement previews."},
+            {"name": "keys", "description": "API keys and the webhook secret."},
+            {"name": "usage", "description": "Jobs, GPU seconds and cost."},
+            {"name": "status", "description": "Health, readiness, fleet status."},
+        ],
+    )
+    app.state.settings = settings
+    app.state.gateway = None
+    install_error_handlers(app)
+    for module in (jobs, events, assets, models, prompts, keys, usage, status, playground):
+        app.include_router(module.router)
+
+    upload_limit = settings.bodies.max_upload_bytes + MULTIPART_OVERHEAD
+    json_limit = settings.bodies.max_json_bytes
+
+    def limit_for(path: str) -> int:
+        return upload_limit if path.rstrip("/") == "/v1/assets" else json_limit
+
+    app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "Prefer",
+                "Last-Event-ID",
+                "X-Request-ID",
+            ],
+            expose_headers=EXPOSED_HEADERS,
+            max_age=600,
+        )
+    app.add_middleware(RequestContextMiddleware)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with every 422 in our envelope instead of FastAPI's default shape."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+        tags=app.openapi_tags,
+    )
+    envelope = {
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    }
+    for route, path in schema.get("paths", {}).items():
+        for operation in path.values():
+            responses = operation.setdefault("responses", {})
+            response = responses.get("422")
+            if response and "HTTPValidationError" in str(response):
+                response.update(envelope)
+            if route.startswith("/v1/"):  # every API route can answer these
+                for status, text in COMMON_ERRORS.items():
+                    responses.setdefault(status, {"description": text, **envelope})
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    # SSE data and WebSocket messages are not JSON responses: publish their schemas anyway.
+    for model in (JobEventPublic, WsMessage):
+        extra = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, definition in extra.pop("$defs", {}).items():
+            components.setdefault(name, definition)
+        components.setdefault(model.__name__, extra)
+    app.openapi_schema = schema
+    return schema

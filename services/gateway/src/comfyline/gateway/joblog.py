@@ -1,0 +1,187 @@
+"""Reading jobs: the ``jobs`` KV record, the ``JOBS`` log, and short replays of it.
+
+The orchestrator is the only writer of job state. A job is read from its ``JobRecord`` when the
+orchestrator has written one; before that (a few milliseconds after submission) its ``queued``
+view is rebuilt from the ``submitted`` event the gateway itself published.
+
+Listing an owner's jobs asks the stream for the subjects matching ``jobs.<owner>.*.submitted``
+(``STREAM.INFO`` with a subject filter): JetStream answers from its per-subject index without
+reading any message, and since job ids are time-ordered (ULIDs) the sorted subjects are the
+owner's jobs in creation order and a cursor is simply a job id. Only the page's own records are
+then read from KV. Counting an owner's active jobs reads, with one short-lived consumer, only the
+``submitted`` and terminal events of the last few hours (``filter_subjects``, headers only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from comfyline.contracts import (
+    TERMINAL_EVENTS,
+    TIER_ORDER,
+    EventKind,
+    JobEvent,
+    JobRecord,
+    JobState,
+    Names,
+    Tier,
+    token,
+)
+from comfyline.runtime import Bus
+
+from .kv import get_model, nats_errors
+
+REPLAY_BATCH = 256
+
+
+def submitted_filter(names: Names, owner: str | None, job_id: str | None = None) -> str:
+    """``jobs.<owner|*>.<job|*>.submitted`` (Names has builders for one event or all of a job)."""
+    base = names.all_job_events()[:-1]  # "<ns.>jobs."
+    return f"{base}{token(owner) if owner else '*'}.{token(job_id) if job_id else '*'}.submitted"
+
+
+def parse_subject(subject: str) -> tuple[str, str, str]:
+    """``(owner, job_id, kind)`` of a ``jobs.<owner>.<job_id>.<kind>`` subject."""
+    owner, job_id, kind = subject.rsplit(".", 3)[-3:]
+    return owner, job_id, kind
+
+
+def record_from_submission(event: JobEvent) -> JobRecord:
+    """The ``queued`` record a ``submitted`` event implies (before the orchestrator's record)."""
+    sub = event.submission
+    assert sub is not None
+    return JobRecord(
+        id=event.job_id,
+        owner=event.owner,
+        model=event.model,
+        template_version=sub.template_version,
+        status=JobState.QUEUED,
+        created_at=event.occurred_at,
+        updated_at=event.occurred_at,
+        input=sub.input,
+        metadata=sub.metadata,
+        webhook=sub.webhook,
+        response_format=sub.response_format,
+        enhance=sub.enhance,
+        content_tier=_tier(sub.content_tier),
+        deadline_s=sub.deadline_s,
+        request_id=sub.request_id,
+    )
+
+
+def _tier(value: str) -> Tier:
+    for tier in TIER_ORDER:
+        if tier == value:
+            return tier
+    return "general"
+
+
+class JobLog:
+    """Reads job records and events; never writes them."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.names = bus.names
+        self.stream = bus.names.stream("JOBS")
+
+    async def record(self, job_id: str) -> JobRecord | None:
+        """The orchestrator's record of a job, if written yet."""
+        kv = await self.bus.kv(self.names.bucket("jobs"))
+        found = await get_model(kv, job_id, JobRecord)
+        return found[0] if found else None
+
+    async def submitted(self, job_id: str, owner: str | None = None) -> JobEvent | None:
+        """The ``submitted`` event of a job (any owner's when ``owner`` is None)."""
+        subject = submitted_filter(self.names, owner, job_id)
+        try:
+            async with nats_errors("reading a submission"):
+                msg = await self.bus.js.get_last_msg(self.stream, subject)
+        except NotFoundError:
+            return None
+        return JobEvent.from_bytes(msg.data or b"{}")
+
+    async def find(self, job_id: str) -> JobRecord | None:
+        """A job as it is now: its record, else its queued view from the submission."""
+        record = await self.record(job_id)
+        if record is not None:
+            return record
+        event = await self.submitted(job_id)
+        return record_from_submission(event) if event and event.submission else None
+
+    async def job_ids(self, owner: str) -> list[str]:
+        """Every job id of ``owner`` still in the log, newest first."""
+        async with nats_errors("listing jobs"):
+            info = await self.bus.js.stream_info(
+                self.stream, subjects_filter=submitted_filter(self.names, owner)
+            )
+        subjects = info.state.subjects or {}
+        return sorted((parse_subject(s)[1] for s in subjects), reverse=True)
+
+    async def count_active(self, owner: str, window_s: float) -> int:
+        """How many of ``owner``'s jobs submitted in the last ``window_s`` have not ended."""
+        base = self.names.owner_events_filter(owner)[:-1]
+        kinds = [EventKind.SUBMITTED, *sorted(TERMINAL_EVENTS)]
+        config = ConsumerConfig(
+            filter_subjects=[f"{base}*.{kind.value}" for kind in kinds],
+            deliver_policy=DeliverPolicy.BY_START_TIME,
+            opt_start_time=datetime.now(UTC) - timedelta(seconds=window_s),
+            headers_only=True,
+        )
+        submitted: set[str] = set()
+        ended: set[str] = set()
+        async for subject, _, _ in self._read(config):
+            _, job_id, kind = parse_subject(subject)
+            (submitted if kind == EventKind.SUBMITTED else ended).add(job_id)
+        return len(submitted - ended)
+
+    async def replay(
+        self, subject_filter: str, after: int
+    ) -> AsyncGenerator[tuple[int, JobEvent], None]:
+        """Events on ``subject_filter`` with a stream sequence above ``after``, in order."""
+        config = ConsumerConfig(filter_subject=subject_filter)
+        if after > 0:
+            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = after + 1
+        else:
+            config.deliver_policy = DeliverPolicy.ALL
+        async for _, seq, data in self._read(config):
+            try:
+                yield seq, JobEvent.from_bytes(data)
+            except ValueError:
+                continue  # not a job event: skip rather than break the stream
+
+    async def _read(self, config: ConsumerConfig) -> AsyncIterator[tuple[str, int, bytes]]:
+        """Everything a short-lived consumer has pending when created, then delete it."""
+        name = f"gw-{uuid.uuid4().hex[:16]}"
+        config.name = name
+        config.ack_policy = AckPolicy.NONE
+        config.inactive_threshold = 30.0
+        config.mem_storage = True
+        config.num_replicas = 1
+        timeout = self.bus.settings.request_timeout_s
+        async with nats_errors("replaying events"):
+            await self.bus.js.add_consumer(self.stream, config=config)
+        psub = None
+        try:
+            async with nats_errors("replaying events"):
+                psub = await self.bus.js.pull_subscribe_bind(name, stream=self.stream)
+                pending = (await psub.consumer_info()).num_pending or 0
+            while pending > 0:
+                async with nats_errors("replaying events"):
+                    msgs = await psub.fetch(min(pending, REPLAY_BATCH), timeout=timeout)
+                for msg in msgs:
+                    yield msg.subject, int(msg.metadata.sequence.stream), msg.data
+                    pending = int(msg.metadata.num_pending)
+        finally:
+            try:
+                if psub is not None:
+                    await psub.unsubscribe()
+                await asyncio.wait_for(self.bus.js.delete_consumer(self.stream, name), timeout)
+            except Exception:
+                pass

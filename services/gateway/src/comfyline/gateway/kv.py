@@ -1,0 +1,68 @@
+"""Small helpers over NATS KV: typed reads, compare-and-set writes, and bounded scans.
+
+Every call has a timeout and NATS failures become :class:`BusError` (503), so a route never
+hangs on, or leaks, a NATS exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+from nats.errors import Error as NatsError
+from nats.js.errors import APIError, KeyNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+from comfyline.contracts import WireModel
+from comfyline.runtime import BusError
+
+M = TypeVar("M", bound=WireModel)
+
+
+@asynccontextmanager
+async def nats_errors(what: str) -> AsyncIterator[None]:
+    """Translate NATS and timeout failures inside the block into :class:`BusError`.
+
+    "Not found" answers (a missing key or message) pass through: callers handle them.
+    """
+    try:
+        yield
+    except (TimeoutError, NatsError, APIError) as exc:
+        if isinstance(exc, NotFoundError):
+            raise
+        raise BusError(f"{what}: {type(exc).__name__}") from exc
+
+
+async def get_model(kv: KeyValue, key: str, model: type[M]) -> tuple[M, int] | None:
+    """The value under ``key`` parsed as ``model``, with its revision; None when missing."""
+    try:
+        async with nats_errors(f"reading {key}"):
+            entry = await kv.get(key)
+    except KeyNotFoundError:
+        return None
+    if entry.value is None:
+        return None
+    return model.from_bytes(entry.value), int(entry.revision or 0)
+
+
+async def scan(kv: KeyValue, pattern: str, timeout: float = 5.0) -> list[tuple[str, bytes]]:  # noqa: ASYNC109
+    """Every current ``(key, value)`` matching ``pattern`` (a KV wildcard), deletes left out.
+
+    One ordered consumer delivers the last value of each matching key; it stops at the end
+    of the initial values. Bounded by ``timeout``.
+    """
+    found: list[tuple[str, bytes]] = []
+    async with nats_errors(f"scanning {pattern}"):
+        watcher = await kv.watch(pattern, ignore_deletes=True, inactive_threshold=30)
+        try:
+            async with asyncio.timeout(timeout):
+                async for entry in watcher:
+                    if entry is None:
+                        break
+                    if entry.value is not None:
+                        found.append((entry.key, entry.value))
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+    return found

@@ -1,0 +1,174 @@
+"""Limits that every gateway replica shares: rate limits, active jobs, queue caps, spend quotas.
+
+Rate limits are fixed windows counted in the ``ratelimits`` KV bucket (key
+``<owner>.<class>.<window>``, created with a per-key TTL, incremented with compare-and-set), so
+any number of gateway replicas draw on one budget and a restart forgets nothing. Every limit has
+a default in :class:`LimitSettings`; an API key's ``limits`` override it per owner (e.g.
+``{"submit_per_min": 1000, "active_jobs": 500}`` for a load-test key).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from comfyline.contracts import ErrorCode, ModelTemplate, UsageRecord
+
+from .auth import Principal
+from .errors import ApiError
+from .kv import nats_errors, scan
+from .settings import LimitSettings
+
+Entry = KeyValue.Entry
+RouteClass = Literal["submit", "enhance", "status", "upload", "keys"]
+_CAS_ATTEMPTS = 12
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    """The outcome of one rate-limited request."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_s: int
+    window_s: int
+
+    def headers(self) -> dict[str, str]:
+        """``RateLimit-*`` (IETF draft) and ``X-RateLimit-*`` (common practice) headers."""
+        reset_at = int(time.time()) + self.reset_s
+        out = {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset_s),
+            "RateLimit-Policy": f"{self.limit};w={self.window_s}",
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(reset_at),
+        }
+        if not self.allowed:
+            out["Retry-After"] = str(max(1, self.reset_s))
+        return out
+
+
+class Limits:
+    """Checks an owner's request against its limits; raises :class:`ApiError` when over."""
+
+    def __init__(self, settings: LimitSettings, ratelimits: KeyValue, usage: KeyValue) -> None:
+        self.settings = settings
+        self.ratelimits = ratelimits
+        self.usage = usage
+
+    def limit_of(self, principal: Principal, name: str, default: float | None) -> float | None:
+        """A limit for this caller: the key's override, else the default."""
+        value = principal.limits.get(name)
+        return float(value) if value is not None else default
+
+    # --- rate limits -----------------------------------------------------------------------
+    async def rate(self, principal: Principal, route_class: RouteClass) -> RateDecision:
+        """Count one request of ``route_class``; the decision carries the headers to send."""
+        name = f"{route_class}_per_min"
+        default = float(getattr(self.settings, name))
+        limit = int(self.limit_of(principal, name, default) or 0)
+        window_s = self.settings.window_s
+        now = time.time()
+        window = int(now // window_s)
+        reset_s = max(1, math.ceil((window + 1) * window_s - now))
+        key = f"{principal.owner}.{route_class}.{window}"
+        for _ in range(_CAS_ATTEMPTS):
+            async with nats_errors("rate limit"):
+                try:
+                    entry: Entry | None = await self.ratelimits.get(key)
+                except KeyNotFoundError:  # the first request of this window
+                    entry = None
+                try:
+                    if entry is None:
+                        if limit < 1:
+                            return RateDecision(False, limit, 0, reset_s, window_s)
+                        await self.ratelimits.create(key, b"1", msg_ttl=float(window_s * 2))
+                        return RateDecision(True, limit, limit - 1, reset_s, window_s)
+                    count = int(entry.value or b"0")
+                    if count >= limit:
+                        return RateDecision(False, limit, 0, reset_s, window_s)
+                    await self.ratelimits.update(key, str(count + 1).encode(), last=entry.revision)
+                    return RateDecision(True, limit, max(0, limit - count - 1), reset_s, window_s)
+                except KeyWrongLastSequenceError:
+                    continue  # another request (or replica) counted first: read again
+        return RateDecision(False, limit, 0, reset_s, window_s)
+
+    # --- active jobs, queue caps -------------------------------------------------------------
+    def check_active(self, principal: Principal, active: int) -> None:
+        """429 when the owner already has its cap of queued or running jobs."""
+        cap = int(self.limit_of(principal, "active_jobs", self.settings.active_jobs) or 0)
+        if active >= cap:
+            raise ApiError(
+                429,
+                ErrorCode.TOO_MANY_ACTIVE_JOBS,
+                f"too many active jobs ({active} of {cap}); wait for one to finish",
+                details={"active": active, "limit": cap},
+                headers={"Retry-After": "5"},
+            )
+
+    def queue_cap(self, principal: Principal, template: ModelTemplate) -> int:
+        """The backlog cap of ``template`` for this caller (the key may override it)."""
+        return int(self.limit_of(principal, "max_queue", template.max_queue) or 0)
+
+    def check_queue(self, principal: Principal, template: ModelTemplate, depth: int) -> None:
+        """503 with ``Retry-After`` when the model's backlog is full."""
+        cap = self.queue_cap(principal, template)
+        if depth >= cap:
+            raise ApiError(
+                503,
+                ErrorCode.QUEUE_FULL,
+                f"the queue of {template.name} is full; try again shortly",
+                details={"model": template.name, "queue_depth": depth, "limit": cap},
+                headers={"Retry-After": "10"},
+            )
+
+    # --- spend quotas ------------------------------------------------------------------------
+    async def check_quota(self, principal: Principal) -> None:
+        """429 when the owner's spend today (or this month) has reached its quota."""
+        day_cap = self.limit_of(principal, "spend_per_day", self.settings.spend_per_day)
+        month_cap = self.limit_of(principal, "spend_per_month", self.settings.spend_per_month)
+        if day_cap is None and month_cap is None:
+            return
+        now = datetime.now(UTC)
+        today = now.strftime("%Y-%m-%d")
+        if day_cap is not None:
+            spent = await self.spend(f"{principal.owner}.*.{today}", today)
+            if spent >= day_cap:
+                tomorrow = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0)
+                raise self._over("day", spent, day_cap, tomorrow - now)
+        if month_cap is not None:
+            month = now.strftime("%Y-%m")
+            spent = await self.spend(f"{principal.owner}.>", month)
+            if spent >= month_cap:
+                first = (now.replace(day=1) + timedelta(days=32)).replace(
+                    day=1, hour=0, minute=0, second=0
+                )
+                raise self._over("month", spent, month_cap, first - now)
+
+    async def spend(self, pattern: str, period_prefix: str) -> float:
+        """The cost of the usage records under ``pattern`` in the period ``period_prefix``."""
+        total = 0.0
+        for _, raw in await scan(self.usage, pattern):
+            record = UsageRecord.from_bytes(raw)
+            if record.day.startswith(period_prefix):
+                total += record.cost
+        return total
+
+    @staticmethod
+    def _over(period: str, spent: float, cap: float, wait: timedelta) -> ApiError:
+        return ApiError(
+            429,
+            ErrorCode.QUOTA_EXCEEDED,
+            f"spend quota for this {period} reached ({spent:.2f} of {cap:.2f} USD)",
+            details={"period": period, "spent": round(spent, 6), "limit": cap},
+            headers={"Retry-After": str(max(1, int(wait.total_seconds())))},
+        )

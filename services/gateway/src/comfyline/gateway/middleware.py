@@ -1,0 +1,128 @@
+"""Pure ASGI middleware: request ids, body size limits, and headers set by dependencies.
+
+Pure ASGI (not ``BaseHTTPMiddleware``) so streaming responses (SSE, object content) pass
+through untouched and nothing is buffered.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+
+from fastapi import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from comfyline.contracts import ErrorCode, new_request_id
+
+from .errors import error_payload
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+#: Dependencies put headers here (e.g. ``RateLimit-*``); they are added to the response start.
+EXTRA_HEADERS = "extra_headers"
+
+
+class RequestContextMiddleware:
+    """Give each request an id (``X-Request-ID`` in, or a new one) and add it to every answer.
+
+    Also adds the headers dependencies left in ``scope["state"][EXTRA_HEADERS]``, so a header
+    such as ``RateLimit-Remaining`` reaches streaming and redirect responses too.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in {"http", "websocket"}:
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        given = _header(scope, b"x-request-id")
+        rid = given if given and _REQUEST_ID.match(given) else new_request_id()
+        state["request_id"] = rid
+        state[EXTRA_HEADERS] = {}
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                extra = {"x-request-id": rid, **state.get(EXTRA_HEADERS, {})}
+                for name, value in extra.items():
+                    if name.lower().encode() not in present:
+                        headers.append((name.lower().encode(), str(value).encode()))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over a size (413 in the envelope), by header or while reading.
+
+    ``limit_for(path)`` gives the limit of each path, so uploads may be larger than JSON.
+    """
+
+    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]) -> None:
+        self.app = app
+        self.limit_for = limit_for
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope.get("path", ""))
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _too_large(scope, send, limit)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+class BodyTooLarge(HTTPException):
+    """Raised while reading a body past its limit (an HTTPException, so FastAPI's body reader
+    lets it through instead of answering 400); the error handlers give it the envelope."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body larger than {limit} bytes")
+
+
+async def _too_large(scope: Scope, send: Send, limit: int) -> None:
+    rid = scope.get("state", {}).get("request_id") or new_request_id()
+    body = json.dumps(
+        error_payload(
+            ErrorCode.PAYLOAD_TOO_LARGE.value,
+            f"request body larger than {limit} bytes",
+            rid,
+            {"limit_bytes": limit},
+        )
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return None

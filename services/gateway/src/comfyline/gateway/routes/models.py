@@ -1,0 +1,60 @@
+"""``/v1/models``: the catalogue, with each model's parameters, limits and live availability."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from comfyline.catalogue import UnknownModel
+from comfyline.contracts import ModelTemplate
+
+from ..deps import GatewayDep, StatusUser
+from ..errors import ApiError, error_responses
+from ..fleet import ModelAvailability
+from ..schemas import Availability, ModelLimits, ModelList, ModelPublic
+from ..submit import MAX_PROMPT_CHARS
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+def model_public(template: ModelTemplate, availability: ModelAvailability) -> ModelPublic:
+    """A template as the API shows it (no graph: that is the worker's business)."""
+    return ModelPublic(
+        name=template.name,
+        version=template.version,
+        kind=template.kind,
+        title=template.title,
+        description=template.description,
+        parameters=template.parameters,
+        outputs=sorted({o.kind.value for o in template.outputs}),
+        presets=sorted(template.presets),
+        enhance=template.enhance,
+        cost_per_gpu_second=template.cost_per_gpu_second,
+        limits=ModelLimits(
+            max_queue=template.max_queue,
+            queue_deadline_s=template.deadlines.queue_s,
+            run_deadline_s=template.deadlines.run_s,
+            retry_limit=template.retry_limit,
+            max_prompt_chars=MAX_PROMPT_CHARS if template.prompt else None,
+            prompt_budget_tokens=template.prompt.budget_tokens if template.prompt else None,
+        ),
+        availability=Availability.model_validate(availability, from_attributes=True),
+    )
+
+
+@router.get("", summary="List models", responses=error_responses(401, 429, 503))
+async def list_models(user: StatusUser, gw: GatewayDep) -> ModelList:
+    """Every model, its parameter schema, limits and availability."""
+    templates = gw.registry.all()
+    available = await gw.fleet.availability([t.name for t in templates])
+    return ModelList(data=[model_public(t, available[t.name]) for t in templates])
+
+
+@router.get("/{name}", summary="One model", responses=error_responses(401, 404, 429, 503))
+async def get_model(name: str, user: StatusUser, gw: GatewayDep) -> ModelPublic:
+    """One model, its parameter schema, limits and availability."""
+    try:
+        template = gw.registry.get(name)
+    except UnknownModel as exc:
+        raise ApiError(404, exc.code, exc.message, details=exc.details) from exc
+    available = await gw.fleet.availability([template.name])
+    return model_public(template, available[template.name])

@@ -1,0 +1,81 @@
+"""Health, readiness and the fleet's status."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from comfyline.contracts import ErrorCode
+
+from ..deps import GatewayDep, StatusUser
+from ..errors import error_response, error_responses
+from ..schemas import Availability, Health, Readiness, StatusPublic, WorkerPublic
+
+router = APIRouter(tags=["status"])
+
+
+@router.get("/healthz", summary="Alive")
+async def healthz() -> Health:
+    """The process answers (no dependency is checked)."""
+    return Health()
+
+
+@router.get("/readyz", summary="Ready", response_model=Readiness, responses=error_responses(503))
+async def readyz(request: Request) -> Response:
+    """NATS (JetStream) and S3 both answer (503 in the error envelope otherwise)."""
+    gw = getattr(request.app.state, "gateway", None)
+    nats_ok = s3_ok = False
+    if gw is not None:
+        try:
+            async with asyncio.timeout(2):
+                await gw.bus.js.account_info()
+            nats_ok = gw.bus.nc.is_connected
+        except Exception:
+            nats_ok = False
+        try:
+            async with asyncio.timeout(2):
+                s3_ok = await gw.store.ping()
+        except TimeoutError:
+            s3_ok = False
+    if nats_ok and s3_ok:
+        return JSONResponse(Readiness(status="ready", nats=True, s3=True).model_dump())
+    return error_response(
+        request,
+        503,
+        ErrorCode.SERVICE_UNAVAILABLE.value,
+        "not ready",
+        details={"nats": nats_ok, "s3": s3_ok},
+    )
+
+
+@router.get("/v1/status", summary="Fleet status", responses=error_responses(401, 429, 503))
+async def status(user: StatusUser, gw: GatewayDep) -> StatusPublic:
+    """Per-model availability and backlog, running jobs, live workers."""
+    names = [t.name for t in gw.registry.all()]
+    workers = await gw.fleet.workers()
+    for worker in workers:
+        names += [m for m in worker.models if m not in names]
+    available = await gw.fleet.availability(names)
+    models = {
+        name: Availability.model_validate(a, from_attributes=True) for name, a in available.items()
+    }
+    degraded = any(not a.available for a in models.values())
+    return StatusPublic(
+        status="degraded" if degraded else "ok",
+        models=models,
+        queue_depth=sum(a.queue_depth for a in models.values()),
+        running=sum(1 for w in workers for s in w.servers if s.busy),
+        workers=[
+            WorkerPublic(
+                worker_id=w.worker_id,
+                models=w.models,
+                servers=len(w.servers),
+                busy=sum(1 for s in w.servers if s.busy),
+                started_at=w.started_at,
+                version=w.version,
+            )
+            for w in workers
+        ],
+    )

@@ -1,0 +1,149 @@
+"""Models, fleet status and health, as the API shows them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Availability(BaseModel):
+    """How ready a model is to run right now (from live workers and the work queue)."""
+
+    available: bool = False
+    workers: int = 0
+    servers: int = 0
+    idle_servers: int = 0
+    running: int = 0
+    queue_depth: int = 0
+
+
+class ModelLimits(BaseModel):
+    """What a model allows."""
+
+    max_queue: int
+    queue_deadline_s: float
+    run_deadline_s: float
+    retry_limit: int
+    max_prompt_chars: int | None = None
+    prompt_budget_tokens: int | None = None
+
+
+class ModelPublic(BaseModel):
+    """A model of the catalogue."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "object": "model",
+                    "name": "cpu-smoke",
+                    "version": 1,
+                    "kind": "smoke",
+                    "title": "CPU smoke test",
+                    "description": "A solid-colour PNG of the requested size.",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"width": {"type": "integer", "minimum": 16}},
+                    },
+                    "outputs": ["image"],
+                    "presets": [],
+                    "enhance": False,
+                    "cost_per_gpu_second": 0.0,
+                    "limits": {
+                        "max_queue": 1000,
+                        "queue_deadline_s": 300,
+                        "run_deadline_s": 60,
+                        "retry_limit": 2,
+                    },
+                    "availability": {"available": True, "workers": 1, "servers": 1},
+                }
+            ]
+        }
+    )
+
+    object: Literal["model"] = "model"
+    name: str
+    version: int
+    kind: str
+    title: str
+    description: str
+    parameters: dict[str, Any] = Field(description="JSON Schema of the job input")
+    outputs: list[str] = Field(description="output kinds: image, audio, video")
+    presets: list[str] = Field(default_factory=list)
+    enhance: bool = True
+    cost_per_gpu_second: float = 0.0
+    limits: ModelLimits
+    availability: Availability
+
+
+class ModelList(BaseModel):
+    """Every model."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelPublic]
+
+
+class WorkerPublic(BaseModel):
+    """A live worker."""
+
+    worker_id: str
+    models: list[str]
+    servers: int
+    busy: int
+    started_at: datetime
+    version: str
+
+
+class StatusPublic(BaseModel):
+    """The fleet at a glance."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "ok",
+                    "models": {"cpu-smoke": {"available": True, "workers": 1, "servers": 1}},
+                    "queue_depth": 0,
+                    "running": 0,
+                    "workers": [
+                        {
+                            "worker_id": "w1",
+                            "models": ["cpu-smoke"],
+                            "servers": 1,
+                            "busy": 0,
+                            "started_at": "2026-11-23T12:00:00Z",
+                            "version": "0.1.0",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    status: Literal["ok", "degraded"]
+    models: dict[str, Availability]
+    queue_depth: int
+    running: int
+    workers: list[WorkerPublic]
+
+
+class Health(BaseModel):
+    """The process is alive."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
+
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    """Whether the gateway's dependencies answer."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"status": "ready", "nats": True, "s3": True}]}
+    )
+
+    status: Literal["ready"]
+    nats: bool
+    s3: bool

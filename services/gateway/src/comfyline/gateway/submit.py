@@ -1,0 +1,226 @@
+"""Submitting a job: validate, check limits, honour ``Idempotency-Key``, publish ``submitted``.
+
+The gateway writes a job's first event only; the orchestrator writes its record and every later
+event. The event is published with ``Nats-Msg-Id: <job_id>:submitted``, so a retried publish
+is deduplicated by the stream.
+
+Idempotency: ``<owner>.<sha256(key)>`` in the ``idempotency`` bucket maps a client's key to the
+job it made and the SHA-256 of the request body. The same key with the same body answers the
+same job; with another body, 409. The record is created (``kv.create``: first writer wins) just
+before publishing, and removed again if the publish fails, so a retry can succeed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from comfyline.catalogue import validate_input
+from comfyline.contracts import (
+    ErrorCode,
+    EventKind,
+    IdempotencyRecord,
+    JobEvent,
+    JobRecord,
+    JobState,
+    ModelTemplate,
+    Submission,
+    WebhookSpec,
+    new_job_id,
+    utcnow,
+)
+from comfyline.runtime import Bus
+
+from .auth import Principal
+from .errors import ApiError
+from .fleet import Fleet
+from .inputs import InputResolver
+from .joblog import JobLog, record_from_submission
+from .kv import get_model, nats_errors
+from .limits import Limits
+from .registry import ModelRegistry
+from .schemas import JobCreate
+from .settings import Settings
+from .ssrf import check_webhook_url
+
+MAX_PROMPT_CHARS = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """The job a submission made (or found again, for an idempotent retry)."""
+
+    record: JobRecord
+    replayed: bool
+
+
+def body_digest(body: JobCreate) -> str:
+    """A stable digest of the request body (key order and whitespace do not matter)."""
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_prompts(template: ModelTemplate, data: dict[str, Any]) -> None:
+    """Prompts are at most 2000 characters, whatever a template's schema says."""
+    spec = template.prompt
+    fields = {"prompt", "negative_prompt"}
+    if spec is not None:
+        fields |= {spec.param, *([spec.negative_param] if spec.negative_param else [])}
+    for name in sorted(fields):
+        value = data.get(name)
+        if isinstance(value, str) and len(value) > MAX_PROMPT_CHARS:
+            raise ApiError(
+                422,
+                ErrorCode.VALIDATION_ERROR,
+                f"{name} is longer than {MAX_PROMPT_CHARS} characters",
+                details={
+                    "errors": [{"field": name, "message": f"at most {MAX_PROMPT_CHARS} characters"}]
+                },
+            )
+
+
+class Submitter:
+    """Turns a valid request into a ``submitted`` event."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        settings: Settings,
+        registry: ModelRegistry,
+        jobs: JobLog,
+        fleet: Fleet,
+        limits: Limits,
+        inputs: InputResolver,
+        idempotency: KeyValue,
+    ) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.registry = registry
+        self.jobs = jobs
+        self.fleet = fleet
+        self.limits = limits
+        self.inputs = inputs
+        self.idempotency = idempotency
+
+    async def submit(
+        self,
+        principal: Principal,
+        body: JobCreate,
+        idempotency_key: str | None,
+        request_id: str | None,
+    ) -> Submitted:
+        """Validate and publish one job (or find the job an earlier identical request made)."""
+        template = self.registry.get(body.model)
+        if body.webhook is not None:
+            check_webhook_url(body.webhook.url, self.settings.environment == "development")
+        digest = body_digest(body)
+        idem_key = self._idem_key(principal, idempotency_key) if idempotency_key else None
+        job_id = None
+        if idem_key:
+            earlier = await self._earlier(idem_key, digest)
+            if earlier is not None:
+                record = await self.jobs.find(earlier.job_id)
+                if record is not None:
+                    return Submitted(record, replayed=True)
+                job_id = earlier.job_id  # recorded, never published: publish it now
+        await self.limits.check_quota(principal)
+        self.limits.check_active(
+            principal,
+            await self.jobs.count_active(principal.owner, self.settings.limits.active_window_s),
+        )
+        self.limits.check_queue(principal, template, await self.fleet.queue_depth(template.name))
+        raw = await self.inputs.resolve(template, principal, body.input)
+        check_prompts(template, raw)
+        data = validate_input(template, raw)
+        check_prompts(template, data)
+        if job_id is None:
+            job_id = new_job_id()
+            if idem_key and not await self._claim(idem_key, digest, job_id):
+                return await self._concurrent(idem_key, digest)
+        event = JobEvent(
+            job_id=job_id,
+            owner=principal.owner,
+            model=template.name,
+            kind=EventKind.SUBMITTED,
+            status=JobState.QUEUED,
+            submission=Submission(
+                model=template.name,
+                template_version=template.version,
+                input=data,
+                webhook=WebhookSpec(url=body.webhook.url, events=list(body.webhook.events))
+                if body.webhook
+                else None,
+                metadata=body.metadata,
+                deadline_s=body.deadline_s,
+                response_format=body.response_format,
+                enhance=template.enhance if body.enhance is None else body.enhance,
+                content_tier=principal.content_tier,
+                request_id=request_id,
+            ),
+        )
+        subject = self.bus.names.job_event(principal.owner, job_id, EventKind.SUBMITTED.value)
+        try:
+            await self.bus.publish(subject, event, msg_id=f"{job_id}:submitted")
+        except Exception:
+            if idem_key:
+                await self._release(idem_key)
+            raise
+        return Submitted(record_from_submission(event), replayed=False)
+
+    # --- idempotency -------------------------------------------------------------------------
+    @staticmethod
+    def _idem_key(principal: Principal, key: str) -> str:
+        if not 1 <= len(key) <= 255 or not key.isprintable():
+            raise ApiError(
+                400, ErrorCode.VALIDATION_ERROR, "Idempotency-Key must be 1..255 printable chars"
+            )
+        return f"{principal.owner}.{hashlib.sha256(key.encode()).hexdigest()[:48]}"
+
+    async def _earlier(self, idem_key: str, digest: str) -> IdempotencyRecord | None:
+        found = await get_model(self.idempotency, idem_key, IdempotencyRecord)
+        if found is None:
+            return None
+        record = found[0]
+        if record.body_sha256 != digest:
+            raise ApiError(
+                409,
+                ErrorCode.IDEMPOTENCY_CONFLICT,
+                "this Idempotency-Key was used with a different request body",
+                details={"job_id": record.job_id},
+            )
+        return record
+
+    async def _claim(self, idem_key: str, digest: str, job_id: str) -> bool:
+        """Record the key for ``job_id``; False when a concurrent request recorded it first."""
+        record = IdempotencyRecord(job_id=job_id, body_sha256=digest, created_at=utcnow())
+        try:
+            async with nats_errors("recording the idempotency key"):
+                await self.idempotency.create(idem_key, record.to_bytes())
+            return True
+        except KeyWrongLastSequenceError:
+            return False
+
+    async def _concurrent(self, idem_key: str, digest: str) -> Submitted:
+        """A concurrent request with the same key won: its job, or 409 while it is in flight."""
+        earlier = await self._earlier(idem_key, digest)
+        record = await self.jobs.find(earlier.job_id) if earlier else None
+        if record is None:
+            raise ApiError(
+                409,
+                ErrorCode.IDEMPOTENCY_CONFLICT,
+                "a request with this Idempotency-Key is in progress; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        return Submitted(record, replayed=True)
+
+    async def _release(self, idem_key: str) -> None:
+        try:
+            async with nats_errors("releasing the idempotency key"):
+                await self.idempotency.delete(idem_key)
+        except Exception:
+            pass

@@ -1,0 +1,266 @@
+"""Jobs through the gateway: submit, validate, idempotency, wait, read, list, cancel, outputs."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+import httpx
+
+from comfyline.contracts import CancelReply, CancelRequest, EventKind, JobEvent, JobState
+from comfyline.runtime import Bus, serve
+from comfyline.runtime.consume import Delivery
+
+from .conftest import ADMIN, Orchestrator, png
+
+SMOKE = {"model": "cpu-smoke", "input": {"width": 64, "height": 32}}
+
+
+async def submit(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    body: dict[str, Any] | None = None,
+    **kw: Any,
+) -> httpx.Response:
+    return await client.post("/v1/jobs", json=body or SMOKE, headers=headers, **kw)
+
+
+async def test_submit_answers_202_with_links_and_publishes_the_submission(
+    client: httpx.AsyncClient, alice: dict[str, str], bus: Bus
+) -> None:
+    response = await submit(client, alice, {**SMOKE, "metadata": {"order": "7"}})
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["status"] == "queued" and job["model"] == "cpu-smoke"
+    assert job["input"] == {"width": 64, "height": 32, "color": 0, "batch_size": 1}
+    assert job["links"]["self"].endswith(f"/v1/jobs/{job['id']}")
+    assert "/events?token=" in job["links"]["events"]
+    assert response.headers["location"] == job["links"]["self"]
+    assert response.headers["ratelimit-remaining"] == "499"
+    msg = await bus.js.get_last_msg(
+        bus.names.stream("JOBS"), bus.names.job_event("alice", job["id"], "submitted")
+    )
+    event = JobEvent.from_bytes(msg.data or b"")
+    assert event.kind is EventKind.SUBMITTED and event.status is JobState.QUEUED
+    assert event.submission is not None and event.submission.metadata == {"order": "7"}
+    assert msg.headers is not None and msg.headers["Nats-Msg-Id"] == f"{job['id']}:submitted"
+
+
+async def test_input_is_validated_against_the_models_parameters(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    cases = [
+        ({"prompt": "x" * 2001}, "prompt"),
+        ({"prompt": "fox", "width": 1000}, "width"),  # not a multiple of 64
+        ({"prompt": "fox", "width": 4096}, "width"),
+        ({"prompt": "fox", "height": 32}, "height"),
+        ({"prompt": "fox", "steps": 0}, "steps"),
+        ({"prompt": "fox", "steps": 101}, "steps"),
+        ({"prompt": "fox", "guidance": 31}, "guidance"),
+        ({"prompt": "fox", "sampler": "nope"}, "sampler"),
+        ({"prompt": "fox", "colour": 1}, ""),
+        ({}, "prompt"),
+    ]
+    for data, field in cases:
+        response = await submit(client, alice, {"model": "test-sdxl", "input": data})
+        assert response.status_code == 422, (data, response.text)
+        body = response.json()
+        assert body["code"] == "validation_error"
+        assert set(body) == {"error", "code", "details", "request_id"}
+        if field:
+            assert field in {e["field"] for e in body["details"]["errors"]}, body
+    ok = await submit(
+        client, alice, {"model": "test-sdxl", "input": {"prompt": "a fox", "width": 768}}
+    )
+    assert ok.status_code == 202, ok.text
+    assert ok.json()["input"]["height"] == 1024 and ok.json()["input"]["seed"] >= 0
+    assert ok.json()["template_version"] == 3
+
+
+async def test_unknown_model_and_malformed_bodies(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    unknown = await submit(client, alice, {"model": "nope", "input": {}})
+    assert unknown.status_code == 422 and unknown.json()["code"] == "unknown_model"
+    bad_json = await client.post(
+        "/v1/jobs", content=b"{nope", headers={**alice, "Content-Type": "application/json"}
+    )
+    assert bad_json.status_code == 400 and bad_json.json()["code"] == "invalid_json"
+    extra = await submit(client, alice, {**SMOKE, "surprise": 1})
+    assert extra.status_code == 422 and extra.json()["details"]["errors"][0]["field"] == "surprise"
+
+
+async def test_idempotency_key_same_body_same_job_other_body_409(
+    client: httpx.AsyncClient, alice: dict[str, str], bus: Bus
+) -> None:
+    headers = {**alice, "Idempotency-Key": "order-42"}
+    first = await submit(client, headers)
+    again = await submit(client, headers)
+    assert first.status_code == 202 and again.status_code == 202
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers["idempotent-replayed"] == "true"
+    other = await submit(client, headers, {"model": "cpu-smoke", "input": {"width": 128}})
+    assert other.status_code == 409 and other.json()["code"] == "idempotency_conflict"
+    info = await bus.js.stream_info(
+        bus.names.stream("JOBS"), subjects_filter=bus.names.owner_events_filter("alice")
+    )
+    assert len(info.state.subjects or {}) == 1  # one job, published once
+    # the same key is per owner: bob's identical request is his own job
+    bob = await client.post("/v1/keys", json={"owner": "bob2"}, headers=ADMIN)
+    bob_headers = {"Authorization": f"Bearer {bob.json()['secret']}", "Idempotency-Key": "order-42"}
+    assert (await submit(client, bob_headers)).json()["id"] != first.json()["id"]
+
+
+async def test_prefer_wait_returns_the_finished_job(
+    client: httpx.AsyncClient, alice: dict[str, str], orchestrator: Orchestrator
+) -> None:
+    async def finish_soon() -> None:
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            ids = await orchestrator.bus.js.stream_info(
+                orchestrator.names.stream("JOBS"),
+                subjects_filter=orchestrator.names.owner_events_filter("alice"),
+            )
+            if ids.state.subjects:
+                job_id = next(iter(ids.state.subjects)).split(".")[-2]
+                await orchestrator.run(job_id)
+                return
+
+    runner = asyncio.create_task(finish_soon())
+    response = await submit(client, {**alice, "Prefer": "wait=5"})
+    await runner
+    assert response.status_code == 200, response.text
+    assert response.headers["preference-applied"] == "wait=5"
+    job = response.json()
+    assert job["status"] == "succeeded" and len(job["outputs"]) == 1
+    # without the job ending, the wait gives up after N seconds with 202
+    slow = await submit(client, {**alice, "Prefer": "wait=1"}, {"model": "cpu-smoke", "input": {}})
+    assert slow.status_code == 202 and slow.json()["status"] == "queued"
+
+
+async def test_read_own_job_404_for_another_owners_admin_sees_all(
+    client: httpx.AsyncClient, alice: dict[str, str], bob: dict[str, str]
+) -> None:
+    job = (await submit(client, alice)).json()
+    mine = await client.get(f"/v1/jobs/{job['id']}", headers=alice)
+    assert mine.status_code == 200 and mine.json()["status"] == "queued"
+    theirs = await client.get(f"/v1/jobs/{job['id']}", headers=bob)
+    assert theirs.status_code == 404 and theirs.json()["code"] == "not_found"
+    missing = await client.get("/v1/jobs/job_01kax7r2m0a1b2c3d4e5f6g7h8", headers=alice)
+    assert missing.status_code == 404
+    garbage = await client.get("/v1/jobs/..%2F..", headers=alice)
+    assert garbage.status_code == 404
+    admin = await client.get(f"/v1/jobs/{job['id']}", headers=ADMIN)
+    assert admin.status_code == 200 and admin.json()["id"] == job["id"]
+    assert (await client.delete(f"/v1/jobs/{job['id']}", headers=bob)).status_code == 404
+
+
+async def test_job_view_comes_from_the_record_once_written(
+    client: httpx.AsyncClient, alice: dict[str, str], orchestrator: Orchestrator
+) -> None:
+    job = (await submit(client, alice)).json()
+    await orchestrator.run(job["id"], outputs=2)
+    view = (await client.get(f"/v1/jobs/{job['id']}", headers=alice)).json()
+    assert view["status"] == "succeeded" and [o["index"] for o in view["outputs"]] == [0, 1]
+    out = view["outputs"][0]
+    assert out["kind"] == "image" and out["width"] == 16 and out["height"] == 8
+    assert "X-Amz-Signature" in out["url"] and out["b64_json"] is None
+    async with httpx.AsyncClient() as outside:  # the presigned link works against the real S3
+        fetched = await outside.get(out["url"])
+    assert fetched.status_code == 200 and fetched.content.startswith(b"\x89PNG")
+
+
+async def test_list_newest_first_with_cursor_and_filters(
+    client: httpx.AsyncClient,
+    alice: dict[str, str],
+    bob: dict[str, str],
+    orchestrator: Orchestrator,
+) -> None:
+    ids = [(await submit(client, alice)).json()["id"] for _ in range(5)]
+    await submit(client, bob)
+    await orchestrator.run(ids[1])
+    page = (await client.get("/v1/jobs", params={"limit": 2}, headers=alice)).json()
+    assert [j["id"] for j in page["data"]] == [ids[4], ids[3]]
+    assert page["has_more"] and page["next_cursor"] == ids[3]
+    rest = (
+        await client.get(
+            "/v1/jobs", params={"limit": 10, "cursor": page["next_cursor"]}, headers=alice
+        )
+    ).json()
+    assert [j["id"] for j in rest["data"]] == [ids[2], ids[1], ids[0]] and not rest["has_more"]
+    done = (await client.get("/v1/jobs", params={"status": "succeeded"}, headers=alice)).json()
+    assert [j["id"] for j in done["data"]] == [ids[1]]
+    none = (await client.get("/v1/jobs", params={"model": "test-sdxl"}, headers=alice)).json()
+    assert none["data"] == []
+    future = (
+        await client.get("/v1/jobs", params={"since": "2999-01-01T00:00:00Z"}, headers=alice)
+    ).json()
+    assert future["data"] == []
+    other = await client.get("/v1/jobs", params={"owner": "bob"}, headers=alice)
+    assert other.status_code == 403
+    as_admin = (await client.get("/v1/jobs", params={"owner": "bob"}, headers=ADMIN)).json()
+    assert len(as_admin["data"]) == 1
+
+
+async def test_cancel_finished_job_409_and_running_job_via_orchestrator(
+    client: httpx.AsyncClient, alice: dict[str, str], orchestrator: Orchestrator, bus: Bus
+) -> None:
+    done = (await submit(client, alice)).json()
+    await orchestrator.run(done["id"])
+    refused = await client.delete(f"/v1/jobs/{done['id']}", headers=alice)
+    assert refused.status_code == 409 and refused.json()["code"] == "job_already_terminal"
+
+    live = (await submit(client, alice)).json()
+    nobody = await client.delete(f"/v1/jobs/{live['id']}", headers=alice)
+    assert nobody.status_code == 503 and nobody.json()["code"] == "service_unavailable"
+
+    asked: list[CancelRequest] = []
+
+    async def responder(delivery: Delivery) -> CancelReply:
+        request = delivery.parse(CancelRequest)
+        asked.append(request)
+        if request.job_id == live["id"]:
+            return CancelReply(ok=True, status=JobState.CANCELLED)
+        return CancelReply(ok=False, status=JobState.SUCCEEDED, code="job_already_terminal")
+
+    sub = await serve(bus, bus.names.cancel_request(), "orchestrator", responder)
+    try:
+        accepted = await client.delete(f"/v1/jobs/{live['id']}", headers=alice)
+        assert accepted.status_code == 202, accepted.text
+        assert accepted.json()["status"] == "cancelled"
+        assert asked[0].owner == "alice" and asked[0].job_id == live["id"]
+        race = (await submit(client, alice)).json()  # finished meanwhile, says the orchestrator
+        conflict = await client.delete(f"/v1/jobs/{race['id']}", headers=alice)
+        assert conflict.status_code == 409 and conflict.json()["code"] == "job_already_terminal"
+    finally:
+        await sub.unsubscribe()
+
+
+async def test_outputs_redirect_content_and_b64_json(
+    client: httpx.AsyncClient, alice: dict[str, str], orchestrator: Orchestrator
+) -> None:
+    job = (await submit(client, alice, {**SMOKE, "response_format": "b64_json"})).json()
+    await orchestrator.run(job["id"])
+    redirect = await client.get(f"/v1/jobs/{job['id']}/outputs/0", headers=alice)
+    assert redirect.status_code == 307 and "X-Amz-Signature" in redirect.headers["location"]
+    content = await client.get(f"/v1/jobs/{job['id']}/outputs/0/content", headers=alice)
+    assert content.status_code == 200 and content.headers["content-type"] == "image/png"
+    assert content.content == png(16, 8)
+    missing = await client.get(f"/v1/jobs/{job['id']}/outputs/5/content", headers=alice)
+    assert missing.status_code == 404
+    view = (await client.get(f"/v1/jobs/{job['id']}", headers=alice)).json()
+    assert base64.b64decode(view["outputs"][0]["b64_json"]) == png(16, 8)
+
+
+async def test_webhook_is_kept_and_internal_targets_refused(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    hook = {"url": "https://hooks.example.com/comfyline", "events": ["completed"]}
+    ok = await submit(client, alice, {**SMOKE, "webhook": hook})
+    assert ok.status_code == 202 and ok.json()["webhook"] == hook
+    for url in ("https://127.0.0.1/hook", "https://localhost:8080/x", "ftp://hooks.example.com/"):
+        refused = await submit(client, alice, {**SMOKE, "webhook": {"url": url}})
+        assert refused.status_code == 422, url
+    bad_event = await submit(client, alice, {**SMOKE, "webhook": {**hook, "events": ["nope"]}})
+    assert bad_event.status_code == 422

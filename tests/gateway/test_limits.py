@@ -1,0 +1,121 @@
+"""Limits shared by every replica: rate limits, active jobs, queue caps, quotas, body sizes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import httpx
+from fastapi import FastAPI
+
+from comfyline.contracts import RunJob, UsageRecord
+from comfyline.gateway import Settings, create_app
+from comfyline.runtime import Bus
+
+from .conftest import ADMIN, Orchestrator, new_key
+
+SMOKE = {"model": "cpu-smoke", "input": {}}
+
+
+async def test_rate_limit_is_one_budget_across_two_gateway_instances(
+    gateway: FastAPI, settings: Settings
+) -> None:
+    second = create_app(settings)  # another replica: its own connections, no shared memory
+    async with second.router.lifespan_context(second):
+        one = httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway), base_url="http://a")
+        two = httpx.AsyncClient(transport=httpx.ASGITransport(app=second), base_url="http://b")
+        async with one, two:
+            user = await new_key(one, "rita", limits={"submit_per_min": 4, "active_jobs": 100})
+            answers = []
+            for client in (one, two, one, two):
+                answers.append(await client.post("/v1/jobs", json=SMOKE, headers=user))
+            assert [a.status_code for a in answers] == [202, 202, 202, 202]
+            assert [a.headers["ratelimit-remaining"] for a in answers] == ["3", "2", "1", "0"]
+            limited = await one.post("/v1/jobs", json=SMOKE, headers=user)
+            also = await two.post("/v1/jobs", json=SMOKE, headers=user)
+    for response in (limited, also):
+        assert response.status_code == 429
+        body = response.json()
+        assert body["code"] == "rate_limited" and body["details"]["route_class"] == "submit"
+        assert 1 <= int(response.headers["retry-after"]) <= 60
+        assert response.headers["ratelimit-limit"] == "4"
+        assert response.headers["ratelimit-remaining"] == "0"
+        assert response.headers["x-ratelimit-limit"] == "4"
+        assert int(response.headers["x-ratelimit-reset"]) > 1_700_000_000
+        assert response.headers["ratelimit-policy"] == "4;w=60"
+
+
+async def test_route_classes_have_their_own_budgets(client: httpx.AsyncClient) -> None:
+    user = await new_key(client, "sam", limits={"status_per_min": 2})
+    assert [(await client.get("/v1/jobs", headers=user)).status_code for _ in range(3)] == [
+        200,
+        200,
+        429,
+    ]
+    assert (await client.post("/v1/jobs", json=SMOKE, headers=user)).status_code == 202
+
+
+async def test_active_job_cap(client: httpx.AsyncClient, orchestrator: Orchestrator) -> None:
+    user = await new_key(client, "tina", limits={"active_jobs": 2, "submit_per_min": 100})
+    first = (await client.post("/v1/jobs", json=SMOKE, headers=user)).json()
+    await client.post("/v1/jobs", json=SMOKE, headers=user)
+    capped = await client.post("/v1/jobs", json=SMOKE, headers=user)
+    assert capped.status_code == 429 and capped.json()["code"] == "too_many_active_jobs"
+    assert capped.json()["details"] == {"active": 2, "limit": 2}
+    await orchestrator.run(first["id"])  # one ends: room again
+    assert (await client.post("/v1/jobs", json=SMOKE, headers=user)).status_code == 202
+
+
+async def test_full_model_queue_is_503_with_retry_after(
+    client: httpx.AsyncClient, bus: Bus
+) -> None:
+    user = await new_key(client, "uma", limits={"submit_per_min": 100})
+    body = {"model": "test-sdxl", "input": {"prompt": "a fox"}}
+    assert (await client.post("/v1/jobs", json=body, headers=user)).status_code == 202
+    for n in range(2):  # the test model's max_queue is 2: fill its work queue
+        work = RunJob(
+            job_id=f"job_{n:026d}",
+            owner="x",
+            model="test-sdxl",
+            template_version=3,
+            input={},
+            output_prefix="o/",
+        )
+        await bus.publish(bus.names.work("test-sdxl"), work, msg_id=f"w{n}")
+    full = await client.post("/v1/jobs", json=body, headers=user)
+    assert full.status_code == 503 and full.json()["code"] == "queue_full"
+    assert full.headers["retry-after"] == "10"
+    assert full.json()["details"]["queue_depth"] == 2
+    # other models are unaffected; a key may raise the cap
+    assert (await client.post("/v1/jobs", json=SMOKE, headers=user)).status_code == 202
+    big = await new_key(client, "vic", limits={"max_queue": 50})
+    assert (await client.post("/v1/jobs", json=body, headers=big)).status_code == 202
+
+
+async def test_spend_quota(client: httpx.AsyncClient, bus: Bus) -> None:
+    user = await new_key(client, "wes", limits={"spend_per_day": 1.0})
+    assert (await client.post("/v1/jobs", json=SMOKE, headers=user)).status_code == 202
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    kv = await bus.kv(bus.names.bucket("usage"))
+    record = UsageRecord(owner="wes", model="test-sdxl", day=day, jobs=9, succeeded=9, cost=1.25)
+    await kv.put(f"wes.test-sdxl.{day}", record.to_bytes())
+    over = await client.post("/v1/jobs", json=SMOKE, headers=user)
+    assert over.status_code == 429 and over.json()["code"] == "quota_exceeded"
+    assert over.json()["details"]["spent"] == 1.25 and int(over.headers["retry-after"]) > 0
+
+
+async def test_body_size_limits(client: httpx.AsyncClient) -> None:
+    user = await new_key(client, "xia")
+    huge = {"model": "cpu-smoke", "input": {}, "metadata": {"k": "v" * 2_000_000}}
+    response = await client.post("/v1/jobs", json=huge, headers=user)
+    assert response.status_code == 413 and response.json()["code"] == "payload_too_large"
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted while reading
+        for _ in range(40):
+            yield b" " * 50_000
+
+    streamed = await client.post(
+        "/v1/jobs", content=chunks(), headers={**user, "Content-Type": "application/json"}
+    )
+    assert streamed.status_code == 413 and streamed.json()["code"] == "payload_too_large"
+    assert (await client.get("/v1/jobs", headers=ADMIN)).status_code == 200
