@@ -1,0 +1,253 @@
+"""Submissions: from the gateway's ``submitted`` event to a ``RunJob`` on ``work.<model>``.
+
+One handler per submission (durable ``orchestrator-submissions`` on ``JOBS``), every step written
+before it is announced, and every step safe to run again on a redelivery:
+
+1. create the job record (``kv.create``; a redelivery finds it and carries on from its state),
+   arm the queue deadline;
+2. while no worker for the model is live, stay ``queued`` and ask again shortly (a delayed nak: the
+   job waits in JetStream, not in memory) until one appears or the queue deadline passes;
+3. check the content policy, then enhance the prompt (:mod:`.prompts`): ``enhancing``, and the
+   ``enhanced`` event;
+4. write ``dispatched``, publish ``dispatched``, then publish the ``RunJob`` (message id
+   ``<job_id>:run``, so a replay is deduplicated). The record says ``dispatched`` before any worker
+   can see the work, so a worker's ``started`` always finds a state it may move from.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from comfyline.catalogue import Catalogue, UnknownModel
+from comfyline.contracts import (
+    TIER_ORDER,
+    ComfylineError,
+    Enhancement,
+    ErrorCode,
+    EventKind,
+    JobError,
+    JobEvent,
+    JobRecord,
+    JobState,
+    ModelTemplate,
+    RunJob,
+    Tier,
+    owner_token,
+    utcnow,
+)
+from comfyline.runtime import Bus, Delivery, Retry, heartbeat, job_id_var, model_var
+
+from .deadlines import DeadlineKeeper
+from .journal import REDRIVE_WINDOW, Journal
+from .prompts import PromptGate
+from .records import JobStore
+from .settings import Settings
+from .transitions import Verdict, advance, end
+from .workers import WorkerDirectory
+
+log = logging.getLogger(__name__)
+
+
+def template_of(catalogue: Catalogue, record: JobRecord) -> ModelTemplate | None:
+    """The template version the job was validated against (else the latest), or None."""
+    for version in (record.template_version, None):
+        try:
+            return catalogue.get(record.model, version)
+        except UnknownModel:
+            continue
+    return None
+
+
+def run_input(record: JobRecord, template: ModelTemplate) -> dict[str, Any]:
+    """The job's input with the final prompt written where the template reads it."""
+    data = dict(record.input)
+    spec, enhancement = template.prompt, record.enhancement
+    if spec is not None and enhancement is not None:
+        data[spec.param] = enhancement.prompt
+        if spec.negative_param and enhancement.negative_prompt:
+            data[spec.negative_param] = enhancement.negative_prompt
+    return data
+
+
+class Dispatcher:
+    """Takes each submission to dispatch (or to its end), one idempotent step at a time."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        store: JobStore,
+        journal: Journal,
+        deadlines: DeadlineKeeper,
+        gate: PromptGate,
+        workers: WorkerDirectory,
+        catalogue: Catalogue,
+        settings: Settings,
+    ) -> None:
+        self.bus = bus
+        self.store = store
+        self.journal = journal
+        self.deadlines = deadlines
+        self.gate = gate
+        self.workers = workers
+        self.catalogue = catalogue
+        self.settings = settings
+
+    async def handle(self, delivery: Delivery) -> None:
+        """Handle one ``submitted`` event (heartbeating: policy and enhancement take a while)."""
+        async with heartbeat(delivery.msg, every=self.settings.ack_wait_s / 3):
+            await self._handle(delivery)
+
+    async def _handle(self, delivery: Delivery) -> None:
+        event = delivery.parse(JobEvent)
+        job_id_var.set(event.job_id)
+        if event.kind is not EventKind.SUBMITTED or event.submission is None:
+            log.warning("not a submission; dropped", extra={"kind": event.kind.value})
+            return
+        model_var.set(event.submission.model)
+        snapshot, created = await self.store.create(self.new_record(event))
+        record = snapshot.record
+        if created:
+            log.info("job accepted")
+        if record.status is JobState.QUEUED:
+            await self._accepted(record, event, created)
+        if record.status.terminal or record.status is JobState.RUNNING:
+            return
+        template = template_of(self.catalogue, record)
+        if template is None:
+            error = JobError(code=ErrorCode.UNKNOWN_MODEL, message=f"unknown model {record.model}")
+            await self.fail(record.id, error)
+            return
+        pending: Enhancement | None = None
+        if record.status is JobState.QUEUED:
+            if self.settings.require_live_worker and not self.workers.live(record.model):
+                backoff = 0.25 * 2 ** (delivery.num_delivered - 1)
+                delay = min(self.settings.no_worker_recheck_s, backoff)
+                raise Retry("no live worker for the model yet", delay=delay)
+            screened = await self._screen(record, template)
+            if screened is None:
+                return
+            record, pending = screened
+        elif record.status is JobState.ENHANCING:
+            await self.journal.announce(record, EventKind.ENHANCED, replay=True)
+        await self._dispatch(record, template, pending)
+
+    async def _accepted(self, record: JobRecord, event: JobEvent, created: bool) -> None:
+        """Arm the queue deadline and the ``submitted`` webhook, once.
+
+        A redelivery (the first try may have died after creating the record) re-arms them while
+        the duplicate window absorbs the repeat; later on (a job waiting long for a worker is
+        redelivered every few seconds) the deadline is re-armed only if it is not pending.
+        """
+        fresh = created or utcnow() - record.updated_at < REDRIVE_WINDOW
+        if fresh or not await self.deadlines.timers.pending("queue_deadline", record.id):
+            await self.deadlines.arm_queue(record, 1)
+        if fresh:
+            await self.journal.webhooks.schedule(record, event, f"{record.id}:submitted")
+
+    def new_record(self, event: JobEvent) -> JobRecord:
+        """The first record of a job, from its ``submitted`` event."""
+        submission = event.submission
+        assert submission is not None
+        now = utcnow()
+        tier: Tier = next((t for t in TIER_ORDER if t == submission.content_tier), "general")
+        record = JobRecord(
+            id=event.job_id,
+            owner=event.owner,
+            model=submission.model,
+            template_version=submission.template_version,
+            status=JobState.QUEUED,
+            created_at=event.occurred_at,
+            updated_at=now,
+            input=submission.input,
+            metadata=submission.metadata,
+            webhook=submission.webhook,
+            response_format=submission.response_format,
+            enhance=submission.enhance,
+            content_tier=tier,
+            deadline_s=submission.deadline_s,
+            request_id=submission.request_id,
+            last_event=EventKind.SUBMITTED,
+        )
+        return record.model_copy(
+            update={"queue_deadline_at": self.deadlines.queue_due(event.occurred_at, record)}
+        )
+
+    async def _screen(
+        self, record: JobRecord, template: ModelTemplate
+    ) -> tuple[JobRecord, Enhancement | None] | None:
+        """Policy, then enhancement; None when the job ended (refused, or moved on elsewhere)."""
+        try:
+            await self.gate.check_policy(record, template)
+        except ComfylineError as exc:
+            error = JobError(code=exc.code, message=exc.message, details=exc.details)
+            await self.fail(record.id, error)
+            return None
+        result = await self.gate.enhance(record, template)
+        if result is None:
+            return record, None
+        enhancement, asked = result
+        if not asked:
+            return record, enhancement
+        now = utcnow()
+        change = await self.store.change(
+            record.id, lambda r: advance(r, EventKind.ENHANCED, now, enhancement=enhancement)
+        )
+        if not change.effective or change.record is None:
+            return None
+        await self.journal.announce(change.record, EventKind.ENHANCED, replay=change.replay)
+        return change.record, None
+
+    async def _dispatch(
+        self, record: JobRecord, template: ModelTemplate, pending: Enhancement | None
+    ) -> None:
+        now = utcnow()
+
+        def step(current: JobRecord) -> JobRecord | Verdict:
+            updates: dict[str, Any] = {"dispatched_at": now}
+            if current.enhancement is None and pending is not None:
+                updates["enhancement"] = pending
+            return advance(current, EventKind.DISPATCHED, now, **updates)
+
+        change = await self.store.change(record.id, step)
+        if not change.effective:
+            return
+        dispatched = change.require()
+        await self.journal.announce(dispatched, EventKind.DISPATCHED, replay=change.replay)
+        await self.bus.publish(
+            self.bus.names.work(dispatched.model),
+            self.run_job(dispatched, template),
+            msg_id=f"{dispatched.id}:run",
+        )
+        log.info("job dispatched", extra={"replay": change.replay})
+
+    def run_job(self, record: JobRecord, template: ModelTemplate) -> RunJob:
+        """The work message for ``record``.
+
+        ``deadline_at`` is the latest any delivery of the job could still be running under the
+        deadline rules (each of ``retry_limit + 1`` deliveries may wait ``queue_s`` and run
+        ``run_s``), so a worker may use it as a hard stop without ever cutting a legitimate run
+        short. The orchestrator enforces the real deadlines and sends ``control.cancel``.
+        """
+        limits = self.deadlines.limits(record)
+        deliveries = template.retry_limit + 1
+        span = timedelta(seconds=deliveries * (limits.queue_s + limits.run_s))
+        deadline = record.created_at + span
+        return RunJob(
+            job_id=record.id,
+            owner=record.owner,
+            model=record.model,
+            template_version=template.version,
+            input=run_input(record, template),
+            deadline_at=deadline,
+            output_prefix=f"outputs/{owner_token(record.owner)}/{record.id}/",
+        )
+
+    async def fail(self, job_id: str, error: JobError) -> None:
+        """End the job ``failed`` with ``error`` (and announce it, once)."""
+        now = utcnow()
+        change = await self.store.change(job_id, lambda r: end(r, EventKind.FAILED, error, now))
+        if change.effective:
+            await self.journal.conclude(change.require(), replay=change.replay)
+            log.info("job failed", extra={"code": error.code.value})

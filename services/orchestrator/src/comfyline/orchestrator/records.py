@@ -1,0 +1,135 @@
+"""The ``jobs`` bucket: job records read, created and changed with compare-and-set.
+
+The orchestrator is the only writer. Every change is a *step* (see :mod:`.transitions`) applied to
+the record as last read; the write names the revision it read (``kv.update(last=revision)``), so
+two orchestrators can never overwrite each other: the loser re-reads and applies its step again
+to what the winner wrote, which usually makes the step a ``DROP`` or a ``REPLAY``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+from typing import Literal
+
+from nats.js.errors import InvalidKeyError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from comfyline.contracts import ComfylineError, ErrorCode, JobRecord, TransitionRefused
+from comfyline.runtime import Bus, Retry
+
+from .transitions import Step, Verdict
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["applied", "replay", "drop", "refused", "missing"]
+
+
+class JobMissing(ComfylineError):
+    """No record for that job id."""
+
+    code = ErrorCode.NOT_FOUND
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A record as read, with the KV revision to compare-and-set against."""
+
+    record: JobRecord
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What :meth:`JobStore.change` did, and the record as it now stands."""
+
+    outcome: Outcome
+    record: JobRecord | None
+    revision: int = 0
+
+    @property
+    def effective(self) -> bool:
+        """True when the event's effects must be driven: newly written, or replayed."""
+        return self.outcome in ("applied", "replay")
+
+    @property
+    def replay(self) -> bool:
+        """True when nothing was written because the record already said it."""
+        return self.outcome == "replay"
+
+    def require(self) -> JobRecord:
+        """The record (only absent when the job is missing)."""
+        if self.record is None:
+            raise JobMissing("job record missing")
+        return self.record
+
+
+class JobStore:
+    """Job records in the ``jobs`` bucket, changed only through compare-and-set."""
+
+    def __init__(self, bus: Bus, *, cas_attempts: int = 25) -> None:
+        self.bus = bus
+        self.cas_attempts = cas_attempts
+        self._bucket = bus.names.bucket("jobs")
+
+    async def kv(self) -> KeyValue:
+        """The bucket handle."""
+        return await self.bus.kv(self._bucket)
+
+    async def get(self, job_id: str) -> Snapshot | None:
+        """The record and its revision, or None when there is no such job."""
+        kv = await self.kv()
+        try:
+            entry = await kv.get(job_id)
+        except (KeyNotFoundError, InvalidKeyError):
+            return None
+        if entry.value is None or entry.revision is None:
+            return None
+        return Snapshot(JobRecord.from_bytes(entry.value), entry.revision)
+
+    async def create(self, record: JobRecord) -> tuple[Snapshot, bool]:
+        """Create the record; if it exists already (a redelivery), return it as it is.
+
+        Returns the snapshot and whether this call created it.
+        """
+        kv = await self.kv()
+        try:
+            revision = await kv.create(record.id, record.to_bytes())
+            return Snapshot(record, revision), True
+        except KeyWrongLastSequenceError:
+            found = await self.get(record.id)
+            if found is None:  # pragma: no cover - created and deleted in between
+                raise Retry("job record vanished while being created", delay=0.5) from None
+            return found, False
+
+    async def change(self, job_id: str, step: Step) -> Change:
+        """Apply ``step`` to the current record and write the result with compare-and-set.
+
+        On a concurrent write, re-read and apply ``step`` again. A refused transition is logged
+        and reported as ``refused``; nothing is written.
+        """
+        kv = await self.kv()
+        for attempt in range(1, self.cas_attempts + 1):
+            current = await self.get(job_id)
+            if current is None:
+                return Change("missing", None)
+            try:
+                result = step(current.record)
+            except TransitionRefused as refused:
+                log.error(
+                    "refused transition; not applied",
+                    extra={"job_id": job_id, **refused.details, "reason": refused.message},
+                )
+                return Change("refused", current.record, current.revision)
+            if isinstance(result, Verdict):
+                outcome: Outcome = "replay" if result is Verdict.REPLAY else "drop"
+                return Change(outcome, current.record, current.revision)
+            try:
+                revision = await kv.update(job_id, result.to_bytes(), last=current.revision)
+            except KeyWrongLastSequenceError:
+                await asyncio.sleep(random.uniform(0, 0.002 * attempt))
+                continue
+            return Change("applied", result, revision)
+        raise Retry(f"job {job_id} is contended; will try again", delay=0.2)

@@ -1,0 +1,117 @@
+"""Cost and usage: GPU seconds times the model's rate, totalled per owner, model and day.
+
+A job's cost is written on its record as its attempts finish (:func:`job_cost`). Usage totals live
+in the ``usage`` bucket under ``<owner>.<model>.<YYYY-MM-DD>`` (the gateway serves them at
+``GET /v1/usage``) and are fed from the canonical log, not from the code paths that end jobs: the
+durable consumer ``orchestrator-usage`` reads every terminal event on ``JOBS`` (one per job, see
+:mod:`.journal`) strictly in stream order (``max_ack_pending=1``), and each total remembers the
+stream sequence it last counted (``applied_seq``). So a redelivered event is never counted twice,
+and a crash between the write and the ack loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Iterable
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+from comfyline.contracts import (
+    Attempt,
+    Cost,
+    EventKind,
+    JobEvent,
+    JobState,
+    UsageRecord,
+    owner_token,
+)
+from comfyline.runtime import Bus, Delivery, Retry
+
+from .records import JobStore
+
+log = logging.getLogger(__name__)
+
+
+class UsageTotals(UsageRecord):
+    """A :class:`UsageRecord` that also remembers the last ``JOBS`` sequence it counted."""
+
+    applied_seq: int = 0
+
+
+def job_cost(attempts: Iterable[Attempt], rate_per_gpu_second: float) -> Cost:
+    """The cost of a job: the GPU seconds of every attempt times the model's rate."""
+    seconds = round(sum(a.gpu_seconds for a in attempts), 6)
+    return Cost(
+        gpu_seconds=seconds,
+        rate_per_gpu_second=rate_per_gpu_second,
+        amount=round(seconds * rate_per_gpu_second, 6),
+    )
+
+
+def usage_key(owner: str, model: str, day: str) -> str:
+    """``<owner>.<model>.<YYYY-MM-DD>`` (owner as its subject-safe token)."""
+    return f"{owner_token(owner)}.{model}.{day}"
+
+
+class UsageBook:
+    """Keeps the per-owner, per-model, per-day usage totals."""
+
+    def __init__(self, bus: Bus, store: JobStore, cas_attempts: int = 25) -> None:
+        self.bus = bus
+        self.store = store
+        self.cas_attempts = cas_attempts
+        self._bucket = bus.names.bucket("usage")
+
+    async def get(self, owner: str, model: str, day: str) -> UsageTotals | None:
+        """One total, or None when nothing was counted."""
+        kv = await self.bus.kv(self._bucket)
+        try:
+            entry = await kv.get(usage_key(owner, model, day))
+        except KeyNotFoundError:
+            return None
+        return UsageTotals.from_bytes(entry.value) if entry.value else None
+
+    async def handle(self, delivery: Delivery) -> None:
+        """Count one terminal job event (from the ``orchestrator-usage`` consumer)."""
+        event = delivery.parse(JobEvent)
+        found = await self.store.get(event.job_id)
+        if found is None:
+            log.warning("usage: no record for a finished job", extra={"job_id": event.job_id})
+            return
+        record = found.record
+        if not record.status.terminal:
+            raise Retry("usage: record not terminal yet", delay=0.5)
+        day = (record.finished_at or event.occurred_at).date().isoformat()
+        key = usage_key(record.owner, record.model, day)
+        seq = delivery.stream_seq
+        kv = await self.bus.kv(self._bucket)
+        for attempt in range(1, self.cas_attempts + 1):
+            try:
+                entry = await kv.get(key)
+                total = UsageTotals.from_bytes(entry.value or b"{}")
+                revision = entry.revision or 0
+            except KeyNotFoundError:
+                total = UsageTotals(owner=record.owner, model=record.model, day=day)
+                revision = 0
+            if total.applied_seq >= seq:
+                return
+            total.jobs += 1
+            total.succeeded += int(record.status is JobState.SUCCEEDED)
+            total.failed += int(record.status in (JobState.FAILED, JobState.TIMED_OUT))
+            total.gpu_seconds = round(total.gpu_seconds + record.cost.gpu_seconds, 6)
+            total.cost = round(total.cost + record.cost.amount, 6)
+            total.applied_seq = seq
+            try:
+                if revision:
+                    await kv.update(key, total.to_bytes(), last=revision)
+                else:
+                    await kv.create(key, total.to_bytes())
+                return
+            except KeyWrongLastSequenceError:
+                await asyncio.sleep(random.uniform(0, 0.002 * attempt))
+        raise Retry("usage total is contended", delay=0.2)
+
+
+TERMINAL_KINDS = (EventKind.COMPLETED, EventKind.FAILED, EventKind.CANCELLED, EventKind.TIMED_OUT)

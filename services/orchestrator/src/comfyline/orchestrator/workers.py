@@ -1,0 +1,92 @@
+"""Which models have a live worker, from the ``workers`` bucket's heartbeats.
+
+Workers refresh their :class:`~comfyline.contracts.WorkerHeartbeat` every few seconds; the bucket's
+TTL removes a dead worker's entry, but silently (no delete marker reaches a watcher), so each entry
+here is counted live only for ``ttl_s`` after it was last seen. This is a cache of what KV says,
+rebuilt from the bucket at start; it decides only whether a queued job is dispatched now or
+re-checked shortly, never anything that must survive a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from nats.js.kv import KeyValue
+from pydantic import ValidationError
+
+from comfyline.contracts import WorkerHeartbeat
+from comfyline.runtime import Bus
+
+log = logging.getLogger(__name__)
+_GONE = ("DEL", "PURGE")
+
+
+class WorkerDirectory:
+    """The live workers and the models they serve, kept current by watching ``workers``."""
+
+    def __init__(self, bus: Bus, ttl_s: float = 15.0) -> None:
+        self.bus = bus
+        self.ttl_s = ttl_s
+        self._seen: dict[str, tuple[frozenset[str], float]] = {}
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def live(self, model: str) -> bool:
+        """True when some worker serving ``model`` heartbeated within the TTL."""
+        horizon = time.monotonic() - self.ttl_s
+        return any(model in models and seen >= horizon for models, seen in self._seen.values())
+
+    def live_models(self) -> set[str]:
+        """Every model with a live worker."""
+        horizon = time.monotonic() - self.ttl_s
+        return {m for models, seen in self._seen.values() if seen >= horizon for m in models}
+
+    async def start(self, timeout_s: float = 5.0) -> None:
+        """Start watching and wait (bounded) until the bucket's current entries are loaded."""
+        self._task = asyncio.create_task(self._watch())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._ready.wait()
+
+    async def stop(self) -> None:
+        """Stop watching."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                kv = await self.bus.kv(self.bus.names.bucket("workers"))
+                await self._follow(kv)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("watching workers failed; watching again")
+                await asyncio.sleep(1.0)
+
+    async def _follow(self, kv: KeyValue) -> None:
+        watcher = await kv.watchall()
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    self._ready.set()
+                    continue
+                if entry.operation in _GONE or not entry.value:
+                    self._seen.pop(entry.key, None)
+                    continue
+                try:
+                    beat = WorkerHeartbeat.from_bytes(entry.value)
+                except ValidationError:
+                    log.warning("unreadable worker heartbeat", extra={"key": entry.key})
+                    continue
+                self._seen[entry.key] = (frozenset(beat.models), time.monotonic())
+                self._ready.set()
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()  # type: ignore[no-untyped-call]

@@ -1,0 +1,152 @@
+"""Deadlines against real NATS: ``tti-short`` allows 1 s in the queue and 1 s per run."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from comfyline.contracts import (
+    ErrorCode,
+    EventKind,
+    JobEvent,
+    JobState,
+    RunJob,
+    Submission,
+    new_job_id,
+)
+from comfyline.orchestrator import JobStore, Orchestrator, dispatch
+from comfyline.orchestrator.testing import (
+    Outcome,
+    ScriptedWorker,
+    announce_worker,
+    event_counts,
+    serve_policy,
+    submit,
+    until,
+    wait_record,
+)
+from comfyline.runtime import Bus
+
+
+async def test_queue_deadline_with_no_worker_times_the_job_out(
+    bus: Bus, orchestrator: Orchestrator
+) -> None:
+    """Queued with no live worker past ``queue_s``: ``timed_out``, ``queue_deadline_exceeded``."""
+    job_id = await submit(bus, "tti-short", {"prompt": "a cat"})
+    record = await wait_record(bus, job_id, timeout_s=10)
+
+    assert record.status is JobState.TIMED_OUT
+    assert record.error is not None and record.error.code is ErrorCode.QUEUE_DEADLINE_EXCEEDED
+    assert record.queue_deadline_at is not None and record.finished_at is not None
+    assert record.finished_at >= record.queue_deadline_at
+    assert await event_counts(bus, job_id) == {
+        f"{job_id}.submitted": 1,
+        f"{job_id}.timed_out": 1,
+    }
+
+
+async def test_queue_deadline_of_dispatched_work_stops_the_worker(
+    bus: Bus, orchestrator: Orchestrator
+) -> None:
+    """Dispatched but never started (the worker is busy): timed out, and told to the worker."""
+    await serve_policy(bus)
+    await announce_worker(bus, ["tti-short"])
+    heard = asyncio.Event()
+
+    async def on_cancel(msg: object) -> None:
+        heard.set()
+
+    await bus.nc.subscribe(bus.names.all_cancels(), cb=on_cancel)
+    job_id = await submit(bus, "tti-short", {"prompt": "a cat"}, enhance=False)
+    await wait_record(bus, job_id, lambda r: r.status is JobState.DISPATCHED)
+    record = await wait_record(bus, job_id, timeout_s=10)
+
+    assert record.status is JobState.TIMED_OUT
+    assert record.error is not None and record.error.code is ErrorCode.QUEUE_DEADLINE_EXCEEDED
+    async with asyncio.timeout(5):
+        await heard.wait()
+
+
+async def test_run_deadline_times_out_and_cancels_the_run(
+    bus: Bus, orchestrator: Orchestrator
+) -> None:
+    """A run longer than ``run_s``: ``timed_out``/``deadline_exceeded``; the worker hears it."""
+    await serve_policy(bus)
+    stopped: list[str] = []
+
+    async def hang(worker: ScriptedWorker, job: RunJob, attempt: int) -> Outcome:
+        await worker.report(job, "started", attempt)
+        await asyncio.wait_for(worker.cancelled(job.job_id).wait(), timeout=10)
+        stopped.append(job.job_id)
+        await worker.report(job, "cancelled", attempt)
+        return "ack"
+
+    worker = ScriptedWorker(bus, "tti-short", hang)
+    await worker.start()
+    try:
+        job_id = await submit(bus, "tti-short", {"prompt": "a cat"}, enhance=False)
+        record = await wait_record(bus, job_id, timeout_s=10)
+        await until(lambda: bool(stopped))
+    finally:
+        await worker.stop()
+
+    assert record.status is JobState.TIMED_OUT
+    assert record.error is not None and record.error.code is ErrorCode.DEADLINE_EXCEEDED
+    assert record.started_at is not None and record.finished_at is not None
+    assert (record.finished_at - record.started_at).total_seconds() >= 1.0
+    assert stopped == [job_id]
+    # the worker's late "cancelled" report changes nothing
+    counts = await event_counts(bus, job_id)
+    assert counts[f"{job_id}.timed_out"] == 1
+    assert f"{job_id}.cancelled" not in counts
+    assert (await wait_record(bus, job_id)).status is JobState.TIMED_OUT
+
+
+async def test_a_client_deadline_shortens_the_run_limit(
+    bus: Bus, orchestrator: Orchestrator
+) -> None:
+    """``deadline_s`` below the model's ``run_s`` (30 s) is the one that applies."""
+    await serve_policy(bus)
+
+    async def hang(worker: ScriptedWorker, job: RunJob, attempt: int) -> Outcome:
+        await worker.report(job, "started", attempt)
+        await asyncio.wait_for(worker.cancelled(job.job_id).wait(), timeout=10)
+        return "ack"
+
+    worker = ScriptedWorker(bus, "tti-test", hang)
+    await worker.start()
+    try:
+        job_id = await submit(bus, "tti-test", {"prompt": "a cat"}, enhance=False, deadline_s=1)
+        record = await wait_record(bus, job_id, timeout_s=10)
+    finally:
+        await worker.stop()
+    assert record.status is JobState.TIMED_OUT
+    assert record.error is not None and record.error.code is ErrorCode.DEADLINE_EXCEEDED
+
+
+async def test_a_lost_queue_deadline_is_armed_again(
+    bus: Bus, orchestrator: Orchestrator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The orchestrator died between creating the record and arming its deadline: the
+    submission's redelivery arms it, even outside the duplicate window."""
+    monkeypatch.setattr(dispatch, "REDRIVE_WINDOW", timedelta(0))
+    job_id = new_job_id()
+    event = JobEvent(
+        job_id=job_id,
+        owner="u1",
+        model="cpu-smoke",
+        kind=EventKind.SUBMITTED,
+        status=JobState.QUEUED,
+        submission=Submission(model="cpu-smoke", template_version=1, input={}),
+    )
+    await JobStore(bus).create(orchestrator.dispatcher.new_record(event))  # and then it died
+    assert not await orchestrator.timers.pending("queue_deadline", job_id)
+
+    subject = bus.names.job_event("u1", job_id, "submitted")
+    await bus.publish(subject, event, msg_id=f"{job_id}:submitted")  # the redelivery
+
+    await until(lambda: orchestrator.timers.pending("queue_deadline", job_id))
+    record = await wait_record(bus, job_id, lambda r: True)
+    assert record.status is JobState.QUEUED
