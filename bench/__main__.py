@@ -1,6 +1,7 @@
 """Comfyline's overhead over ComfyUI itself, measured against a baseline in the same run.
 
-    uv run python -m bench [--jobs 50] [--concurrency 8] [--comfyui-url URL]
+    uv run python -m bench [all|overhead|simulator] [--jobs 40] [--concurrency 8]
+                           [--comfyui-url URL] [--json FILE]
 
 Starts the local stack (embedded NATS, S3, the ComfyUI simulator unless --comfyui-url, the four
 services) in a temporary folder, then runs the same ``cpu-smoke`` job (a fresh colour each time,
@@ -32,6 +33,7 @@ from comfyline.catalogue import Catalogue, render, validate_input
 from comfyline.stack.local import LocalStack
 from comfyline.stack.servers import free_port
 
+from . import simulator
 from .direct import run_direct
 
 BUDGET_MS = 5.0
@@ -123,12 +125,23 @@ def main() -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("which", nargs="?", default="all", choices=["all", "overhead", "simulator"])
     parser.add_argument("--jobs", type=int, default=40)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--comfyui-url", default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args()
+    results: dict[str, Any] = {}
+    if args.which in {"all", "simulator"}:
+        results |= simulator.run(jobs=args.jobs)
+    if args.which in {"all", "overhead"}:
+        results |= _overhead(args)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+def _overhead(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="comfyline-bench-") as tmp:
         stack = LocalStack(Path(tmp) / "state", port=free_port(), comfyui_url=args.comfyui_url)
         print("starting the local stack ...")
@@ -142,8 +155,7 @@ def main() -> None:
         f"\nbudget: overhead <= {BUDGET_MS:.0f} ms at the median -> this run is {verdict} budget "
         f"({results['overhead_median_ms']:.2f} ms)"
     )
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+    return results
 
 
 if __name__ == "__main__":
