@@ -8,6 +8,7 @@ from .bus import Bus, BusError, message_headers
 from .consume import (
     Delivery,
     Handler,
+    KeyOf,
     Reject,
     Retry,
     backoff_delay,
@@ -36,6 +37,7 @@ __all__ = [
     "BusError",
     "Delivery",
     "Handler",
+    "KeyOf",
     "NatsSettings",
     "ObjectInfo",
     "ObjectNotFound",

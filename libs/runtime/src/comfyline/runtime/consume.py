@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import TypeVar
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import ConnectionClosedError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
@@ -166,6 +168,9 @@ def durable_config(
     )
 
 
+KeyOf = Callable[[Msg], str | None]
+
+
 async def run_consumer(
     bus: Bus,
     stream: str,
@@ -174,35 +179,64 @@ async def run_consumer(
     stop: asyncio.Event,
     *,
     on_reject: RejectHook | None = None,
-    batch: int = 10,
-    concurrency: int = 1,
+    concurrency: int = 16,
+    key: KeyOf | None = None,
+    max_batch: int = 64,
     fetch_timeout_s: float = 1.0,
+    grace_s: float = 10.0,
 ) -> None:
     """Fetch from a bound durable consumer until ``stop`` is set, settling each message.
 
-    With ``concurrency > 1`` messages of one batch are handled side by side (each on its own).
+    Up to ``concurrency`` messages are in flight, and the next fetch happens as soon as a slot
+    frees (one slow message never holds back a batch). Messages with the same ``key`` (say, the
+    run events of one job) are handled one after another in stream order. On stop, in-flight
+    messages get ``grace_s`` to finish; the rest are cancelled, which naks them, so another
+    replica picks them up at once.
     """
     psub = await bus.js.pull_subscribe_bind(durable=durable, stream=stream)
-    limit = asyncio.Semaphore(concurrency)
+    running: set[asyncio.Task[None]] = set()
+    tails: dict[str, asyncio.Task[None]] = {}
 
-    async def one(msg: Msg) -> None:
-        async with limit:
-            await settle(Delivery.of(msg), handler, on_reject)
+    async def one(msg: Msg, before: asyncio.Task[None] | None) -> None:
+        if before is not None:
+            await asyncio.wait([before])
+        await settle(Delivery.of(msg), handler, on_reject)
+
+    def forget(msg_key: str, task: asyncio.Task[None]) -> None:
+        if tails.get(msg_key) is task:
+            del tails[msg_key]
 
     try:
         while not stop.is_set():
+            if len(running) >= concurrency:
+                await asyncio.wait(running, timeout=fetch_timeout_s, return_when="FIRST_COMPLETED")
+                continue
             try:
-                msgs = await psub.fetch(batch, timeout=fetch_timeout_s)
+                msgs = await psub.fetch(min(max_batch, concurrency - len(running)), fetch_timeout_s)
             except (TimeoutError, NatsTimeout):
                 continue
-            if concurrency == 1:
-                for msg in msgs:
-                    await one(msg)
-            else:
-                async with asyncio.TaskGroup() as group:
-                    for msg in msgs:
-                        group.create_task(one(msg))
+            except ConnectionClosedError:
+                break
+            except Exception:
+                if stop.is_set():
+                    break
+                log.exception("fetch failed; retrying", extra={"consumer": durable})
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                msg_key = key(msg) if key else None
+                task = asyncio.create_task(one(msg, tails.get(msg_key) if msg_key else None))
+                running.add(task)
+                task.add_done_callback(running.discard)
+                if msg_key:
+                    tails[msg_key] = task
+                    task.add_done_callback(functools.partial(forget, msg_key))
     finally:
+        if running:
+            _, pending = await asyncio.wait(set(running), timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         with contextlib.suppress(Exception):
             await psub.unsubscribe()
 

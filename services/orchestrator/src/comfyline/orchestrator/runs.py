@@ -27,6 +27,8 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
+from nats.aio.msg import Msg
+
 from comfyline.catalogue import Catalogue
 from comfyline.contracts import (
     ErrorCode,
@@ -282,3 +284,9 @@ class RunReports:
                 preview=event.preview,
                 msg_id=event_msg_id(record.id, EventKind.PREVIEW, seq=seq),
             )
+
+
+def run_job_key(msg: Msg) -> str | None:
+    """The job id of a ``[<ns>.]runs.<job_id>.<kind>`` subject: one job's reports keep order."""
+    parts = msg.subject.split(".")
+    return parts[-2] if len(parts) >= 3 else None

@@ -25,7 +25,7 @@ from typing import Self
 
 from comfyline.catalogue import Catalogue
 from comfyline.contracts.subjects import StreamName
-from comfyline.runtime import Bus, Handler
+from comfyline.runtime import Bus, Handler, KeyOf, run_consumer
 
 from .cancel import Canceller
 from .deadletter import DeadLetters
@@ -33,9 +33,8 @@ from .deadlines import DeadlineKeeper
 from .dispatch import Dispatcher
 from .journal import Journal
 from .prompts import PromptGate
-from .pump import KeyOf, pump, run_job_key
 from .records import JobStore
-from .runs import RunReports
+from .runs import RunReports, run_job_key
 from .settings import Settings
 from .timers import Timers
 from .topology import RUNS, SUBMISSIONS, TIMERS, USAGE, declare, publish_catalogue
@@ -80,7 +79,7 @@ class Orchestrator:
         self.canceller = Canceller(bus, self.store, self.journal)
         self.timers.on("webhook", self.webhooks.fire)
         self._stop = asyncio.Event()
-        self._pumps: list[asyncio.Task[None]] = []
+        self._consumers: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         """Declare what is used, publish the catalogue, and start consuming and serving."""
@@ -108,7 +107,7 @@ class Orchestrator:
         key: KeyOf | None = None,
     ) -> None:
         task = asyncio.create_task(
-            pump(
+            run_consumer(
                 self.bus,
                 self.bus.names.stream(stream),
                 self.bus.names.consumer(durable),
@@ -119,12 +118,12 @@ class Orchestrator:
                 fetch_timeout_s=self.settings.fetch_timeout_s,
                 grace_s=self.settings.shutdown_grace_s,
             ),
-            name=f"pump-{durable}",
+            name=f"consumer-{durable}",
         )
-        task.add_done_callback(self._pump_ended)
-        self._pumps.append(task)
+        task.add_done_callback(self._consumer_ended)
+        self._consumers.append(task)
 
-    def _pump_ended(self, task: asyncio.Task[None]) -> None:
+    def _consumer_ended(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None and not self._stop.is_set():
             log.error("a consumer stopped unexpectedly", exc_info=task.exception())
 
@@ -133,9 +132,9 @@ class Orchestrator:
         self._stop.set()
         await self.canceller.stop()
         await self.dead_letters.stop()
-        if self._pumps:
-            await asyncio.gather(*self._pumps, return_exceptions=True)
-            self._pumps.clear()
+        if self._consumers:
+            await asyncio.gather(*self._consumers, return_exceptions=True)
+            self._consumers.clear()
         await self.workers.stop()
         await self.webhooks.close()
         log.info("orchestrator stopped")
@@ -149,10 +148,10 @@ class Orchestrator:
         await self.start()
         waiter = asyncio.create_task(stop.wait())
         try:
-            await asyncio.wait([waiter, *self._pumps], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([waiter, *self._consumers], return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
-            ended = [t for t in self._pumps if t.done()]
+            ended = [t for t in self._consumers if t.done()]
             with contextlib.suppress(Exception):
                 await self.stop()
         if ended and not stop.is_set():
