@@ -12,7 +12,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from comfyline.catalogue import Catalogue
-from comfyline.contracts import EventKind, JobState, WebhookSpec, WireModel
+from comfyline.contracts import EventKind, JobState, WebhookSecret, WebhookSpec
 from comfyline.orchestrator import Orchestrator, Settings, WebhookSettings, sign, wants
 from comfyline.orchestrator.ssrf import Policy, UrlNotAllowed, refusal, resolve_target
 from comfyline.orchestrator.testing import (
@@ -29,18 +29,10 @@ from comfyline.runtime import Bus, NatsSettings
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
 
-class OwnerSecret(WireModel):
-    """The gateway's ``keys`` record under ``webhook.<owner>``."""
-
-    owner: str
-    secret: str
-    created_at: datetime
-
-
 async def give_secret(bus: Bus, owner: str, secret: str = SECRET) -> None:
     """Store an owner's webhook secret where the gateway keeps it."""
     kv = await bus.kv(bus.names.bucket("keys"))
-    record = OwnerSecret(owner=owner, secret=secret, created_at=datetime.now(UTC))
+    record = WebhookSecret(owner=owner, secret=secret, created_at=datetime.now(UTC))
     await kv.put(f"webhook.{owner}", record.to_bytes())
 
 

@@ -41,7 +41,14 @@ from .prompts import (
     PolicyRequest,
     Tier,
 )
-from .records import ApiKeyRecord, IdempotencyRecord, JobRecord, UsageRecord
+from .records import (
+    ApiKeyRecord,
+    IdempotencyRecord,
+    JobRecord,
+    UsageRecord,
+    WebhookSecret,
+    webhook_secret_key,
+)
 from .states import (
     ACTIVE_STATES,
     EVENT_NAMES,
@@ -61,7 +68,7 @@ from .states import (
     state_after,
 )
 from .streams import BucketSpec, Retention, StreamSpec, bucket_spec, stream_spec
-from .subjects import InvalidToken, Names, owner_token, token
+from .subjects import BucketName, InvalidToken, Names, StreamName, owner_token, token
 from .templates import (
     Binding,
     Deadlines,
@@ -93,6 +100,7 @@ __all__ = [
     "ApiKeyRecord",
     "Attempt",
     "Binding",
+    "BucketName",
     "BucketSpec",
     "CancelCommand",
     "CancelReply",
@@ -133,6 +141,7 @@ __all__ = [
     "RunEventKind",
     "RunJob",
     "ServerStatus",
+    "StreamName",
     "StreamSpec",
     "Submission",
     "Tier",
@@ -140,6 +149,7 @@ __all__ = [
     "TransitionRefused",
     "UsageRecord",
     "WebhookDelivery",
+    "WebhookSecret",
     "WebhookSpec",
     "WireModel",
     "WorkerHeartbeat",
@@ -158,4 +168,5 @@ __all__ = [
     "stream_spec",
     "token",
     "utcnow",
+    "webhook_secret_key",
 ]

@@ -21,7 +21,7 @@ from .events import (
 )
 from .jobs import Enhancement, JobError, OutputKind, OutputRef, Progress, WebhookSpec
 from .prompts import EnhanceReply, EnhanceRequest, PolicyReply, PolicyRequest
-from .records import ApiKeyRecord, IdempotencyRecord, JobRecord, UsageRecord
+from .records import ApiKeyRecord, IdempotencyRecord, JobRecord, UsageRecord, WebhookSecret
 from .states import EventKind, JobState
 from .wire import WireModel
 
@@ -130,6 +130,7 @@ def examples() -> list[WireModel]:
         IdempotencyRecord(job_id=_JOB, body_sha256="ab" * 32, created_at=_T),
         ApiKeyRecord(key_id="key_1", owner="u1", created_at=_T),
         UsageRecord(owner="u1", model="cpu-smoke", day="2026-11-23", jobs=1, succeeded=1),
+        WebhookSecret(owner="u1", secret="whsec_" + "A" * 32, created_at=_T),
     ]
 
 

@@ -19,6 +19,7 @@ from .jobs import (
 )
 from .prompts import Tier
 from .states import EventKind, JobState
+from .subjects import token
 from .wire import WireModel
 
 
@@ -102,3 +103,22 @@ class UsageRecord(WireModel):
     failed: int = 0
     gpu_seconds: float = 0.0
     cost: float = 0.0
+    applied_seq: int = Field(
+        default=0, description="the last JOBS sequence counted here (so none is counted twice)"
+    )
+
+
+def webhook_secret_key(owner: str) -> str:
+    """The ``keys`` bucket key of an owner's webhook signing secret (``owner`` is its token)."""
+    return f"webhook.{token(owner)}"
+
+
+class WebhookSecret(WireModel):
+    """An owner's webhook signing secret (``whsec_...``), in the ``keys`` bucket.
+
+    The gateway writes it (shown once, rotatable); the orchestrator reads it to sign webhooks.
+    """
+
+    owner: str
+    secret: str
+    created_at: datetime

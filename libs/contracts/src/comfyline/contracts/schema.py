@@ -20,7 +20,7 @@ from .events import (
     WorkerHeartbeat,
 )
 from .prompts import EnhanceReply, EnhanceRequest, ErrorReply, PolicyReply, PolicyRequest
-from .records import ApiKeyRecord, IdempotencyRecord, JobRecord, UsageRecord
+from .records import ApiKeyRecord, IdempotencyRecord, JobRecord, UsageRecord, WebhookSecret
 from .subjects import Names
 from .templates import ModelTemplate
 from .wire import SCHEMA_VERSION, WireModel
@@ -44,6 +44,7 @@ MESSAGES: tuple[type[WireModel], ...] = (
     IdempotencyRecord,
     ApiKeyRecord,
     UsageRecord,
+    WebhookSecret,
     ModelTemplate,
 )
 

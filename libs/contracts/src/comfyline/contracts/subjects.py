@@ -76,9 +76,17 @@ class Names:
         """Every job event (the JOBS stream's subjects)."""
         return self._subject("jobs", ">")
 
+    def job_kind_filter(
+        self, kind: str, owner: str | None = None, job_id: str | None = None
+    ) -> str:
+        """``jobs.<owner|*>.<job_id|*>.<kind>``: one kind of event (any owner or job by default)."""
+        return self._subject(
+            "jobs", token(owner) if owner else "*", token(job_id) if job_id else "*", token(kind)
+        )
+
     def submissions_filter(self) -> str:
         """Every ``submitted`` event: what the orchestrator consumes from JOBS."""
-        return self._subject("jobs", "*", "*", "submitted")
+        return self.job_kind_filter("submitted")
 
     # --- RUNS: what workers report ---
     def run_event(self, job_id: str, kind: str) -> str:

@@ -29,21 +29,13 @@ from comfyline.contracts import (
     JobEvent,
     JobRecord,
     JobState,
-    Names,
     Tier,
-    token,
 )
 from comfyline.runtime import Bus
 
 from .kv import get_model, nats_errors
 
 REPLAY_BATCH = 256
-
-
-def submitted_filter(names: Names, owner: str | None, job_id: str | None = None) -> str:
-    """``jobs.<owner|*>.<job|*>.submitted`` (Names has builders for one event or all of a job)."""
-    base = names.all_job_events()[:-1]  # "<ns.>jobs."
-    return f"{base}{token(owner) if owner else '*'}.{token(job_id) if job_id else '*'}.submitted"
 
 
 def parse_subject(subject: str) -> tuple[str, str, str]:
@@ -98,7 +90,7 @@ class JobLog:
 
     async def submitted(self, job_id: str, owner: str | None = None) -> JobEvent | None:
         """The ``submitted`` event of a job (any owner's when ``owner`` is None)."""
-        subject = submitted_filter(self.names, owner, job_id)
+        subject = self.names.job_kind_filter("submitted", owner, job_id)
         try:
             async with nats_errors("reading a submission"):
                 msg = await self.bus.js.get_last_msg(self.stream, subject)
@@ -118,7 +110,7 @@ class JobLog:
         """Every job id of ``owner`` still in the log, newest first."""
         async with nats_errors("listing jobs"):
             info = await self.bus.js.stream_info(
-                self.stream, subjects_filter=submitted_filter(self.names, owner)
+                self.stream, subjects_filter=self.names.job_kind_filter("submitted", owner)
             )
         subjects = info.state.subjects or {}
         return sorted((parse_subject(s)[1] for s in subjects), reverse=True)

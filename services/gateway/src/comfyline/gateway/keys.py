@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-from datetime import datetime
 
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -25,24 +24,17 @@ from comfyline.contracts import (
     ApiKeyRecord,
     ErrorCode,
     Tier,
-    WireModel,
+    WebhookSecret,
     new_key_id,
     owner_token,
     utcnow,
+    webhook_secret_key,
 )
 
 from .errors import ApiError, not_found
 from .kv import get_model, nats_errors, scan
 
 KEY_PREFIX = "cl_"
-
-
-class WebhookSecret(WireModel):
-    """An owner's webhook signing secret (Standard Webhooks ``whsec_`` form)."""
-
-    owner: str
-    secret: str
-    created_at: datetime
 
 
 def digest(secret: str) -> str:
@@ -147,7 +139,7 @@ class KeyStore:
     @staticmethod
     def webhook_key(owner: str) -> str:
         """Where an owner's webhook secret lives (the orchestrator reads the same key)."""
-        return f"webhook.{owner_token(owner)}"
+        return webhook_secret_key(owner_token(owner))
 
     @staticmethod
     def _index(owner: str, key_id: str) -> str:

@@ -10,7 +10,7 @@ from .records import Change, JobMissing, JobStore, Snapshot
 from .service import Orchestrator
 from .settings import Settings, WebhookSettings
 from .transitions import Verdict, advance, end
-from .usage import UsageBook, UsageTotals, job_cost, usage_key
+from .usage import UsageBook, job_cost, usage_key
 from .webhooks import sign, signed_headers, wants, webhook_body
 
 __all__ = [
@@ -21,7 +21,6 @@ __all__ = [
     "Settings",
     "Snapshot",
     "UsageBook",
-    "UsageTotals",
     "Verdict",
     "WebhookSettings",
     "advance",

@@ -37,21 +37,12 @@ def _version(raw: bytes | None) -> int:
         return 0
 
 
-def job_kind_filter(names: Names, kind: str) -> str:
-    """``jobs.*.*.<kind>``: every job's events of one kind.
-
-    ``Names`` has this only for ``submitted`` (``submissions_filter``); the same shape is derived
-    from it here until contracts grows a general builder.
-    """
-    return names.submissions_filter().rsplit(".", 1)[0] + "." + kind
-
-
 def consumer_configs(names: Names, settings: Settings) -> dict[StreamName, list[ConsumerConfig]]:
     """The orchestrator's durable consumers, by stream."""
     ack_wait = settings.ack_wait_s
     usage = ConsumerConfig(
         durable_name=names.consumer(USAGE),
-        filter_subjects=[job_kind_filter(names, k.value) for k in TERMINAL_KINDS],
+        filter_subjects=[names.job_kind_filter(k.value) for k in TERMINAL_KINDS],
         ack_policy=AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.ALL,
         ack_wait=ack_wait,

@@ -34,12 +34,6 @@ from .records import JobStore
 log = logging.getLogger(__name__)
 
 
-class UsageTotals(UsageRecord):
-    """A :class:`UsageRecord` that also remembers the last ``JOBS`` sequence it counted."""
-
-    applied_seq: int = 0
-
-
 def job_cost(attempts: Iterable[Attempt], rate_per_gpu_second: float) -> Cost:
     """The cost of a job: the GPU seconds of every attempt times the model's rate."""
     seconds = round(sum(a.gpu_seconds for a in attempts), 6)
@@ -64,14 +58,14 @@ class UsageBook:
         self.cas_attempts = cas_attempts
         self._bucket = bus.names.bucket("usage")
 
-    async def get(self, owner: str, model: str, day: str) -> UsageTotals | None:
+    async def get(self, owner: str, model: str, day: str) -> UsageRecord | None:
         """One total, or None when nothing was counted."""
         kv = await self.bus.kv(self._bucket)
         try:
             entry = await kv.get(usage_key(owner, model, day))
         except KeyNotFoundError:
             return None
-        return UsageTotals.from_bytes(entry.value) if entry.value else None
+        return UsageRecord.from_bytes(entry.value) if entry.value else None
 
     async def handle(self, delivery: Delivery) -> None:
         """Count one terminal job event (from the ``orchestrator-usage`` consumer)."""
@@ -90,10 +84,10 @@ class UsageBook:
         for attempt in range(1, self.cas_attempts + 1):
             try:
                 entry = await kv.get(key)
-                total = UsageTotals.from_bytes(entry.value or b"{}")
+                total = UsageRecord.from_bytes(entry.value or b"{}")
                 revision = entry.revision or 0
             except KeyNotFoundError:
-                total = UsageTotals(owner=record.owner, model=record.model, day=day)
+                total = UsageRecord(owner=record.owner, model=record.model, day=day)
                 revision = 0
             if total.applied_seq >= seq:
                 return

@@ -31,10 +31,11 @@ from comfyline.contracts import (
     JobRecord,
     Timer,
     WebhookDelivery,
+    WebhookSecret,
     WebhookSpec,
-    WireModel,
     owner_token,
     utcnow,
+    webhook_secret_key,
 )
 from comfyline.runtime import Bus
 
@@ -46,12 +47,6 @@ from .transitions import Verdict
 
 log = logging.getLogger(__name__)
 USER_AGENT = "Comfyline-Webhooks/1"
-
-
-class OwnerSecret(WireModel):
-    """The gateway's record under ``webhook.<owner>`` in the ``keys`` bucket (fields we read)."""
-
-    secret: str
 
 
 def wants(spec: WebhookSpec | None, kind: EventKind) -> bool:
@@ -219,9 +214,9 @@ class Webhooks:
     async def _secret(self, owner: str) -> str | None:
         kv = await self.bus.kv(self.bus.names.bucket("keys"))
         try:
-            entry = await kv.get(f"webhook.{owner_token(owner)}")
+            entry = await kv.get(webhook_secret_key(owner_token(owner)))
         except KeyNotFoundError:
             return self.settings.default_secret
         if not entry.value:
             return self.settings.default_secret
-        return OwnerSecret.from_bytes(entry.value).secret
+        return WebhookSecret.from_bytes(entry.value).secret
