@@ -1,15 +1,31 @@
 """The model catalogue: ComfyUI API-format templates and their parameter schemas, as data."""
 
+from .assets import (
+    ASSET_REF_FORMS,
+    AssetRef,
+    JobOutputRef,
+    asset_params,
+    asset_schema,
+    parse_asset_ref,
+)
 from .catalogue import Catalogue, UnknownModel
-from .render import TemplateError, compose_prompt, render, wan_frames
-from .validation import InputInvalid, validate_input
+from .render import TemplateError, compose_prompt, prepare_input, render, wan_frames
+from .validation import InputInvalid, apply_choices, validate_input
 
 __all__ = [
+    "ASSET_REF_FORMS",
+    "AssetRef",
     "Catalogue",
     "InputInvalid",
+    "JobOutputRef",
     "TemplateError",
     "UnknownModel",
+    "apply_choices",
+    "asset_params",
+    "asset_schema",
     "compose_prompt",
+    "parse_asset_ref",
+    "prepare_input",
     "render",
     "validate_input",
     "wan_frames",

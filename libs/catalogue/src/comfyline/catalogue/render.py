@@ -8,6 +8,8 @@ from typing import Any
 
 from comfyline.contracts import Binding, ComfylineError, ErrorCode, ModelTemplate
 
+from .validation import apply_choices, random_seed
+
 
 class TemplateError(ComfylineError):
     """The template and the input do not fit together (a catalogue bug, not the user's)."""
@@ -53,6 +55,29 @@ def compose_prompt(template: ModelTemplate, data: dict[str, Any]) -> str | None:
         return " ".join(text.replace(" ,", ",").split()).strip(" ,")
     value = data.get(spec.param)
     return None if value is None else str(value)
+
+
+def prepare_input(template: ModelTemplate, data: dict[str, Any]) -> dict[str, Any]:
+    """The input as it is rendered: presets, defaults and choices filled in, prompt composed.
+
+    The worker's view of a ``RunJob.input`` that the gateway already validated (and the
+    orchestrator may have given its final prompt): nothing is refused here, only completed,
+    so a value already present always wins.
+    """
+    out = dict(data)
+    preset = out.get("preset")
+    if isinstance(preset, str) and preset in template.presets:
+        out = {**template.presets[preset], **out}
+    for name, spec in template.parameters.get("properties", {}).items():
+        if name not in out and isinstance(spec, dict) and "default" in spec:
+            out[name] = spec["default"]
+    if "seed" in template.parameters.get("properties", {}) and out.get("seed") in (None, -1):
+        out["seed"] = random_seed(template)  # unvalidated input: still a valid seed
+    out = apply_choices(template, out, given=set(out))
+    spec = template.prompt
+    if spec is not None and spec.compose and not out.get(spec.param):
+        out[spec.param] = compose_prompt(template, out)
+    return out
 
 
 def render(

@@ -68,8 +68,37 @@ def validate_input(template: ModelTemplate, raw: dict[str, Any]) -> dict[str, An
         )
     _check_multiples(template, data)
     if "seed" in template.parameters.get("properties", {}) and data.get("seed") in (None, -1):
-        data["seed"] = secrets.randbelow(MAX_SEED)
-    return data
+        data["seed"] = random_seed(template)
+    return apply_choices(template, data, given=set(raw))
+
+
+def random_seed(template: ModelTemplate) -> int:
+    """A random seed within the template's own range (some nodes take only 31 bits)."""
+    spec = template.parameters.get("properties", {}).get("seed", {})
+    top = spec.get("maximum", MAX_SEED) if isinstance(spec, dict) else MAX_SEED
+    return secrets.randbelow(min(int(top), MAX_SEED) + 1)
+
+
+def apply_choices(
+    template: ModelTemplate, data: dict[str, Any], given: set[str] | None = None
+) -> dict[str, Any]:
+    """Expand choice parameters into the values they stand for.
+
+    A property may carry ``x-sets``: for each of its values, the other (internal) values it
+    sets, e.g. ``resolution: "480p"`` sets ``width`` and ``height``, ``style: "anime"`` sets the
+    words the prompt is composed from. A value the caller gave itself (``given``) is kept.
+    """
+    out = dict(data)
+    keep = set(data) if given is None else given
+    for name, spec in template.parameters.get("properties", {}).items():
+        choices = spec.get("x-sets") if isinstance(spec, dict) else None
+        if not isinstance(choices, dict):
+            continue
+        chosen = choices.get(str(out.get(name)))
+        for key, value in (chosen or {}).items():
+            if key not in keep:
+                out[key] = value
+    return out
 
 
 def _missing_field(message: str) -> str:

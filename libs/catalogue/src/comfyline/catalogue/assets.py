@@ -1,0 +1,76 @@
+"""Job inputs that are files: an uploaded asset, or an output of an earlier job of the same owner.
+
+A parameter bound with ``transform: "asset"`` takes either form; its JSON Schema is
+:func:`asset_schema` (the gateway validates with it, the worker resolves it)::
+
+    "ast_01j9zk3q8m6v0c2x7d4f5g6h7j"                    an upload: inputs/<owner>/<asset_id>.<ext>
+    {"job": "job_01j9zk3q8m6v0c2x7d4f5g6h7j", "output": 0}   output 0 of that job (same owner)
+
+``x-asset-kinds`` says which kinds of file the parameter accepts (image, audio, video).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from comfyline.contracts import ModelTemplate
+
+from .validation import InputInvalid
+
+ASSET_ID_PATTERN = "^ast_[0-9a-z]{26}$"
+JOB_ID_PATTERN = "^job_[0-9a-z]{26}$"
+
+#: The two forms an asset reference may take (the ``oneOf`` of every asset parameter).
+ASSET_REF_FORMS: list[dict[str, Any]] = [
+    {"type": "string", "pattern": ASSET_ID_PATTERN, "description": "an uploaded asset's id"},
+    {
+        "type": "object",
+        "description": "an output of an earlier job of the same owner",
+        "additionalProperties": False,
+        "required": ["job"],
+        "properties": {
+            "job": {"type": "string", "pattern": JOB_ID_PATTERN},
+            "output": {"type": "integer", "minimum": 0, "default": 0},
+        },
+    },
+]
+
+
+def asset_schema(kinds: list[str], description: str) -> dict[str, Any]:
+    """The JSON Schema of an asset parameter accepting files of ``kinds``."""
+    return {"description": description, "x-asset-kinds": kinds, "oneOf": ASSET_REF_FORMS}
+
+
+@dataclass(frozen=True, slots=True)
+class AssetRef:
+    """An uploaded file, by id."""
+
+    asset_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutputRef:
+    """Output ``output`` of job ``job_id``."""
+
+    job_id: str
+    output: int = 0
+
+
+def parse_asset_ref(value: Any) -> AssetRef | JobOutputRef:
+    """Read an asset reference (already schema-valid at the gateway; checked again here)."""
+    if isinstance(value, str) and value.startswith("ast_"):
+        return AssetRef(value)
+    if isinstance(value, dict) and isinstance(value.get("job"), str):
+        output = value.get("output", 0)
+        if isinstance(output, int) and not isinstance(output, bool) and output >= 0:
+            return JobOutputRef(value["job"], output)
+    raise InputInvalid(
+        f"not an asset reference: {value!r}",
+        details={"errors": [{"field": "", "message": "expected 'ast_...' or {job, output}"}]},
+    )
+
+
+def asset_params(template: ModelTemplate) -> list[str]:
+    """The parameters of a template that name files."""
+    return [b.param for b in template.bindings if b.transform == "asset"]

@@ -1,0 +1,202 @@
+"""ComfyUI's HTTP API, as the worker uses it, with every foreign failure translated.
+
+One :class:`ComfyClient` per server. Every call has a timeout with separate connect and read
+values; a refused connection, a timeout or a 5xx becomes :class:`ComfyUnavailable` (transient),
+a refused prompt becomes :class:`PromptRejected` with its code. Nothing here depends on the
+newer releases' ``/api/jobs`` routes: cancellation is ``/interrupt`` and ``/queue {"delete"}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import httpx
+
+from comfyline.contracts import ErrorCode
+
+from .errors import ComfyUnavailable, WorkerError, rejection
+
+JsonGraph = dict[str, dict[str, Any]]
+
+
+class ComfyClient:
+    """HTTP calls to one ComfyUI server (``base_url`` like ``http://127.0.0.1:8188``)."""
+
+    def __init__(
+        self, base_url: str, *, connect_timeout_s: float = 5.0, read_timeout_s: float = 60.0
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = httpx.Timeout(
+            connect=connect_timeout_s, read=read_timeout_s, write=read_timeout_s, pool=10.0
+        )
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout)
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    def ws_url(self, client_id: str) -> str:
+        """The WebSocket address for ``client_id`` (same host, ws/wss scheme)."""
+        parts = urlsplit(self.base_url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        path = parts.path.rstrip("/") + "/ws"
+        return urlunsplit((scheme, parts.netloc, path, urlencode({"clientId": client_id}), ""))
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ComfyUnavailable(
+                f"ComfyUI at {self.base_url} unreachable: {type(exc).__name__} {exc}".strip()
+            ) from exc
+        if response.status_code >= 500:
+            raise ComfyUnavailable(
+                f"ComfyUI at {self.base_url} answered {response.status_code} to {method} {path}"
+            )
+        return response
+
+    async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self._request(method, path, **kwargs)
+        if response.status_code != 200:
+            raise ComfyUnavailable(
+                f"ComfyUI at {self.base_url} answered {response.status_code} to {method} {path}"
+            )
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ComfyUnavailable(f"ComfyUI sent invalid JSON for {path}") from exc
+
+    # --- health and capability ---------------------------------------------------------------
+    async def system_stats(self) -> dict[str, Any]:
+        """``GET /system_stats``: OS, versions, devices (GPU name, VRAM)."""
+        data = await self._json("GET", "/system_stats")
+        return data if isinstance(data, dict) else {}
+
+    async def object_info(self) -> dict[str, Any]:
+        """``GET /object_info``: every node class with its inputs (hundreds of KB)."""
+        data = await self._json("GET", "/object_info")
+        return data if isinstance(data, dict) else {}
+
+    # --- running -----------------------------------------------------------------------------
+    async def post_prompt(self, graph: JsonGraph, client_id: str, prompt_id: str) -> dict[str, Any]:
+        """``POST /prompt`` with our client id and our prompt id; refusals are classified.
+
+        A 200 may still carry ``node_errors`` (only the valid branches then run): the caller
+        checks them. ``front`` is never set (it reorders the queue).
+        """
+        body = {"prompt": graph, "client_id": client_id, "prompt_id": prompt_id}
+        response = await self._request("POST", "/prompt", json=body)
+        try:
+            data = response.json()
+        except ValueError:
+            data = {}
+        if response.status_code == 200 and isinstance(data, dict):
+            return data
+        if response.status_code == 400:
+            raise rejection(data, graph)
+        raise ComfyUnavailable(f"POST /prompt answered {response.status_code}")
+
+    async def interrupt(self, prompt_id: str | None) -> None:
+        """``POST /interrupt``: stop the running prompt (only if it is ``prompt_id``)."""
+        body = {"prompt_id": prompt_id} if prompt_id else None
+        await self._request("POST", "/interrupt", json=body)
+
+    async def delete_pending(self, prompt_ids: list[str]) -> None:
+        """``POST /queue {"delete": ids}``: remove pending prompts (no frame is ever sent)."""
+        await self._request("POST", "/queue", json={"delete": prompt_ids})
+
+    async def queue(self) -> tuple[set[str], set[str]]:
+        """The prompt ids running and pending, from ``GET /queue``."""
+        data = await self._json("GET", "/queue")
+
+        def ids(entries: Any) -> set[str]:
+            found: set[str] = set()
+            for entry in entries if isinstance(entries, list) else []:
+                if isinstance(entry, list) and len(entry) > 1:
+                    found.add(str(entry[1]))
+            return found
+
+        if not isinstance(data, dict):
+            return set(), set()
+        return ids(data.get("queue_running")), ids(data.get("queue_pending"))
+
+    async def history(self, prompt_id: str) -> dict[str, Any] | None:
+        """The finished prompt's history entry, or None (unknown ids answer ``{}``).
+
+        Only trusted once ``status`` is in it: the entry is written after
+        ``execution_success`` is sent, so reading it right then races (see the protocol doc).
+        """
+        data = await self._json("GET", f"/history/{prompt_id}")
+        entry = data.get(prompt_id) if isinstance(data, dict) else None
+        return entry if isinstance(entry, dict) and entry.get("status") else None
+
+    # --- files -------------------------------------------------------------------------------
+    async def upload(
+        self,
+        name: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        size: int | None,
+        content_type: str,
+        subfolder: str,
+    ) -> str:
+        """Stream a file into ComfyUI's ``input/<subfolder>/`` (``overwrite=true``).
+
+        Returns the name a loader node takes (``subfolder/name``). The multipart body is
+        written by hand so the file streams through without being held whole.
+        """
+        boundary = uuid.uuid4().hex
+        head = (
+            f"--{boundary}\r\n"
+            f'Content-Disposition: form-data; name="image"; filename="{name}"\r\n'
+            f"Content-Type: {content_type}\r\n\r\n"
+        ).encode()
+        fields = {"type": "input", "subfolder": subfolder, "overwrite": "true"}
+        tail = b"\r\n" + b"".join(
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'
+            ).encode()
+            for key, value in fields.items()
+        )
+        tail += f"--{boundary}--\r\n".encode()
+
+        async def body() -> AsyncIterator[bytes]:
+            yield head
+            async for chunk in chunks:
+                yield chunk
+            yield tail
+
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        if size is not None:
+            headers["Content-Length"] = str(len(head) + size + len(tail))
+        response = await self._request("POST", "/upload/image", content=body(), headers=headers)
+        if response.status_code != 200:
+            raise ComfyUnavailable(f"/upload/image answered {response.status_code} for {name}")
+        try:
+            data = response.json()
+        except ValueError as exc:
+            raise ComfyUnavailable("/upload/image sent invalid JSON") from exc
+        stored, folder = str(data.get("name") or name), str(data.get("subfolder") or "")
+        return f"{folder}/{stored}" if folder else stored
+
+    @contextlib.asynccontextmanager
+    async def view(self, filename: str, subfolder: str, kind: str) -> AsyncIterator[httpx.Response]:
+        """``GET /view`` as a streamed response (read it with ``aiter_bytes``)."""
+        params = {"filename": filename, "subfolder": subfolder, "type": kind}
+        try:
+            async with self._http.stream("GET", "/view", params=params) as response:
+                if response.status_code == 404:
+                    # a cached run names a file that is gone: running again cannot help
+                    raise WorkerError(
+                        f"output {subfolder}/{filename} is missing on the ComfyUI server",
+                        code=ErrorCode.COMFY_NO_OUTPUT,
+                    )
+                if response.status_code != 200:
+                    raise ComfyUnavailable(f"/view {filename!r} answered {response.status_code}")
+                yield response
+        except httpx.HTTPError as exc:
+            raise ComfyUnavailable(f"/view {filename!r} failed: {type(exc).__name__}") from exc

@@ -1,0 +1,135 @@
+"""Taking one job off a model's work consumer, only when a server is free to run it.
+
+Every worker binds the same durable consumer per model (``work-<model>``: a work-queue stream
+refuses overlapping consumers). A free server asks the consumers of the models it can run, in
+turn, for one message each with ``no_wait``, so nothing is ever fetched that no server can take
+at once, and no pull request lingers to deliver a message later to a busy worker. When all are
+empty it waits for the doorbell (a plain subscription to ``work.>`` that rings on each new job)
+or the idle poll interval (which finds redeliveries, which ring no bell).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+from collections.abc import Iterator, Sequence
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from comfyline.contracts import ModelTemplate
+from comfyline.runtime import Bus, durable_config, ensure_consumer
+
+log = logging.getLogger(__name__)
+_NEXT = json.dumps({"batch": 1, "no_wait": True}).encode()
+
+
+def consumer_backoff(ack_wait_s: float, max_deliver: int) -> list[float] | None:
+    """Redelivery delays after an ack timeout (the first is the ack wait itself).
+
+    JetStream wants fewer backoff values than ``max_deliver``; with backoff set, delivery ``n``
+    waits ``backoff[n-1]`` for its ack, so each value must outlast the in-progress heartbeat.
+    """
+    count = max_deliver - 1
+    if count < 1:
+        return None
+    return [ack_wait_s * (2**i) for i in range(min(count, 3))]
+
+
+class Doorbell:
+    """Wakes the servers waiting for work of a model when a job for it is published."""
+
+    def __init__(self) -> None:
+        self._waiters: list[tuple[frozenset[str], asyncio.Event]] = []
+
+    def ring(self, model: str) -> None:
+        for models, event in self._waiters:
+            if model in models:
+                event.set()
+
+    @contextlib.contextmanager
+    def listen(self, models: Sequence[str]) -> Iterator[asyncio.Event]:
+        """An event set when work for one of ``models`` is published while inside."""
+        entry = (frozenset(models), asyncio.Event())
+        self._waiters.append(entry)
+        try:
+            yield entry[1]
+        finally:
+            self._waiters.remove(entry)
+
+
+class WorkFetcher:
+    """Binds the work consumers and fetches one message at a time from them."""
+
+    def __init__(self, bus: Bus, ack_wait_s: float, request_timeout_s: float = 5.0) -> None:
+        self.bus = bus
+        self.ack_wait_s = ack_wait_s
+        self.request_timeout_s = request_timeout_s
+        self.bell = Doorbell()
+        self.bound: set[str] = set()
+        self._stream = bus.names.stream("WORK")
+        self._prefix = str(getattr(bus.js, "_prefix", "$JS.API"))
+        self._turn = itertools.count()
+        self._sub: Subscription | None = None
+
+    async def start(self) -> None:
+        """Listen for newly published work (the doorbell)."""
+
+        async def on_work(msg: Msg) -> None:
+            self.bell.ring(msg.subject.rsplit(".", 1)[-1])
+
+        self._sub = await self.bus.nc.subscribe(self.bus.names.all_work(), cb=on_work)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+            self._sub = None
+
+    async def bind(self, template: ModelTemplate) -> None:
+        """Create or update the model's durable consumer (every worker applies the same one)."""
+        if template.name in self.bound:
+            return
+        max_deliver = template.retry_limit + 1
+        config = durable_config(
+            self.bus.names.work_consumer(template.name),
+            self.bus.names.work(template.name),
+            ack_wait_s=self.ack_wait_s,
+            max_deliver=max_deliver,
+            backoff_s=consumer_backoff(self.ack_wait_s, max_deliver),
+            max_ack_pending=10_000,
+        )
+        await ensure_consumer(self.bus, self._stream, config)
+        self.bound.add(template.name)
+        log.info("bound work consumer", extra={"model": template.name})
+
+    async def next_for(self, models: Sequence[str]) -> Msg | None:
+        """One message from the first of ``models`` (in rotating order) that has one."""
+        ready = [m for m in models if m in self.bound]
+        if not ready:
+            return None
+        start = next(self._turn) % len(ready)
+        for model in ready[start:] + ready[:start]:
+            msg = await self._next(model)
+            if msg is not None:
+                return msg
+        return None
+
+    async def _next(self, model: str) -> Msg | None:
+        durable = self.bus.names.work_consumer(model)
+        subject = f"{self._prefix}.CONSUMER.MSG.NEXT.{self._stream}.{durable}"
+        try:
+            msg = await self.bus.nc.request(
+                subject, _NEXT, timeout=self.request_timeout_s, old_style=True
+            )
+        except (TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError):
+            return None
+        status = (msg.headers or {}).get("Status")
+        if status:
+            if status not in {"404", "408"}:
+                log.warning("work fetch refused", extra={"model": model, "status": status})
+            return None
+        return msg

@@ -1,0 +1,292 @@
+"""One job, from the WORK message to its last run event: the worker's handler.
+
+It never acks: it returns (-> ack) or raises ``Retry``/``Reject``, and ``settle`` does the rest.
+:func:`outcome` is the one place that turns a failure into a ``failed`` event and an outcome: a
+transient failure with deliveries left is reported ``final=False`` and naked with a delay;
+anything else is reported ``final=True`` and terminated. A cancel is reported ``cancelled`` and
+acked. The server is released (``released``) as soon as ComfyUI has finished executing, so the
+next job runs while this one's outputs stream to S3.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from pydantic import ValidationError
+
+from comfyline.catalogue import Catalogue, TemplateError, prepare_input, render
+from comfyline.contracts import (
+    ComfylineError,
+    ErrorCode,
+    JobRecord,
+    ModelTemplate,
+    PreviewRef,
+    RunJob,
+    utcnow,
+)
+from comfyline.runtime import (
+    Bus,
+    Delivery,
+    ObjectStore,
+    Reject,
+    Retry,
+    backoff_delay,
+    heartbeat,
+    job_id_var,
+    model_var,
+    tracer,
+)
+
+from .cancel import CancelListener
+from .errors import RunCancelled, WorkerError
+from .frames import Preview
+from .inputs import InputResolver, upload_inputs
+from .media import extension
+from .outputs import store_outputs
+from .reporter import RunReporter
+from .run import ComfyRun, RunOptions
+from .servers import Server
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+_tracer = tracer(__name__)
+
+
+class JobControl:
+    """A job this worker holds, as the cancel listener sees it."""
+
+    def __init__(self) -> None:
+        self.run: ComfyRun | None = None
+        self.reason: str | None = None
+
+    async def cancel(self, reason: str) -> None:
+        self.reason = reason
+        if self.run is not None:
+            await self.run.cancel()
+
+    def check(self) -> None:
+        if self.reason is not None:
+            raise RunCancelled(self.reason)
+
+
+def as_worker_error(exc: BaseException) -> WorkerError:
+    """Any failure as a :class:`WorkerError` (unknown ones are internal and transient)."""
+    if isinstance(exc, WorkerError):
+        return exc
+    if isinstance(exc, ComfylineError):
+        return WorkerError(exc.message, code=exc.code, details=exc.details)
+    return WorkerError(
+        f"{type(exc).__name__}: {exc}", code=ErrorCode.INTERNAL_ERROR, transient=True
+    )
+
+
+async def outcome(
+    error: WorkerError,
+    reporter: RunReporter,
+    attempt: int,
+    max_deliver: int,
+    retry_base_s: float,
+    gpu_seconds: float | None = None,
+) -> Retry | Reject:
+    """Report a failed attempt and say what becomes of the message."""
+    retry = error.transient and attempt < max_deliver
+    job_error = error.job_error().model_copy(update={"retryable": retry})
+    try:
+        await reporter.failed(job_error, final=not retry, gpu_seconds=gpu_seconds)
+    except ComfylineError as exc:
+        # Nobody heard of the failure: the job must come back rather than vanish.
+        return Retry(f"failure not reported: {exc.message}", delay=backoff_delay(attempt, 1.0))
+    if retry:
+        return Retry(error.message, delay=backoff_delay(attempt, retry_base_s), code=error.code)
+    return Reject(error.message, code=error.code, details={"node_id": error.node_id})
+
+
+class JobHandler:
+    """Runs the jobs a worker fetches, each on the server that was free for it."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        store: ObjectStore,
+        catalogue: Catalogue,
+        settings: Settings,
+        cancels: CancelListener,
+    ) -> None:
+        self.bus = bus
+        self.store = store
+        self.catalogue = catalogue
+        self.settings = settings
+        self.cancels = cancels
+        self.resolver = InputResolver(bus, store)
+
+    async def handle(self, delivery: Delivery, server: Server, released: asyncio.Event) -> None:
+        """Run one delivery of a ``RunJob`` on ``server``."""
+        try:
+            run_job = delivery.parse(RunJob)
+        except ValidationError as exc:
+            released.set()
+            raise Reject(f"not a RunJob: {exc}", code=ErrorCode.VALIDATION_ERROR) from exc
+        job_id_var.set(run_job.job_id)
+        model_var.set(run_job.model)
+        attempt = delivery.num_delivered
+        reporter = RunReporter(
+            self.bus,
+            job_id=run_job.job_id,
+            attempt=attempt,
+            worker_id=self.settings.worker_id,
+            server=server.url,
+            progress_interval_s=self.settings.progress_interval_s,
+            preview_store=self._preview_store(run_job) if self.settings.previews else None,
+            preview_interval_s=self.settings.preview_interval_s,
+        )
+        control = JobControl()
+        max_deliver = 1
+        try:
+            template = self._template(run_job)
+            max_deliver = template.retry_limit + 1
+            async with heartbeat(delivery.msg, every=self.settings.ack_wait_s / 3):
+                if await self._finished_elsewhere(run_job):
+                    log.info("job already ended or cancelled; skipping")
+                    return
+                reason = self.cancels.register(run_job.job_id, control)
+                try:
+                    if reason is not None:
+                        raise RunCancelled(reason)
+                    await self._run(run_job, template, server, reporter, control, released)
+                finally:
+                    self.cancels.unregister(run_job.job_id)
+        except RunCancelled as exc:
+            await reporter.cancelled(control.reason or exc.message, _gpu(control))
+        except asyncio.CancelledError:
+            # Shutdown past its grace period: settle naks the message; say so, briefly.
+            error = WorkerError(
+                "the worker stopped before the job finished",
+                transient=True,
+                code=ErrorCode.SERVICE_UNAVAILABLE,
+            )
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    reporter.failed(error.job_error(), attempt >= max_deliver, _gpu(control)), 2.0
+                )
+            raise
+        except Exception as exc:
+            error = as_worker_error(exc)
+            if error.code == ErrorCode.COMFY_UNAVAILABLE:
+                server.mark_down(error.message)
+            log.warning(
+                "job attempt failed",
+                extra={"code": error.code.value, "error": error.message, "attempt": attempt},
+            )
+            raise await outcome(
+                error, reporter, attempt, max_deliver, self.settings.retry_base_s, _gpu(control)
+            ) from exc
+        finally:
+            released.set()
+            await reporter.stop_progress()
+
+    def _template(self, run_job: RunJob) -> ModelTemplate:
+        try:
+            return self.catalogue.get(run_job.model, run_job.template_version)
+        except ComfylineError as exc:
+            # Another worker with a newer catalogue may know this version.
+            raise WorkerError(exc.message, code=ErrorCode.TEMPLATE_ERROR, transient=True) from exc
+
+    async def _finished_elsewhere(self, run_job: RunJob) -> bool:
+        """True when the job's record says it ended or was cancelled (absent: run it)."""
+        kv = await self.bus.kv(self.bus.names.bucket("jobs"))
+        try:
+            entry = await kv.get(run_job.job_id)
+        except Exception as exc:
+            if type(exc).__name__ in {"KeyNotFoundError", "KeyDeletedError"}:
+                return False
+            raise WorkerError(
+                f"jobs KV unreachable: {exc}", code=ErrorCode.SERVICE_UNAVAILABLE
+            ) from exc
+        if not entry.value:
+            return False
+        record = JobRecord.from_bytes(entry.value)
+        return record.status.terminal or record.cancel_requested
+
+    async def _run(
+        self,
+        run_job: RunJob,
+        template: ModelTemplate,
+        server: Server,
+        reporter: RunReporter,
+        control: JobControl,
+        released: asyncio.Event,
+    ) -> None:
+        deadline_s = float(template.deadlines.run_s)
+        if run_job.deadline_at is not None:
+            left = (run_job.deadline_at - utcnow()).total_seconds()
+            if left <= 0:
+                raise WorkerError(
+                    "the job's deadline passed before it ran",
+                    code=ErrorCode.DEADLINE_EXCEEDED,
+                    transient=False,
+                )
+            deadline_s = min(deadline_s, left)
+        data = prepare_input(template, run_job.input)
+        files = await self.resolver.resolve(run_job, template, data)
+        control.check()
+        assets = await upload_inputs(
+            server.client, self.store, files, self.settings.upload_subfolder
+        )
+        try:
+            graph = render(template, data, assets)
+        except TemplateError as exc:
+            raise WorkerError(exc.message, code=ErrorCode.TEMPLATE_ERROR, transient=False) from exc
+        run = ComfyRun(
+            server.client,
+            graph,
+            template.outputs,
+            reporter,
+            RunOptions(
+                deadline_s=deadline_s,
+                watchdog_s=self.settings.watchdog_s,
+                connect_timeout_s=self.settings.connect_timeout_s,
+                previews=self.settings.previews,
+            ),
+        )
+        control.run = run
+        control.check()
+        attributes = {
+            "comfyui.server": server.url,
+            "comfyui.prompt_id": run.prompt_id,
+            "comfyline.model": template.name,
+            "comfyline.job_id": run_job.job_id,
+        }
+        with _tracer.start_as_current_span("comfyui run", attributes=attributes):
+            result = await run.execute()
+        released.set()  # ComfyUI is done: the next job may start while we store outputs
+        if not result.files:
+            raise WorkerError("the run made no output files", code=ErrorCode.COMFY_NO_OUTPUT)
+        with _tracer.start_as_current_span("store outputs", attributes=attributes):
+            outputs = await store_outputs(
+                server.client, self.store, run_job, result.files, template.outputs
+            )
+        await reporter.completed(outputs, result.gpu_seconds)
+        log.info(
+            "job completed",
+            extra={
+                "outputs": len(outputs),
+                "gpu_seconds": result.gpu_seconds,
+                "cached": result.cached,
+            },
+        )
+
+    def _preview_store(self, run_job: RunJob) -> Callable[[Preview], Awaitable[PreviewRef]]:
+        async def store(preview: Preview) -> PreviewRef:
+            ext = extension("x." + preview.content_type.rsplit("/", 1)[-1])
+            key = f"{run_job.output_prefix}preview.{'jpg' if ext == 'jpeg' else ext}"
+            await self.store.put_bytes(key, preview.image, preview.content_type)
+            return PreviewRef(key=key, content_type=preview.content_type, node_id=preview.node_id)
+
+        return store
+
+
+def _gpu(control: JobControl) -> float | None:
+    return control.run.tracker.gpu_seconds if control.run is not None else None

@@ -1,0 +1,171 @@
+"""A job's run events on ``runs.<job_id>.<kind>``, with deterministic message ids.
+
+``started``, ``completed``, ``failed`` and ``cancelled`` use ``<job_id>:<attempt>:<kind>``, so a
+repeated publish is dropped by the stream; progress adds a counter
+(``<job_id>:<attempt>:progress:<n>``) and is throttled: the latest value is sent at most once per
+interval by a background task, so a chatty sampler never slows the frame loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from comfyline.contracts import JobError, OutputRef, PreviewRef, Progress, RunEvent, RunEventKind
+from comfyline.runtime import Bus
+
+from .frames import Preview
+
+log = logging.getLogger(__name__)
+PreviewStore = Callable[[Preview], Awaitable[PreviewRef]]
+
+
+class RunReporter:
+    """Publishes the events of one attempt of one job."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        job_id: str,
+        attempt: int,
+        worker_id: str,
+        server: str,
+        progress_interval_s: float = 0.5,
+        preview_store: PreviewStore | None = None,
+        preview_interval_s: float = 2.0,
+    ) -> None:
+        self.bus = bus
+        self.job_id = job_id
+        self.attempt = attempt
+        self.worker_id = worker_id
+        self.server = server
+        self.prompt_id: str | None = None
+        self.interval = progress_interval_s
+        self.progress_sent = 0
+        self.was_started = False
+        self._latest: Progress | None = None
+        self._pending = asyncio.Event()
+        self.previews_sent = 0
+        self._store_preview = preview_store
+        self.preview_interval = preview_interval_s
+        self._latest_preview: Preview | None = None
+        self._preview_pending = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _publish(self, kind: RunEventKind, msg_id: str, **fields: object) -> None:
+        event = RunEvent(
+            job_id=self.job_id,
+            kind=kind,
+            attempt=self.attempt,
+            worker_id=self.worker_id,
+            server=self.server,
+            prompt_id=self.prompt_id,
+            **fields,
+        )
+        await self.bus.publish(self.bus.names.run_event(self.job_id, kind), event, msg_id=msg_id)
+
+    def _id(self, kind: str) -> str:
+        return f"{self.job_id}:{self.attempt}:{kind}"
+
+    # --- RunListener -------------------------------------------------------------------------
+    async def started(self, prompt_id: str) -> None:
+        """ComfyUI started executing our prompt (sent once per attempt)."""
+        self.prompt_id = prompt_id
+        if self.was_started:
+            return
+        self.was_started = True
+        await self._publish("started", self._id("started"))
+        if not self._tasks:
+            self._tasks.append(asyncio.create_task(self._send_progress()))
+            if self._store_preview is not None:
+                self._tasks.append(asyncio.create_task(self._send_previews()))
+
+    def progress(self, progress: Progress) -> None:
+        """Remember the latest progress; the sender publishes it when the interval allows."""
+        self._latest = progress
+        self._pending.set()
+
+    def preview(self, preview: Preview) -> None:
+        """Remember the latest preview image (stored and reported when previews are on)."""
+        if self._store_preview is not None:
+            self._latest_preview = preview
+            self._preview_pending.set()
+
+    async def _send_progress(self) -> None:
+        last = 0.0
+        while True:
+            await self._pending.wait()
+            wait = self.interval - (time.monotonic() - last)
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._pending.clear()
+            progress, self._latest = self._latest, None
+            if progress is None:
+                continue
+            self.progress_sent += 1
+            try:
+                await self._publish(
+                    "progress", self._id(f"progress:{self.progress_sent}"), progress=progress
+                )
+            except Exception:
+                log.warning("progress event not published", exc_info=True)
+            last = time.monotonic()
+
+    async def _send_previews(self) -> None:
+        assert self._store_preview is not None
+        while True:
+            await self._preview_pending.wait()
+            self._preview_pending.clear()
+            preview, self._latest_preview = self._latest_preview, None
+            if preview is None:
+                continue
+            try:
+                ref = await self._store_preview(preview)
+                self.previews_sent += 1
+                await self._publish(
+                    "preview", self._id(f"preview:{self.previews_sent}"), preview=ref
+                )
+            except Exception:
+                log.warning("preview not stored", exc_info=True)
+            await asyncio.sleep(self.preview_interval)
+
+    async def stop_progress(self) -> None:
+        """No more progress or previews: the run is over (a final event follows)."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # --- final events ------------------------------------------------------------------------
+    async def completed(self, outputs: list[OutputRef], gpu_seconds: float) -> None:
+        """Every output is stored: the job succeeded."""
+        await self.stop_progress()
+        if not self.was_started:
+            await self.started(self.prompt_id or "")
+            await self.stop_progress()
+        await self._publish(
+            "completed", self._id("completed"), outputs=outputs, gpu_seconds=gpu_seconds
+        )
+
+    async def failed(self, error: JobError, final: bool, gpu_seconds: float | None) -> None:
+        """The attempt failed; ``final=False`` when the job will be tried again."""
+        await self.stop_progress()
+        await self._publish(
+            "failed", self._id("failed"), error=error, final=final, gpu_seconds=gpu_seconds
+        )
+
+    async def cancelled(self, reason: str, gpu_seconds: float | None) -> None:
+        """The job was cancelled and its prompt stopped (a deleted prompt sends no frame)."""
+        await self.stop_progress()
+        await self._publish(
+            "cancelled",
+            self._id("cancelled"),
+            error=JobError(code="cancelled", message=reason),
+            gpu_seconds=gpu_seconds,
+        )

@@ -1,0 +1,143 @@
+"""The ComfyUI servers a worker drives: health, capability, and one job at a time each.
+
+Each :class:`Server` is checked with ``/system_stats`` (often while up, every second while
+down); when it comes up its ``/object_info`` says which catalogue models it can run. A run that
+finds ComfyUI gone marks the server down at once; it takes work again only once
+``/system_stats`` answers. ``busy`` is set while a prompt of ours executes there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from comfyline.contracts import ModelTemplate, ServerStatus
+
+from .capability import Capability
+from .comfy_client import ComfyClient
+from .errors import WorkerError
+
+log = logging.getLogger(__name__)
+
+OnCapability = Callable[["Server"], Awaitable[None]]
+
+
+class Server:
+    """One ComfyUI server as this worker sees it."""
+
+    def __init__(self, client: ComfyClient, allowed: Callable[[], list[ModelTemplate]]) -> None:
+        self.client = client
+        self.url = client.base_url
+        self._allowed = allowed
+        self.healthy = False
+        self.busy = False
+        self.job_id: str | None = None
+        self.gpu: str | None = None
+        self.vram_total: int | None = None
+        self.version: str | None = None
+        self.capability = Capability()
+        self.models: list[str] = []
+        self.missing: dict[str, list[str]] = {}
+        self._ready = asyncio.Event()
+        self._wake = asyncio.Event()
+
+    @property
+    def free(self) -> bool:
+        """Up, able to run something, and not running a job of ours."""
+        return self.healthy and not self.busy and bool(self.models)
+
+    def status(self) -> ServerStatus:
+        """The server's line in the worker's heartbeat."""
+        return ServerStatus(
+            url=self.url,
+            healthy=self.healthy,
+            busy=self.busy,
+            job_id=self.job_id,
+            gpu=self.gpu,
+            vram_total=self.vram_total,
+            models=self.models,
+        )
+
+    def claim(self, job_id: str) -> None:
+        """A job of ours starts running here."""
+        self.busy, self.job_id = True, job_id
+        self._ready.clear()
+
+    def release(self) -> None:
+        """Our job finished executing (its outputs may still be on their way to S3)."""
+        self.busy, self.job_id = False, None
+        self._update_ready()
+
+    def mark_down(self, reason: str) -> None:
+        """ComfyUI failed us: take no work until ``/system_stats`` answers again."""
+        if self.healthy:
+            log.warning("ComfyUI server down", extra={"server": self.url, "reason": reason})
+        self.healthy = False
+        self._update_ready()
+        self._wake.set()
+
+    def _update_ready(self) -> None:
+        if self.free:
+            self._ready.set()
+        else:
+            self._ready.clear()
+
+    async def wait_free(self) -> None:
+        """Until the server can take a job."""
+        while not self.free:
+            await self._ready.wait()
+
+    def _read_stats(self, stats: dict[str, Any]) -> None:
+        system = stats.get("system")
+        system = system if isinstance(system, dict) else {}
+        self.version = str(system.get("comfyui_version") or "") or None
+        devices = stats.get("devices")
+        devices = devices if isinstance(devices, list) else []
+        gpu = next((d for d in devices if isinstance(d, dict)), None)
+        if gpu is not None:
+            self.gpu = str(gpu.get("name") or "") or None
+            total = gpu.get("vram_total")
+            self.vram_total = int(total) if isinstance(total, int | float) else None
+
+    async def refresh(self) -> None:
+        """Learn what the server can run (``/object_info``) against the allowed models."""
+        info = await self.client.object_info()
+        self.capability = Capability.from_object_info(info)
+        templates = self._allowed()
+        self.missing = {t.name: self.capability.missing(t) for t in templates}
+        self.models = sorted(name for name, lacks in self.missing.items() if not lacks)
+        log.info(
+            "ComfyUI server capability",
+            extra={"server": self.url, "models": self.models, "nodes": len(info)},
+        )
+
+    async def check(self) -> bool:
+        """One health check; on the way up, capability is read again."""
+        try:
+            stats = await self.client.system_stats()
+            self._read_stats(stats)
+            if not self.healthy:
+                await self.refresh()
+        except WorkerError as exc:
+            self.mark_down(exc.message)
+            return False
+        if not self.healthy:
+            log.info("ComfyUI server up", extra={"server": self.url, "gpu": self.gpu})
+        self.healthy = True
+        self._update_ready()
+        return True
+
+    async def monitor(self, on_up: OnCapability, up_every_s: float, down_every_s: float) -> None:
+        """Check health forever: rarely while up, often while down; ``on_up`` on each rise."""
+        while True:
+            was_up = self.healthy
+            up = await self.check()
+            if up and not was_up:
+                await on_up(self)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(up_every_s if up else down_every_s):
+                    await self._wake.wait()

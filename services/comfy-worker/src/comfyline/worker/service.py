@@ -1,0 +1,191 @@
+"""The worker: its ComfyUI servers, one job at a time on each, joining and leaving the fleet.
+
+``Worker(bus, store, catalogue, settings).run(stop)`` is the whole service (``__main__`` only
+wires it). Each server gets a slot loop: wait until the server is up, able to run some model and
+idle; fetch one job for a model it can run; run it until ComfyUI has finished executing; fetch
+the next, while the previous job's outputs go to S3 and its message is settled. Consumers are
+bound as servers reveal what they can run, so a new worker joins with no configuration change.
+On ``stop``: no more fetching, running jobs get ``shutdown_grace_s`` to finish, then are naked
+(their prompts interrupted), the heartbeat entry is deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable
+
+from nats.aio.msg import Msg
+
+from comfyline.catalogue import Catalogue
+from comfyline.contracts import ModelTemplate, RunJob, bucket_spec, stream_spec
+from comfyline.runtime import Bus, Delivery, ObjectStore, settle
+
+from .cancel import CancelListener
+from .comfy_client import ComfyClient
+from .fetch import WorkFetcher
+from .handler import JobHandler
+from .registry import Registry
+from .servers import Server
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def _until(
+    awaitable: Awaitable[object], stop: asyncio.Event, limit_s: float | None = None
+) -> bool:
+    """Wait for ``awaitable`` or ``stop`` (or ``limit_s``); True if the awaitable finished."""
+    task = asyncio.ensure_future(awaitable)
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {task, stopper}, timeout=limit_s, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        for pending in (task, stopper):
+            if not pending.done():
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pending
+    return task in done
+
+
+async def _first(task: asyncio.Task[str], released: asyncio.Event) -> None:
+    """Until ``released`` is set or ``task`` ends."""
+    waiter = asyncio.create_task(released.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+
+
+class Worker:
+    """Drives ``settings.comfyui_urls`` for the catalogue's models."""
+
+    def __init__(
+        self, bus: Bus, store: ObjectStore, catalogue: Catalogue, settings: Settings
+    ) -> None:
+        self.bus = bus
+        self.store = store
+        self.catalogue = catalogue
+        self.settings = settings
+        self.servers = [
+            Server(
+                ComfyClient(
+                    url,
+                    connect_timeout_s=settings.connect_timeout_s,
+                    read_timeout_s=settings.read_timeout_s,
+                ),
+                self.allowed_templates,
+            )
+            for url in settings.comfyui_urls
+        ]
+        self.cancels = CancelListener(bus)
+        self.fetcher = WorkFetcher(bus, settings.ack_wait_s, bus.settings.request_timeout_s)
+        self.handler = JobHandler(bus, store, catalogue, settings, self.cancels)
+        self.registry = Registry(
+            bus, settings.worker_id, self.servers, settings.heartbeat_interval_s
+        )
+        self.jobs: set[asyncio.Task[str]] = set()
+        self.completed_runs = 0
+
+    def allowed_templates(self) -> list[ModelTemplate]:
+        """The catalogue's models this worker may serve (the ``models`` allow-list, if any)."""
+        allowed = self.settings.models
+        return [t for t in self.catalogue if allowed is None or t.name in allowed]
+
+    async def _declare(self) -> None:
+        names = self.bus.names
+        await self.bus.ensure_streams(stream_spec(names, s) for s in ("WORK", "RUNS"))
+        await self.bus.ensure_buckets(bucket_spec(names, b) for b in ("jobs", "workers"))
+        await self.store.ensure_bucket()
+
+    async def _on_up(self, server: Server) -> None:
+        for name in server.models:
+            await self.fetcher.bind(self.catalogue.get(name))
+        self.registry.poke()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set, then stop cleanly."""
+        await self._declare()
+        await self.cancels.start()
+        await self.fetcher.start()
+        background = [
+            asyncio.create_task(
+                s.monitor(self._on_up, self.settings.health_interval_s, self.settings.down_retry_s),
+                name=f"health {s.url}",
+            )
+            for s in self.servers
+        ]
+        background.append(asyncio.create_task(self.registry.run(), name="heartbeat"))
+        slots = [
+            asyncio.create_task(self._slot(s, stop), name=f"slot {s.url}") for s in self.servers
+        ]
+        log.info(
+            "worker started",
+            extra={"worker_id": self.settings.worker_id, "servers": [s.url for s in self.servers]},
+        )
+        try:
+            await stop.wait()
+        finally:
+            await self._shutdown(slots, background)
+
+    async def _slot(self, server: Server, stop: asyncio.Event) -> None:
+        """One server: fetch a job only when it is free, run it, repeat."""
+        while not stop.is_set():
+            if not await _until(server.wait_free(), stop):
+                return
+            with self.fetcher.bell.listen(server.models) as rang:
+                msg = await self.fetcher.next_for(server.models)
+                if msg is None:
+                    await _until(rang.wait(), stop, limit_s=self.settings.idle_poll_s)
+                    continue
+            await self._run_one(server, msg, stop)
+
+    async def _run_one(self, server: Server, msg: Msg, stop: asyncio.Event) -> None:
+        delivery = Delivery.of(msg)
+        try:
+            job_id = RunJob.from_bytes(delivery.data).job_id
+        except ValueError:
+            job_id = None
+        server.claim(job_id or "?")
+        self.registry.poke()
+        released = asyncio.Event()
+
+        async def handle(d: Delivery) -> None:
+            await self.handler.handle(d, server, released)
+
+        task: asyncio.Task[str] = asyncio.create_task(
+            settle(delivery, handle), name=f"job {job_id}"
+        )
+        self.jobs.add(task)
+        task.add_done_callback(self.jobs.discard)
+        # The slot goes on once ComfyUI has finished (or the worker stops fetching); the task
+        # keeps storing outputs and settles the message on its own.
+        await _until(_first(task, released), stop)
+        server.release()
+        self.registry.poke()
+
+    async def _shutdown(
+        self, slots: list[asyncio.Task[None]], background: list[asyncio.Task[None]]
+    ) -> None:
+        log.info("worker stopping", extra={"running": len(self.jobs)})
+        await asyncio.gather(*slots, return_exceptions=True)  # they return once stop is set
+        if self.jobs:
+            _, late = await asyncio.wait(set(self.jobs), timeout=self.settings.shutdown_grace_s)
+            for task in late:
+                task.cancel()  # settle naks it; the run interrupts its prompt
+            if late:
+                await asyncio.wait(late, timeout=10)
+        for chore in background:
+            chore.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.registry.remove()
+        await self.fetcher.stop()
+        await self.cancels.stop()
+        for server in self.servers:
+            await server.client.aclose()
+        log.info("worker stopped")

@@ -1,0 +1,99 @@
+"""The worker's settings: which ComfyUI servers it drives and how it paces its work.
+
+Read once in ``main()`` from ``WORKER_*`` variables (nested blocks with ``__``:
+``WORKER_NATS__URL``, ``WORKER_S3__ENDPOINT``) and passed down. ``WORKER_COMFYUI_URLS`` takes a
+comma-separated list or a JSON array, so a compose file and a shell both stay readable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from comfyline.runtime import ServiceSettings
+
+
+def default_worker_id() -> str:
+    """``<hostname>-<pid>``, reduced to characters that are safe in a KV key."""
+    host = re.sub(r"[^A-Za-z0-9_-]+", "-", socket.gethostname()).strip("-") or "worker"
+    return f"{host[:48]}-{os.getpid()}"
+
+
+def _split_list(value: Any) -> Any:
+    """Accept ``a,b``, ``["a", "b"]`` (JSON) or a real list."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return []
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class Settings(ServiceSettings):
+    """Everything ``python -m comfyline.worker`` needs (prefix ``WORKER_``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WORKER_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    comfyui_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["http://127.0.0.1:8188"],
+        description="the ComfyUI servers this worker drives, one job at a time each",
+    )
+    worker_id: str = Field(default_factory=default_worker_id, pattern=r"^[A-Za-z0-9_-]{1,128}$")
+    models: Annotated[list[str] | None, NoDecode] = Field(
+        default=None, description="serve only these models (default: all the servers can run)"
+    )
+    ack_wait_s: float = Field(default=30.0, gt=0, description="JetStream AckWait of work")
+    heartbeat_interval_s: float = Field(
+        default=5.0, gt=0, description="how often the workers KV entry is refreshed"
+    )
+    progress_interval_s: float = Field(
+        default=0.5, ge=0, description="at most one progress event per job this often"
+    )
+    previews: bool = Field(default=False, description="store live previews and report them")
+    preview_interval_s: float = Field(default=2.0, ge=0)
+    idle_poll_s: float = Field(
+        default=1.0, gt=0, description="how often an idle server looks for (re)delivered work"
+    )
+    health_interval_s: float = Field(default=5.0, gt=0, description="/system_stats while up")
+    down_retry_s: float = Field(default=1.0, gt=0, description="/system_stats while down")
+    connect_timeout_s: float = Field(default=5.0, gt=0, description="ComfyUI connect timeout")
+    read_timeout_s: float = Field(default=60.0, gt=0, description="ComfyUI read timeout")
+    watchdog_s: float = Field(
+        default=10.0, gt=0, description="silence on the socket after which /history is checked"
+    )
+    upload_subfolder: str = Field(default="comfyline", pattern=r"^[A-Za-z0-9_-]+$")
+    retry_base_s: float = Field(default=2.0, ge=0, description="first nak delay of a retry")
+
+    @field_validator("comfyui_urls", mode="before")
+    @classmethod
+    def _urls(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _models(cls, value: Any) -> Any:
+        return None if value is None or value == "" else _split_list(value)
+
+    @field_validator("comfyui_urls")
+    @classmethod
+    def _strip(cls, value: list[str]) -> list[str]:
+        urls = [url.rstrip("/") for url in value]
+        if len(set(urls)) != len(urls):
+            raise ValueError("comfyui_urls lists a server twice")
+        return urls
+
+    @model_validator(mode="after")
+    def _need_a_server(self) -> Settings:
+        if not self.comfyui_urls:
+            raise ValueError("comfyui_urls is empty: give at least one ComfyUI server")
+        return self
