@@ -1,7 +1,9 @@
 """Rewrite `[tool.uv] constraint-dependencies` from a fresh resolution.
 
 uv.lock is never committed (it records download addresses), so the exact versions we ship are
-kept in the root pyproject.toml. After changing any dependency: `uv lock && python tools/pin_versions.py`.
+kept in the root pyproject.toml. After changing any dependency:
+
+    uv lock && python tools/pin_versions.py && uv sync
 """
 
 from __future__ import annotations
