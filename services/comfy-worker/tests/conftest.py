@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,22 +10,17 @@ import pytest
 from comfyline.worker.replay import Transcript, load
 
 ROOT = Path(__file__).resolve().parents[3]
+#: The recordings of a real ComfyUI 0.3.64, kept in the repository beside the protocol suite.
+TRANSCRIPTS = ROOT / "tests" / "comfyui_protocol" / "transcripts"
 
 
 @pytest.fixture(scope="session")
 def transcript() -> Callable[[str], Transcript]:
-    """``transcript("01_uncached_run")``: a recording from shared/comfyui-transcripts.
-
-    The folder is ``$COMFYLINE_TRANSCRIPTS`` or ``shared/comfyui-transcripts`` beside the
-    repository (where CI puts it); a test is skipped, saying why, when it is not there.
-    """
-    configured = os.environ.get("COMFYLINE_TRANSCRIPTS")
-    folder = Path(configured) if configured else ROOT.parent / "shared" / "comfyui-transcripts"
+    """``transcript("01_uncached_run")``: one recording, which must exist."""
 
     def get(name: str) -> Transcript:
-        path = folder / f"{name}.json"
-        if not path.exists():
-            pytest.skip(f"transcript {path} not available")
+        path = TRANSCRIPTS / f"{name}.json"
+        assert path.exists(), f"transcript {path} is missing from the repository"
         return load(path)
 
     return get
