@@ -158,6 +158,25 @@ def test_one_trace_runs_from_the_http_request_through_every_service(stack: Stack
                 time.sleep(0.2)
             assert status == "succeeded"
 
+            # The gateway's preview and the orchestrator's call reach the same enhancer: the
+            # same prompt for the same model gives the same result (the rules are deterministic).
+            job = client.get(f"/v1/jobs/{job_id}").json()
+            preview = client.post(
+                "/v1/prompts/enhance",
+                json={
+                    "model": "txt2img-sdxl",
+                    "prompt": "a red fox in snow",
+                    "negative_prompt": job["input"]["negative_prompt"],
+                    "quality": job["input"]["preset"],
+                },
+            )
+            assert preview.status_code == 200, preview.text
+            previewed = preview.json()["enhancement"]
+            applied = job["enhancement"]
+            assert applied["original_prompt"] == "a red fox in snow"
+            assert applied["prompt"] == previewed["prompt"] != "a red fox in snow"
+            assert applied["tokens_after"] == previewed["tokens_after"] <= applied["budget"] == 75
+
         wanted = {
             "comfyline-gateway",
             "comfyline-orchestrator",

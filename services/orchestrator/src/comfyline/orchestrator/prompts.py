@@ -177,7 +177,8 @@ class PromptGate:
             return None
         if not (template.enhance and record.enhance):
             return kept(template, texts, "off"), False
-        quality = record.input.get("quality")
+        # Templates name the fast/high choice `preset` (SDXL, WAN) or `quality`.
+        quality = record.input.get("quality") or record.input.get("preset")
         request = EnhanceRequest(
             model=record.model,
             prompt=texts.prompt,
