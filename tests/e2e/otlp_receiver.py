@@ -26,6 +26,8 @@ class ReceivedSpan:
     span_id: str
     parent_span_id: str
     attributes: dict[str, str]
+    start_ns: int = 0
+    end_ns: int = 0
 
 
 class OtlpReceiver:
@@ -63,6 +65,8 @@ class OtlpReceiver:
                                         attributes={
                                             a.key: a.value.string_value for a in span.attributes
                                         },
+                                        start_ns=span.start_time_unix_nano,
+                                        end_ns=span.end_time_unix_nano,
                                     )
                                 )
                 payload = ExportTraceServiceResponse().SerializeToString()

@@ -26,6 +26,9 @@ from comfyline.runtime import Bus, durable_config, ensure_consumer
 
 log = logging.getLogger(__name__)
 _NEXT = json.dumps({"batch": 1, "no_wait": True}).encode()
+#: After the doorbell rang, wait this long server-side for the message: the core subscription
+#: can hear a publish before the stream makes it visible to the consumer.
+RUNG_WAIT_S = 0.25
 
 
 def consumer_backoff(ack_wait_s: float, max_deliver: int) -> list[float] | None:
@@ -40,26 +43,40 @@ def consumer_backoff(ack_wait_s: float, max_deliver: int) -> list[float] | None:
     return [ack_wait_s * (2**i) for i in range(min(count, 3))]
 
 
+class Ring:
+    """What one listener heard: set when work is published, and for which models."""
+
+    def __init__(self, models: Sequence[str]) -> None:
+        self.models = frozenset(models)
+        self.event = asyncio.Event()
+        self.rung: list[str] = []
+
+    async def wait(self) -> None:
+        await self.event.wait()
+
+
 class Doorbell:
     """Wakes the servers waiting for work of a model when a job for it is published."""
 
     def __init__(self) -> None:
-        self._waiters: list[tuple[frozenset[str], asyncio.Event]] = []
+        self._waiters: list[Ring] = []
 
     def ring(self, model: str) -> None:
-        for models, event in self._waiters:
-            if model in models:
-                event.set()
+        for ring in self._waiters:
+            if model in ring.models:
+                if model not in ring.rung:
+                    ring.rung.append(model)
+                ring.event.set()
 
     @contextlib.contextmanager
-    def listen(self, models: Sequence[str]) -> Iterator[asyncio.Event]:
-        """An event set when work for one of ``models`` is published while inside."""
-        entry = (frozenset(models), asyncio.Event())
-        self._waiters.append(entry)
+    def listen(self, models: Sequence[str]) -> Iterator[Ring]:
+        """A :class:`Ring` set when work for one of ``models`` is published while inside."""
+        ring = Ring(models)
+        self._waiters.append(ring)
         try:
-            yield entry[1]
+            yield ring
         finally:
-            self._waiters.remove(entry)
+            self._waiters.remove(ring)
 
 
 class WorkFetcher:
@@ -106,8 +123,17 @@ class WorkFetcher:
         self.bound.add(template.name)
         log.info("bound work consumer", extra={"model": template.name})
 
-    async def next_for(self, models: Sequence[str]) -> Msg | None:
-        """One message from the first of ``models`` (in rotating order) that has one."""
+    async def next_for(self, models: Sequence[str], rung: Sequence[str] = ()) -> Msg | None:
+        """One message from the first of ``models`` (in rotating order) that has one.
+
+        Models in ``rung`` (the doorbell heard work for them) are asked first, each waiting up to
+        :data:`RUNG_WAIT_S` for its message to become visible.
+        """
+        for model in rung:
+            if model in self.bound:
+                msg = await self._next(model, wait_s=RUNG_WAIT_S)
+                if msg is not None:
+                    return msg
         ready = [m for m in models if m in self.bound]
         if not ready:
             return None
@@ -118,12 +144,13 @@ class WorkFetcher:
                 return msg
         return None
 
-    async def _next(self, model: str) -> Msg | None:
+    async def _next(self, model: str, wait_s: float = 0.0) -> Msg | None:
         durable = self.bus.names.work_consumer(model)
         subject = f"{self._prefix}.CONSUMER.MSG.NEXT.{self._stream}.{durable}"
+        body = json.dumps({"batch": 1, "expires": int(wait_s * 1e9)}).encode() if wait_s else _NEXT
         try:
             msg = await self.bus.nc.request(
-                subject, _NEXT, timeout=self.request_timeout_s, old_style=True
+                subject, body, timeout=self.request_timeout_s + wait_s, old_style=True
             )
         except (TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError):
             return None

@@ -134,14 +134,17 @@ class Worker:
 
     async def _slot(self, server: Server, stop: asyncio.Event) -> None:
         """One server: fetch a job only when it is free, run it, repeat."""
+        rung: list[str] = []
         while not stop.is_set():
             if not await _until(server.wait_free(), stop):
                 return
-            with self.fetcher.bell.listen(server.models) as rang:
-                msg = await self.fetcher.next_for(server.models)
+            with self.fetcher.bell.listen(server.models) as ring:
+                msg = await self.fetcher.next_for(server.models, rung)
                 if msg is None:
-                    await _until(rang.wait(), stop, limit_s=self.settings.idle_poll_s)
+                    await _until(ring.wait(), stop, limit_s=self.settings.idle_poll_s)
+                    rung = list(ring.rung)
                     continue
+            rung = []
             await self._run_one(server, msg, stop)
 
     async def _run_one(self, server: Server, msg: Msg, stop: asyncio.Event) -> None:
