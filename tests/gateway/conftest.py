@@ -267,11 +267,11 @@ class Orchestrator:
 
     async def queued(self, job_id: str) -> JobRecord:
         """The record the orchestrator would create from the submission."""
-        from comfyline.gateway.joblog import JobLog, record_from_submission
+        from comfyline.gateway.joblog import JobLog
 
         event = await JobLog(self.bus).submitted(job_id)
         assert event is not None, "no submission"
-        record = record_from_submission(event)
+        record = JobRecord.from_submitted(event)
         await self.write(record)
         return record
 

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from .jobs import Enhancement, JobError, OutputRef, PreviewRef, Progress, WebhookSpec
+from .prompts import Tier
 from .states import EventKind, JobState
 from .wire import Message, WireModel
 
@@ -23,7 +24,7 @@ class Submission(WireModel):
     deadline_s: float | None = Field(default=None, description="client's run deadline, seconds")
     response_format: Literal["url", "b64_json"] = "url"
     enhance: bool = True
-    content_tier: str = Field(default="general", description="the owner's allowed tier")
+    content_tier: Tier = Field(default="general", description="the owner's allowed tier")
     request_id: str | None = None
 
 

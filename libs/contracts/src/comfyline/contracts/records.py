@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from .events import JobEvent
 from .jobs import (
     Attempt,
     Cost,
@@ -60,6 +61,30 @@ class JobRecord(WireModel):
     last_event: EventKind = EventKind.SUBMITTED
     cancel_requested: bool = False
     request_id: str | None = None
+
+    @classmethod
+    def from_submitted(cls, event: JobEvent, updated_at: datetime | None = None) -> JobRecord:
+        """The ``queued`` record that a ``submitted`` event implies (its first version)."""
+        sub = event.submission
+        if sub is None:
+            raise ValueError(f"event {event.kind} of {event.job_id} carries no submission")
+        return cls(
+            id=event.job_id,
+            owner=event.owner,
+            model=sub.model,
+            template_version=sub.template_version,
+            status=JobState.QUEUED,
+            created_at=event.occurred_at,
+            updated_at=updated_at or event.occurred_at,
+            input=sub.input,
+            metadata=sub.metadata,
+            webhook=sub.webhook,
+            response_format=sub.response_format,
+            enhance=sub.enhance,
+            content_tier=sub.content_tier,
+            deadline_s=sub.deadline_s,
+            request_id=sub.request_id,
+        )
 
     @property
     def duration_ms(self) -> int | None:

@@ -24,12 +24,9 @@ from nats.js.errors import NotFoundError
 
 from comfyline.contracts import (
     TERMINAL_EVENTS,
-    TIER_ORDER,
     EventKind,
     JobEvent,
     JobRecord,
-    JobState,
-    Tier,
 )
 from comfyline.runtime import Bus
 
@@ -42,36 +39,6 @@ def parse_subject(subject: str) -> tuple[str, str, str]:
     """``(owner, job_id, kind)`` of a ``jobs.<owner>.<job_id>.<kind>`` subject."""
     owner, job_id, kind = subject.rsplit(".", 3)[-3:]
     return owner, job_id, kind
-
-
-def record_from_submission(event: JobEvent) -> JobRecord:
-    """The ``queued`` record a ``submitted`` event implies (before the orchestrator's record)."""
-    sub = event.submission
-    assert sub is not None
-    return JobRecord(
-        id=event.job_id,
-        owner=event.owner,
-        model=event.model,
-        template_version=sub.template_version,
-        status=JobState.QUEUED,
-        created_at=event.occurred_at,
-        updated_at=event.occurred_at,
-        input=sub.input,
-        metadata=sub.metadata,
-        webhook=sub.webhook,
-        response_format=sub.response_format,
-        enhance=sub.enhance,
-        content_tier=_tier(sub.content_tier),
-        deadline_s=sub.deadline_s,
-        request_id=sub.request_id,
-    )
-
-
-def _tier(value: str) -> Tier:
-    for tier in TIER_ORDER:
-        if tier == value:
-            return tier
-    return "general"
 
 
 class JobLog:
@@ -104,7 +71,7 @@ class JobLog:
         if record is not None:
             return record
         event = await self.submitted(job_id)
-        return record_from_submission(event) if event and event.submission else None
+        return JobRecord.from_submitted(event) if event and event.submission else None
 
     async def job_ids(self, owner: str) -> list[str]:
         """Every job id of ``owner`` still in the log, newest first."""

@@ -40,7 +40,7 @@ from .auth import Principal
 from .errors import ApiError
 from .fleet import Fleet
 from .inputs import InputResolver
-from .joblog import JobLog, record_from_submission
+from .joblog import JobLog
 from .kv import get_model, nats_errors
 from .limits import Limits
 from .registry import ModelRegistry
@@ -170,7 +170,7 @@ class Submitter:
             if idem_key:
                 await self._release(idem_key)
             raise
-        return Submitted(record_from_submission(event), replayed=False)
+        return Submitted(JobRecord.from_submitted(event), replayed=False)
 
     # --- idempotency -------------------------------------------------------------------------
     @staticmethod

@@ -22,7 +22,6 @@ from typing import Any
 
 from comfyline.catalogue import Catalogue, UnknownModel
 from comfyline.contracts import (
-    TIER_ORDER,
     ComfylineError,
     Enhancement,
     ErrorCode,
@@ -33,7 +32,6 @@ from comfyline.contracts import (
     JobState,
     ModelTemplate,
     RunJob,
-    Tier,
     owner_token,
     utcnow,
 )
@@ -148,28 +146,7 @@ class Dispatcher:
 
     def new_record(self, event: JobEvent) -> JobRecord:
         """The first record of a job, from its ``submitted`` event."""
-        submission = event.submission
-        assert submission is not None
-        now = utcnow()
-        tier: Tier = next((t for t in TIER_ORDER if t == submission.content_tier), "general")
-        record = JobRecord(
-            id=event.job_id,
-            owner=event.owner,
-            model=submission.model,
-            template_version=submission.template_version,
-            status=JobState.QUEUED,
-            created_at=event.occurred_at,
-            updated_at=now,
-            input=submission.input,
-            metadata=submission.metadata,
-            webhook=submission.webhook,
-            response_format=submission.response_format,
-            enhance=submission.enhance,
-            content_tier=tier,
-            deadline_s=submission.deadline_s,
-            request_id=submission.request_id,
-            last_event=EventKind.SUBMITTED,
-        )
+        record = JobRecord.from_submitted(event, updated_at=utcnow())
         return record.model_copy(
             update={"queue_deadline_at": self.deadlines.queue_due(event.occurred_at, record)}
         )
