@@ -22,9 +22,20 @@ class Catalogue:
     def __init__(self, templates: list[ModelTemplate]) -> None:
         self._latest: dict[str, ModelTemplate] = {}
         self._versions: dict[tuple[str, int], ModelTemplate] = {}
+        self._reset(templates)
+
+    def _reset(self, templates: list[ModelTemplate]) -> None:
+        """Hold exactly ``templates`` (a live catalogue swaps its contents this way)."""
+        latest: dict[str, ModelTemplate] = {}
+        versions: dict[tuple[str, int], ModelTemplate] = {}
         for template in sorted(templates, key=lambda t: (t.name, t.version)):
-            self._latest[template.name] = template
-            self._versions[(template.name, template.version)] = template
+            latest[template.name] = template
+            versions[(template.name, template.version)] = template
+        self._latest, self._versions = latest, versions
+
+    def templates(self) -> list[ModelTemplate]:
+        """Every version of every model."""
+        return list(self._versions.values())
 
     @classmethod
     def builtin(cls) -> Catalogue:

@@ -19,8 +19,10 @@ from .consume import (
     serve,
     settle,
 )
+from .kv import scan
 from .lifecycle import install_stop_signals, run
 from .logs import job_id_var, model_var, setup_logging
+from .models import LiveCatalogue
 from .settings import NatsSettings, OtelSettings, S3Settings, ServiceSettings
 from .storage import ObjectInfo, ObjectNotFound, ObjectStore, StorageError
 from .tracing import (
@@ -38,6 +40,7 @@ __all__ = [
     "Delivery",
     "Handler",
     "KeyOf",
+    "LiveCatalogue",
     "NatsSettings",
     "ObjectInfo",
     "ObjectNotFound",
@@ -61,6 +64,7 @@ __all__ = [
     "model_var",
     "run",
     "run_consumer",
+    "scan",
     "serve",
     "settle",
     "setup_logging",

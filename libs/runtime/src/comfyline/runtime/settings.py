@@ -67,6 +67,9 @@ class ServiceSettings(BaseSettings):
     s3: S3Settings = Field(default_factory=S3Settings)
     otel: OtelSettings = Field(default_factory=OtelSettings)
     shutdown_grace_s: float = 30.0
+    models_refresh_s: float = Field(
+        default=10.0, gt=0, description="how often the models bucket is re-read"
+    )
 
     @property
     def names(self) -> Names:

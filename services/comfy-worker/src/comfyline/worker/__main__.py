@@ -7,6 +7,7 @@ import asyncio
 from comfyline.catalogue import Catalogue
 from comfyline.runtime import (
     Bus,
+    LiveCatalogue,
     ObjectStore,
     run,
     setup_logging,
@@ -24,10 +25,13 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     setup_logging("worker", settings.log_level, settings.log_json)
     setup_tracing("worker", settings.otel)
     bus = await Bus.connect(settings.nats, settings.names, f"worker-{settings.worker_id}")
+    catalogue = LiveCatalogue(bus, Catalogue.builtin(), settings.models_refresh_s)
     try:
-        worker = Worker(bus, ObjectStore(settings.s3), Catalogue.builtin(), settings)
+        await catalogue.start()
+        worker = Worker(bus, ObjectStore(settings.s3), catalogue, settings)
         await worker.run(stop)
     finally:
+        await catalogue.stop()
         await bus.close()
         shutdown_tracing()
 

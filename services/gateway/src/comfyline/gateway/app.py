@@ -19,7 +19,7 @@ from fastapi_offline import FastAPIOffline
 
 from comfyline.catalogue import Catalogue
 from comfyline.contracts import bucket_spec, stream_spec
-from comfyline.runtime import Bus, ObjectStore
+from comfyline.runtime import Bus, LiveCatalogue, ObjectStore
 
 from .auth import Authenticator
 from .deps import Gateway
@@ -31,7 +31,6 @@ from .joblog import JobLog
 from .keys import KeyStore
 from .limits import Limits
 from .middleware import BodyLimitMiddleware, RequestContextMiddleware
-from .registry import ModelRegistry
 from .routes import assets, events, jobs, keys, models, playground, prompts, status, usage
 from .schemas import JobEventPublic, WsMessage
 from .settings import Settings
@@ -106,7 +105,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         fanout = Fanout(bus)
         await fanout.start()
         stack.push_async_callback(fanout.stop)
-        registry = ModelRegistry(bus, Catalogue.builtin(), settings.models_refresh_s)
+        registry = LiveCatalogue(bus, Catalogue.builtin(), settings.models_refresh_s)
         await registry.start()
         stack.push_async_callback(registry.stop)
         inputs = InputResolver(

@@ -21,7 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
 from comfyline.contracts import ErrorCode, Names
-from comfyline.runtime import Bus, ObjectStore
+from comfyline.runtime import Bus, LiveCatalogue, ObjectStore
 
 from .auth import Authenticator, Principal
 from .errors import ApiError
@@ -32,7 +32,6 @@ from .joblog import JobLog
 from .keys import KeyStore
 from .limits import Limits, RouteClass
 from .middleware import EXTRA_HEADERS
-from .registry import ModelRegistry
 from .settings import Settings
 from .submit import Submitter
 from .views import Views
@@ -47,7 +46,7 @@ class Gateway:
     bus: Bus
     store: ObjectStore
     http: httpx.AsyncClient
-    registry: ModelRegistry
+    registry: LiveCatalogue
     keys: KeyStore
     auth: Authenticator
     limits: Limits

@@ -6,7 +6,6 @@ hangs on, or leaks, a NATS exception.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TypeVar
@@ -17,6 +16,7 @@ from nats.js.kv import KeyValue
 
 from comfyline.contracts import WireModel
 from comfyline.runtime import BusError
+from comfyline.runtime import scan as runtime_scan
 
 M = TypeVar("M", bound=WireModel)
 
@@ -48,21 +48,6 @@ async def get_model(kv: KeyValue, key: str, model: type[M]) -> tuple[M, int] | N
 
 
 async def scan(kv: KeyValue, pattern: str, timeout: float = 5.0) -> list[tuple[str, bytes]]:  # noqa: ASYNC109
-    """Every current ``(key, value)`` matching ``pattern`` (a KV wildcard), deletes left out.
-
-    One ordered consumer delivers the last value of each matching key; it stops at the end
-    of the initial values. Bounded by ``timeout``.
-    """
-    found: list[tuple[str, bytes]] = []
+    """Every current ``(key, value)`` matching ``pattern``, NATS failures answered as 503."""
     async with nats_errors(f"scanning {pattern}"):
-        watcher = await kv.watch(pattern, ignore_deletes=True, inactive_threshold=30)
-        try:
-            async with asyncio.timeout(timeout):
-                async for entry in watcher:
-                    if entry is None:
-                        break
-                    if entry.value is not None:
-                        found.append((entry.key, entry.value))
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
-    return found
+        return await runtime_scan(kv, pattern, timeout)

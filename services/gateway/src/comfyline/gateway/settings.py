@@ -97,7 +97,6 @@ class Settings(ServiceSettings):
     request_timeout_s: float = Field(default=5, gt=0, description="cancel and other requests")
     enhance_timeout_s: float = Field(default=15, gt=0)
     fetch_timeout_s: float = Field(default=15, gt=0, description="fetching https input URLs")
-    models_refresh_s: float = Field(default=10, gt=0, description="models bucket re-read")
     status_cache_s: float = Field(default=1.0, ge=0, description="queue depth / workers cache")
 
     @model_validator(mode="after")

@@ -34,7 +34,7 @@ from comfyline.contracts import (
     new_job_id,
     utcnow,
 )
-from comfyline.runtime import Bus
+from comfyline.runtime import Bus, LiveCatalogue
 
 from .auth import Principal
 from .errors import ApiError
@@ -43,7 +43,6 @@ from .inputs import InputResolver
 from .joblog import JobLog
 from .kv import get_model, nats_errors
 from .limits import Limits
-from .registry import ModelRegistry
 from .schemas import JobCreate
 from .settings import Settings
 from .ssrf import check_webhook_url
@@ -91,7 +90,7 @@ class Submitter:
         self,
         bus: Bus,
         settings: Settings,
-        registry: ModelRegistry,
+        registry: LiveCatalogue,
         jobs: JobLog,
         fleet: Fleet,
         limits: Limits,

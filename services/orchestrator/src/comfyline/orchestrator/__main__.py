@@ -6,7 +6,14 @@ import asyncio
 import functools
 
 from comfyline.catalogue import Catalogue
-from comfyline.runtime import Bus, run, setup_logging, setup_tracing, shutdown_tracing
+from comfyline.runtime import (
+    Bus,
+    LiveCatalogue,
+    run,
+    setup_logging,
+    setup_tracing,
+    shutdown_tracing,
+)
 
 from .service import Orchestrator
 from .settings import Settings
@@ -15,11 +22,14 @@ from .settings import Settings
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Connect, run the orchestrator until ``stop`` is set, then drain and close."""
     folder = settings.catalogue_dir
-    catalogue = Catalogue.from_dir(folder) if folder else Catalogue.builtin()
+    base = Catalogue.from_dir(folder) if folder else Catalogue.builtin()
     bus = await Bus.connect(settings.nats, settings.names, "orchestrator")
+    catalogue = LiveCatalogue(bus, base, settings.models_refresh_s)
     try:
+        await catalogue.start()
         await Orchestrator(bus, catalogue, settings).run(stop)
     finally:
+        await catalogue.stop()
         await bus.close()
         shutdown_tracing()
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import asyncio
 
 from comfyline.catalogue import Catalogue
-from comfyline.runtime import Bus, run, setup_logging, setup_tracing, shutdown_tracing
+from comfyline.runtime import (
+    Bus,
+    LiveCatalogue,
+    run,
+    setup_logging,
+    setup_tracing,
+    shutdown_tracing,
+)
 
 from .service import Enhancer
 from .settings import Settings
@@ -17,11 +24,14 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     setup_logging("enhancer", settings.log_level, settings.log_json)
     setup_tracing("enhancer", settings.otel)
     folder = settings.catalogue_dir
-    catalogue = Catalogue.from_dir(folder) if folder else Catalogue.builtin()
+    base = Catalogue.from_dir(folder) if folder else Catalogue.builtin()
     bus = await Bus.connect(settings.nats, settings.names, "enhancer")
+    catalogue = LiveCatalogue(bus, base, settings.models_refresh_s)
     try:
+        await catalogue.start()
         await Enhancer(bus, catalogue, settings).run(stop)
     finally:
+        await catalogue.stop()
         await bus.close()
         shutdown_tracing()
 

@@ -44,7 +44,7 @@ def model_public(template: ModelTemplate, availability: ModelAvailability) -> Mo
 @router.get("", summary="List models", responses=error_responses(401, 429, 503))
 async def list_models(user: StatusUser, gw: GatewayDep) -> ModelList:
     """Every model, its parameter schema, limits and availability."""
-    templates = gw.registry.all()
+    templates = list(gw.registry)
     available = await gw.fleet.availability([t.name for t in templates])
     return ModelList(data=[model_public(t, available[t.name]) for t in templates])
 

@@ -53,7 +53,7 @@ async def readyz(request: Request) -> Response:
 @router.get("/v1/status", summary="Fleet status", responses=error_responses(401, 429, 503))
 async def status(user: StatusUser, gw: GatewayDep) -> StatusPublic:
     """Per-model availability and backlog, running jobs, live workers."""
-    names = [t.name for t in gw.registry.all()]
+    names = [t.name for t in gw.registry]
     workers = await gw.fleet.workers()
     for worker in workers:
         names += [m for m in worker.models if m not in names]

@@ -1,10 +1,10 @@
-"""The models the gateway serves: the built-in catalogue, overlaid by the ``models`` bucket.
+"""The catalogue as every service sees it: the built-in templates overlaid by the ``models`` bucket.
 
-The catalogue is data; whoever publishes it writes each template to the ``models`` bucket
-(key ``<model>``, a ``ModelTemplate`` as JSON, or a JSON list of templates). The gateway re-reads
-the bucket every ``models_refresh_s``, so a model added there is served without a redeploy.
-A newer version in the bucket replaces the built-in one; a bucket that cannot be read leaves the
-last good catalogue in place.
+Whoever publishes the catalogue writes each template to the ``models`` bucket (key ``<model>``,
+a ``ModelTemplate`` as JSON, or a JSON list of templates). A :class:`LiveCatalogue` re-reads the
+bucket every ``refresh_s``, so a model published there is served, dispatched and run without a
+redeploy. A template in the bucket replaces the built-in one of the same name and version; a
+bucket that cannot be read leaves the last good catalogue in place.
 """
 
 from __future__ import annotations
@@ -18,21 +18,21 @@ from pydantic import ValidationError
 
 from comfyline.catalogue import Catalogue
 from comfyline.contracts import ModelTemplate
-from comfyline.runtime import Bus
 
+from .bus import Bus, BusError
 from .kv import scan
 
 log = logging.getLogger(__name__)
 
 
-class ModelRegistry:
-    """The current catalogue, refreshed in the background."""
+class LiveCatalogue(Catalogue):
+    """A :class:`Catalogue` kept up to date from the ``models`` bucket in the background."""
 
-    def __init__(self, bus: Bus, builtin: Catalogue, refresh_s: float) -> None:
+    def __init__(self, bus: Bus, base: Catalogue, refresh_s: float = 10.0) -> None:
+        super().__init__(base.templates())
         self.bus = bus
-        self.builtin = builtin
+        self.base = base
         self.refresh_s = refresh_s
-        self.catalogue = builtin
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -41,10 +41,12 @@ class ModelRegistry:
         self._task = asyncio.create_task(self._loop(), name="models-refresh")
 
     async def stop(self) -> None:
+        """Stop refreshing."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            self._task = None
 
     async def _loop(self) -> None:
         while True:
@@ -56,22 +58,14 @@ class ModelRegistry:
         try:
             kv = await self.bus.kv(self.bus.names.bucket("models"))
             entries = await scan(kv, ">")
-        except Exception as exc:
+        except (BusError, Exception) as exc:
             log.warning("cannot read the models bucket", extra={"error": str(exc)})
             return
-        templates = {(t.name, t.version): t for t in self.builtin}
+        templates = {(t.name, t.version): t for t in self.base.templates()}
         for key, raw in entries:
             for template in _parse(key, raw):
                 templates[(template.name, template.version)] = template
-        self.catalogue = Catalogue(list(templates.values()))
-
-    def get(self, name: str) -> ModelTemplate:
-        """The latest version of a model (raises ``UnknownModel``)."""
-        return self.catalogue.get(name)
-
-    def all(self) -> list[ModelTemplate]:
-        """Every model, by name."""
-        return list(self.catalogue)
+        self._reset(list(templates.values()))
 
 
 def _parse(key: str, raw: bytes) -> list[ModelTemplate]:
