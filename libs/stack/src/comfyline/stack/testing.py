@@ -16,6 +16,7 @@ import pytest
 from comfyline.contracts import Names, bucket_spec, stream_spec
 from comfyline.runtime import Bus, NatsSettings, ObjectStore, S3Settings
 
+from .containers import ContainerNats, ContainerS3, use_containers
 from .servers import NatsServer, SeaweedS3
 
 TEST_ACCESS_KEY = "comfyline-test"
@@ -25,15 +26,24 @@ ALL_BUCKETS = ("jobs", "workers", "models", "idempotency", "ratelimits", "keys",
 
 
 @pytest.fixture(scope="session")
-def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    """A real nats-server with JetStream for the whole session."""
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer | ContainerNats]:
+    """A real nats-server with JetStream for the whole session (``.url``)."""
+    if use_containers():
+        with ContainerNats() as container:
+            yield container
+        return
     with NatsServer(tmp_path_factory.mktemp("nats")) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
-    """A real S3-compatible server (SeaweedFS) for the whole session."""
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3 | ContainerS3]:
+    """A real S3-compatible server for the whole session (``.endpoint``): SeaweedFS from its
+    wheel, or MinIO in a container with ``COMFYLINE_TEST_SERVERS=containers``."""
+    if use_containers():
+        with ContainerS3(TEST_ACCESS_KEY, TEST_SECRET_KEY) as container:
+            yield container
+        return
     with SeaweedS3(tmp_path_factory.mktemp("s3"), TEST_ACCESS_KEY, TEST_SECRET_KEY) as server:
         yield server
 
@@ -51,13 +61,13 @@ def names(namespace: str) -> Names:
 
 
 @pytest.fixture
-def nats_settings(nats_server: NatsServer) -> NatsSettings:
+def nats_settings(nats_server: NatsServer | ContainerNats) -> NatsSettings:
     """Settings that reach the session's nats-server."""
     return NatsSettings(url=nats_server.url, connect_attempts=5, request_timeout_s=5)
 
 
 @pytest.fixture
-def s3_settings(s3_server: SeaweedS3, namespace: str) -> S3Settings:
+def s3_settings(s3_server: SeaweedS3 | ContainerS3, namespace: str) -> S3Settings:
     """Settings for a bucket of this test's own on the session's S3 server."""
     return S3Settings(
         endpoint=s3_server.endpoint,
@@ -86,6 +96,10 @@ async def store(s3_settings: S3Settings) -> ObjectStore:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    """Say which ComfyUI the tests talk to."""
+    """Say which servers the tests talk to."""
     url = os.environ.get("COMFYUI_URL")
-    return [f"comfyui: {url}" if url else "comfyui: the Comfyline ComfyUI simulator"]
+    servers = "Docker containers (NATS, MinIO)" if use_containers() else "local binaries"
+    return [
+        f"comfyui: {url}" if url else "comfyui: the Comfyline ComfyUI simulator",
+        f"nats and s3: {servers}",
+    ]
