@@ -100,6 +100,11 @@ class Bus:
                 delay = min(delay * 2, 2.0)
         raise BusError("unreachable")  # pragma: no cover
 
+    @property
+    def api_prefix(self) -> str:
+        """The JetStream API subject prefix (``$JS.API`` unless a domain or prefix is set)."""
+        return str(getattr(self.js, "_prefix", "$JS.API"))
+
     async def close(self) -> None:
         """Drain subscriptions and close (finishes in-flight handlers first)."""
         if not self.nc.is_closed:

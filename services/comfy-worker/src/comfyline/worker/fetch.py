@@ -89,7 +89,7 @@ class WorkFetcher:
         self.bell = Doorbell()
         self.bound: set[str] = set()
         self._stream = bus.names.stream("WORK")
-        self._prefix = str(getattr(bus.js, "_prefix", "$JS.API"))
+        self._prefix = bus.api_prefix
         self._turn = itertools.count()
         self._sub: Subscription | None = None
 
