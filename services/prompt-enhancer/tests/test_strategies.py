@@ -120,3 +120,16 @@ def test_budget_overrides_per_model_and_quality() -> None:
     assert plan(WAN, request("test-wan", quality="high"), settings).budget == 250
     assert plan(WAN, request("test-wan", quality="fast"), settings).budget == 175
     assert plan(SDXL, request(quality="high"), settings).budget == 60
+
+
+def test_a_quality_budget_from_the_catalogue_applies_to_that_quality() -> None:
+    from comfyline.catalogue import Catalogue
+    from comfyline.enhancer.settings import Settings as EnhancerSettings
+    from comfyline.enhancer.strategies import budget_for
+
+    wan = Catalogue.builtin().get("txt2vid-wan")
+    settings = EnhancerSettings()
+    assert wan.prompt is not None
+    assert budget_for(wan, "fast", settings) == 175
+    assert budget_for(wan, "high", settings) == 250
+    assert budget_for(wan, None, settings) == wan.prompt.budget_tokens == 175

@@ -45,6 +45,10 @@ class PromptSpec(WireModel):
     param: str = "prompt"
     negative_param: str | None = None
     budget_tokens: int = Field(gt=0)
+    budget_by_quality: dict[str, int] = Field(
+        default_factory=dict,
+        description="budgets per quality (the fast/high preset), e.g. WAN {fast: 175, high: 250}",
+    )
     tokenizer: Literal["clip", "estimate"] = "clip"
     compose: str | None = Field(
         default=None,

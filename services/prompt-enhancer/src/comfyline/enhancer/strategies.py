@@ -16,7 +16,8 @@ Three strategies, from least to most:
   answer that lost the user's weight groups or embeddings, cannot fit, or is in a higher content
   tier than the user's prompt, the rules' result is used instead and ``fallback_reason`` says why.
 
-The budget is the catalogue's (``PromptSpec.budget_tokens``), unless an operator overrides it for
+The budget is the catalogue's (``PromptSpec.budget_by_quality`` for the request's quality, else
+``PromptSpec.budget_tokens``), unless an operator overrides it for
 ``<model>:<quality>`` or ``<model>`` in ``budget_overrides``.
 """
 
@@ -92,7 +93,8 @@ def budget_for(template: ModelTemplate, quality: str | None, settings: Settings)
     if template.name in overrides:
         return overrides[template.name]
     if template.prompt is not None:
-        return template.prompt.budget_tokens
+        spec = template.prompt
+        return spec.budget_by_quality.get(quality or "", spec.budget_tokens)
     return settings.default_budget_tokens
 
 
