@@ -8,7 +8,7 @@ passed down; libraries never read the environment.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -76,8 +76,13 @@ class ServiceSettings(BaseSettings):
         """Subject and resource names in this service's namespace."""
         return Names(self.namespace)
 
+    #: Whether the service talks to S3 (only then is its S3 secret checked in production).
+    uses_object_store: ClassVar[bool] = True
+
     @model_validator(mode="after")
     def _refuse_placeholders_outside_development(self) -> ServiceSettings:
+        if not self.uses_object_store:
+            return self
         if self.environment == "production" and self.s3.secret_key in {
             *PLACEHOLDER_SECRETS,
             "comfyline-dev-secret",

@@ -9,6 +9,7 @@ Built once in ``main()`` (or by a test) and passed to the
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -52,6 +53,7 @@ class Settings(ServiceSettings):
     model_config = SettingsConfigDict(
         env_prefix="ORCHESTRATOR_", env_nested_delimiter="__", extra="ignore"
     )
+    uses_object_store: ClassVar[bool] = False
 
     catalogue_dir: Path | None = Field(
         default=None, description="a folder of model JSON files (default: the built-in catalogue)"

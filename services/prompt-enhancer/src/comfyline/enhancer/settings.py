@@ -14,7 +14,7 @@ Built once in ``main()`` and passed down. Examples::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -159,9 +159,10 @@ class Settings(ServiceSettings):
         default=None, description="a deployment's own catalogue folder instead of the built-in"
     )
 
+    uses_object_store: ClassVar[bool] = False
+
     @model_validator(mode="after")
-    def _refuse_placeholders_outside_development(self) -> Settings:
-        # Replaces the shared check, which asks for an S3 secret this service never uses.
+    def _check_llm(self) -> Settings:
         key = self.llm.api_key.get_secret_value() if self.llm.api_key else None
         if self.environment == "production" and key is not None and key in PLACEHOLDER_SECRETS:
             raise ValueError("llm.api_key is a placeholder; set a real key in production")
