@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from comfyline.contracts import (
     EVENT_NAMES,
+    TERMINAL_EVENTS,
     EventKind,
     JobEvent,
     JobRecord,
@@ -32,6 +33,7 @@ from comfyline.contracts import (
 )
 from comfyline.gateway import Settings, create_app
 from comfyline.gateway.settings import AuthSettings, LimitSettings
+from comfyline.orchestrator.usage import release_active
 from comfyline.runtime import Bus, NatsSettings, ObjectStore, S3Settings
 from comfyline.stack import free_port
 
@@ -245,6 +247,8 @@ class Orchestrator:
         )
         subject = self.names.job_event(record.owner, record.id, kind.value)
         ack = await self.bus.publish(subject, event, msg_id=f"{record.id}:{kind.value}:{n}")
+        if kind in TERMINAL_EVENTS:  # what the orchestrator's usage consumer does with it
+            await release_active(self.bus, record.owner, int(ack.seq))
         return int(ack.seq)
 
     async def run(self, job_id: str, *, outputs: int = 1, progress_steps: int = 2) -> JobRecord:

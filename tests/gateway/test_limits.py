@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -119,3 +120,14 @@ async def test_body_size_limits(client: httpx.AsyncClient) -> None:
     )
     assert streamed.status_code == 413 and streamed.json()["code"] == "payload_too_large"
     assert (await client.get("/v1/jobs", headers=ADMIN)).status_code == 200
+
+
+async def test_concurrent_submissions_never_pass_the_active_cap(
+    client: httpx.AsyncClient,
+) -> None:
+    user = await new_key(client, "vera", limits={"active_jobs": 1, "submit_per_min": 100})
+    answers = await asyncio.gather(
+        *(client.post("/v1/jobs", json=SMOKE, headers=user) for _ in range(6))
+    )
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [202, 429, 429, 429, 429, 429], codes

@@ -42,11 +42,13 @@ from .prompts import (
     Tier,
 )
 from .records import (
+    ActiveJobs,
     ApiKeyRecord,
     IdempotencyRecord,
     JobRecord,
     UsageRecord,
     WebhookSecret,
+    active_jobs_key,
     webhook_secret_key,
 )
 from .states import (
@@ -97,6 +99,7 @@ __all__ = [
     "TRACESTATE",
     "TRANSIENT_CODES",
     "TRANSITIONS",
+    "ActiveJobs",
     "ApiKeyRecord",
     "Attempt",
     "Binding",
@@ -153,6 +156,7 @@ __all__ = [
     "WebhookSpec",
     "WireModel",
     "WorkerHeartbeat",
+    "active_jobs_key",
     "bucket_spec",
     "can_transition",
     "check_transition",

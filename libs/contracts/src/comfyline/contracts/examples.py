@@ -21,7 +21,14 @@ from .events import (
 )
 from .jobs import Enhancement, JobError, OutputKind, OutputRef, Progress, WebhookSpec
 from .prompts import EnhanceReply, EnhanceRequest, PolicyReply, PolicyRequest
-from .records import ApiKeyRecord, IdempotencyRecord, JobRecord, UsageRecord, WebhookSecret
+from .records import (
+    ActiveJobs,
+    ApiKeyRecord,
+    IdempotencyRecord,
+    JobRecord,
+    UsageRecord,
+    WebhookSecret,
+)
 from .states import EventKind, JobState
 from .wire import WireModel
 
@@ -131,6 +138,7 @@ def examples() -> list[WireModel]:
         ApiKeyRecord(key_id="key_1", owner="u1", created_at=_T),
         UsageRecord(owner="u1", model="cpu-smoke", day="2026-11-23", jobs=1, succeeded=1),
         WebhookSecret(owner="u1", secret="whsec_" + "A" * 32, created_at=_T),
+        ActiveJobs(owner="u1", count=2, terminal_seq=41),
     ]
 
 

@@ -133,6 +133,24 @@ class UsageRecord(WireModel):
     )
 
 
+def active_jobs_key(owner: str) -> str:
+    """The ``usage`` bucket key of an owner's count of jobs that have not ended."""
+    return f"active.{token(owner)}"
+
+
+class ActiveJobs(WireModel):
+    """How many of an owner's jobs have not ended (bucket ``usage``, key ``active.<owner>``).
+
+    The gateway adds one when it accepts a job (compare-and-set, refused at the owner's cap); the
+    orchestrator takes one off for each terminal event on ``JOBS``, in stream order, remembering
+    the last one it applied so a redelivered event is not counted twice.
+    """
+
+    owner: str
+    count: int = Field(default=0, ge=0)
+    terminal_seq: int = 0
+
+
 def webhook_secret_key(owner: str) -> str:
     """The ``keys`` bucket key of an owner's webhook signing secret (``owner`` is its token)."""
     return f"webhook.{token(owner)}"

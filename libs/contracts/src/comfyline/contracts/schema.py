@@ -20,7 +20,14 @@ from .events import (
     WorkerHeartbeat,
 )
 from .prompts import EnhanceReply, EnhanceRequest, ErrorReply, PolicyReply, PolicyRequest
-from .records import ApiKeyRecord, IdempotencyRecord, JobRecord, UsageRecord, WebhookSecret
+from .records import (
+    ActiveJobs,
+    ApiKeyRecord,
+    IdempotencyRecord,
+    JobRecord,
+    UsageRecord,
+    WebhookSecret,
+)
 from .subjects import Names
 from .templates import ModelTemplate
 from .wire import SCHEMA_VERSION, WireModel
@@ -45,6 +52,7 @@ MESSAGES: tuple[type[WireModel], ...] = (
     ApiKeyRecord,
     UsageRecord,
     WebhookSecret,
+    ActiveJobs,
     ModelTemplate,
 )
 

@@ -17,14 +17,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
-from datetime import UTC, datetime, timedelta
 
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from comfyline.contracts import (
-    TERMINAL_EVENTS,
-    EventKind,
     JobEvent,
     JobRecord,
 )
@@ -81,23 +78,6 @@ class JobLog:
             )
         subjects = info.state.subjects or {}
         return sorted((parse_subject(s)[1] for s in subjects), reverse=True)
-
-    async def count_active(self, owner: str, window_s: float) -> int:
-        """How many of ``owner``'s jobs submitted in the last ``window_s`` have not ended."""
-        base = self.names.owner_events_filter(owner)[:-1]
-        kinds = [EventKind.SUBMITTED, *sorted(TERMINAL_EVENTS)]
-        config = ConsumerConfig(
-            filter_subjects=[f"{base}*.{kind.value}" for kind in kinds],
-            deliver_policy=DeliverPolicy.BY_START_TIME,
-            opt_start_time=datetime.now(UTC) - timedelta(seconds=window_s),
-            headers_only=True,
-        )
-        submitted: set[str] = set()
-        ended: set[str] = set()
-        async for subject, _, _ in self._read(config):
-            _, job_id, kind = parse_subject(subject)
-            (submitted if kind == EventKind.SUBMITTED else ended).add(job_id)
-        return len(submitted - ended)
 
     async def replay(
         self, subject_filter: str, after: int

@@ -18,11 +18,17 @@ from typing import Literal
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from comfyline.contracts import ErrorCode, ModelTemplate, UsageRecord
+from comfyline.contracts import (
+    ActiveJobs,
+    ErrorCode,
+    ModelTemplate,
+    UsageRecord,
+    active_jobs_key,
+)
 
 from .auth import Principal
 from .errors import ApiError
-from .kv import nats_errors, scan
+from .kv import get_model, nats_errors, scan
 from .settings import LimitSettings
 
 Entry = KeyValue.Entry
@@ -103,17 +109,53 @@ class Limits:
         return RateDecision(False, limit, 0, reset_s, window_s)
 
     # --- active jobs, queue caps -------------------------------------------------------------
-    def check_active(self, principal: Principal, active: int) -> None:
-        """429 when the owner already has its cap of queued or running jobs."""
+    async def reserve_active(self, principal: Principal) -> None:
+        """Count one more unfinished job for the owner, or 429 at its cap.
+
+        Compare-and-set on ``active.<owner>`` in the ``usage`` bucket, so two replicas accepting
+        at once cannot both pass the cap; the orchestrator gives the slot back when the job ends.
+        """
         cap = int(self.limit_of(principal, "active_jobs", self.settings.active_jobs) or 0)
-        if active >= cap:
-            raise ApiError(
-                429,
-                ErrorCode.TOO_MANY_ACTIVE_JOBS,
-                f"too many active jobs ({active} of {cap}); wait for one to finish",
-                details={"active": active, "limit": cap},
-                headers={"Retry-After": "5"},
-            )
+        key = active_jobs_key(principal.owner)
+        for _ in range(_CAS_ATTEMPTS):
+            found = await get_model(self.usage, key, ActiveJobs)
+            active, revision = found or (ActiveJobs(owner=principal.owner), 0)
+            if active.count >= cap:
+                raise ApiError(
+                    429,
+                    ErrorCode.TOO_MANY_ACTIVE_JOBS,
+                    f"too many active jobs ({active.count} of {cap}); wait for one to finish",
+                    details={"active": active.count, "limit": cap},
+                    headers={"Retry-After": "5"},
+                )
+            active.count += 1
+            if await self._write(key, active.to_bytes(), revision):
+                return
+        raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "the active-jobs count is contended")
+
+    async def release_active(self, principal: Principal) -> None:
+        """Give back a slot whose job was never published."""
+        key = active_jobs_key(principal.owner)
+        for _ in range(_CAS_ATTEMPTS):
+            found = await get_model(self.usage, key, ActiveJobs)
+            if found is None or found[0].count == 0:
+                return
+            active, revision = found
+            active.count -= 1
+            if await self._write(key, active.to_bytes(), revision):
+                return
+
+    async def _write(self, key: str, value: bytes, revision: int) -> bool:
+        """Compare-and-set; False when another writer came first."""
+        try:
+            async with nats_errors(f"writing {key}"):
+                if revision:
+                    await self.usage.update(key, value, last=revision)
+                else:
+                    await self.usage.create(key, value)
+        except KeyWrongLastSequenceError:
+            return False
+        return True
 
     def queue_cap(self, principal: Principal, template: ModelTemplate) -> int:
         """The backlog cap of ``template`` for this caller (the key may override it)."""

@@ -55,9 +55,6 @@ class LimitSettings(BaseModel):
     upload_per_min: int = Field(default=30, ge=0)
     keys_per_min: int = Field(default=30, ge=0)
     active_jobs: int = Field(default=10, ge=0, description="concurrent queued or running jobs")
-    active_window_s: float = Field(
-        default=3 * 3600, gt=0, description="how far back a job may still be active"
-    )
     spend_per_day: float | None = Field(default=None, ge=0, description="USD; None: unlimited")
     spend_per_month: float | None = Field(default=None, ge=0, description="USD; None: unlimited")
 

@@ -128,10 +128,6 @@ class Submitter:
                     return Submitted(record, replayed=True)
                 job_id = earlier.job_id  # recorded, never published: publish it now
         await self.limits.check_quota(principal)
-        self.limits.check_active(
-            principal,
-            await self.jobs.count_active(principal.owner, self.settings.limits.active_window_s),
-        )
         self.limits.check_queue(principal, template, await self.fleet.queue_depth(template.name))
         raw = await self.inputs.resolve(template, principal, body.input)
         check_prompts(template, raw)
@@ -141,6 +137,13 @@ class Submitter:
             job_id = new_job_id()
             if idem_key and not await self._claim(idem_key, digest, job_id):
                 return await self._concurrent(idem_key, digest)
+        # Last of the checks: a slot taken here is given back if the job is never published.
+        try:
+            await self.limits.reserve_active(principal)
+        except Exception:
+            if idem_key:
+                await self._release(idem_key)
+            raise
         event = JobEvent(
             job_id=job_id,
             owner=principal.owner,
@@ -166,6 +169,7 @@ class Submitter:
         try:
             await self.bus.publish(subject, event, msg_id=f"{job_id}:submitted")
         except Exception:
+            await self.limits.release_active(principal)
             if idem_key:
                 await self._release(idem_key)
             raise

@@ -19,12 +19,14 @@ from collections.abc import Iterable
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from comfyline.contracts import (
+    ActiveJobs,
     Attempt,
     Cost,
     EventKind,
     JobEvent,
     JobState,
     UsageRecord,
+    active_jobs_key,
     owner_token,
 )
 from comfyline.runtime import Bus, Delivery, Retry
@@ -70,6 +72,7 @@ class UsageBook:
     async def handle(self, delivery: Delivery) -> None:
         """Count one terminal job event (from the ``orchestrator-usage`` consumer)."""
         event = delivery.parse(JobEvent)
+        await release_active(self.bus, event.owner, delivery.stream_seq, self.cas_attempts)
         found = await self.store.get(event.job_id)
         if found is None:
             log.warning("usage: no record for a finished job", extra={"job_id": event.job_id})
@@ -106,6 +109,32 @@ class UsageBook:
             except KeyWrongLastSequenceError:
                 await asyncio.sleep(random.uniform(0, 0.002 * attempt))
         raise Retry("usage total is contended", delay=0.2)
+
+
+async def release_active(bus: Bus, owner: str, seq: int, cas_attempts: int = 25) -> None:
+    """Take one ended job off ``owner``'s active count, once per terminal event (``seq``)."""
+    kv = await bus.kv(bus.names.bucket("usage"))
+    key = active_jobs_key(owner)
+    for attempt in range(1, cas_attempts + 1):
+        try:
+            entry = await kv.get(key)
+            active = ActiveJobs.from_bytes(entry.value or b"{}")
+            revision = entry.revision or 0
+        except KeyNotFoundError:
+            active, revision = ActiveJobs(owner=owner), 0
+        if active.terminal_seq >= seq:
+            return
+        active.count = max(0, active.count - 1)
+        active.terminal_seq = seq
+        try:
+            if revision:
+                await kv.update(key, active.to_bytes(), last=revision)
+            else:
+                await kv.create(key, active.to_bytes())
+            return
+        except KeyWrongLastSequenceError:
+            await asyncio.sleep(random.uniform(0, 0.002 * attempt))
+    raise Retry("active-jobs count is contended", delay=0.2)
 
 
 TERMINAL_KINDS = (EventKind.COMPLETED, EventKind.FAILED, EventKind.CANCELLED, EventKind.TIMED_OUT)
