@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import json
 import logging
+from types import TracebackType
+from typing import Self
 
 from pydantic import ValidationError
 
@@ -47,6 +49,15 @@ class LiveCatalogue(Catalogue):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
 
     async def _loop(self) -> None:
         while True:

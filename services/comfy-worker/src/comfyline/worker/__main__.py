@@ -25,13 +25,10 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     setup_logging("worker", settings.log_level, settings.log_json)
     setup_tracing("worker", settings.otel)
     bus = await Bus.connect(settings.nats, settings.names, f"worker-{settings.worker_id}")
-    catalogue = LiveCatalogue(bus, Catalogue.builtin(), settings.models_refresh_s)
     try:
-        await catalogue.start()
-        worker = Worker(bus, ObjectStore(settings.s3), catalogue, settings)
-        await worker.run(stop)
+        async with LiveCatalogue(bus, Catalogue.builtin(), settings.models_refresh_s) as models:
+            await Worker(bus, ObjectStore(settings.s3), models, settings).run(stop)
     finally:
-        await catalogue.stop()
         await bus.close()
         shutdown_tracing()
 

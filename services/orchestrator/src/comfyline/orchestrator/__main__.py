@@ -24,12 +24,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     folder = settings.catalogue_dir
     base = Catalogue.from_dir(folder) if folder else Catalogue.builtin()
     bus = await Bus.connect(settings.nats, settings.names, "orchestrator")
-    catalogue = LiveCatalogue(bus, base, settings.models_refresh_s)
     try:
-        await catalogue.start()
-        await Orchestrator(bus, catalogue, settings).run(stop)
+        async with LiveCatalogue(bus, base, settings.models_refresh_s) as catalogue:
+            await Orchestrator(bus, catalogue, settings).run(stop)
     finally:
-        await catalogue.stop()
         await bus.close()
         shutdown_tracing()
 

@@ -26,12 +26,10 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     folder = settings.catalogue_dir
     base = Catalogue.from_dir(folder) if folder else Catalogue.builtin()
     bus = await Bus.connect(settings.nats, settings.names, "enhancer")
-    catalogue = LiveCatalogue(bus, base, settings.models_refresh_s)
     try:
-        await catalogue.start()
-        await Enhancer(bus, catalogue, settings).run(stop)
+        async with LiveCatalogue(bus, base, settings.models_refresh_s) as catalogue:
+            await Enhancer(bus, catalogue, settings).run(stop)
     finally:
-        await catalogue.stop()
         await bus.close()
         shutdown_tracing()
 
