@@ -106,13 +106,24 @@ class Server:
         """Learn what the server can run (``/object_info``) against the allowed models."""
         info = await self.client.object_info()
         self.capability = Capability.from_object_info(info)
-        templates = self._allowed()
-        self.missing = {t.name: self.capability.missing(t) for t in templates}
-        self.models = sorted(name for name, lacks in self.missing.items() if not lacks)
+        self.match_models()
         log.info(
             "ComfyUI server capability",
             extra={"server": self.url, "models": self.models, "nodes": len(info)},
         )
+
+    def match_models(self) -> bool:
+        """Match the known capability against the allowed models now; True if the list changed.
+
+        The catalogue is live (a model can be published while we run), so this is redone on
+        every health check, without asking the server again.
+        """
+        templates = self._allowed()
+        self.missing = {t.name: self.capability.missing(t) for t in templates}
+        models = sorted(name for name, lacks in self.missing.items() if not lacks)
+        changed = models != self.models
+        self.models = models
+        return changed
 
     async def check(self) -> bool:
         """One health check; on the way up, capability is read again."""
@@ -135,7 +146,7 @@ class Server:
         while True:
             was_up = self.healthy
             up = await self.check()
-            if up and not was_up:
+            if up and (not was_up or self.match_models()):
                 await on_up(self)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
