@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -108,7 +110,15 @@ def test_one_job_end_to_end_and_it_survives_a_restart(stack: Stack) -> None:
         assert len(png.content) == output["size"]
 
     pids = list(stack.info["pids"].values())
-    stack.down()
+    # `comfyline down` (from another shell) stops the running `up` and every child.
+    down = subprocess.run(
+        [sys.executable, "-m", "comfyline.stack", "down", "--state-dir", str(stack.state_dir)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert stack.process is not None and stack.process.wait(timeout=90) == 0
     assert not [pid for pid in pids if pid_alive(pid)], "children left running after stop"
     assert not (stack.state_dir / "stack.json").exists()
 
