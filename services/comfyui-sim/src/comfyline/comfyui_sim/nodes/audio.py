@@ -16,6 +16,7 @@ from comfyline.comfyui_sim.nodes.base import (
     INT,
     LINK,
     STRING,
+    FileLoader,
     Inputs,
     InputTypes,
     Node,
@@ -25,7 +26,6 @@ from comfyline.comfyui_sim.nodes.base import (
     hidden_prompt,
 )
 from comfyline.comfyui_sim.nodes.encode import read_audio, write_audio
-from comfyline.comfyui_sim.nodes.image import file_hash
 from comfyline.comfyui_sim.nodes.media import Audio, speech
 from comfyline.comfyui_sim.paths import save_target
 
@@ -51,29 +51,19 @@ def _resampled(audio: Audio, rate: int) -> Audio:
     return Audio(wave.astype(np.float32), rate)
 
 
-class LoadAudio(Node):
+class LoadAudio(FileLoader):
     CLASS = "LoadAudio"
     DISPLAY = "Load Audio"
     CATEGORY = "audio"
     MODULE = AUDIO_MODULE
     RETURN_TYPES = ("AUDIO",)
     VALIDATES = ("audio",)
+    FILE_INPUT = "audio"
 
     @classmethod
     def input_types(cls, env: NodeEnv) -> InputTypes:
         files = env.dirs.input_files(("audio", "video"))
         return {"required": {"audio": COMBO_V3(files, audio_upload=True)}}
-
-    @classmethod
-    def validate(cls, env: NodeEnv, values: dict[str, Any]) -> bool | str:
-        audio = values.get("audio")
-        if not env.dirs.input_exists(audio):
-            return f"Invalid audio file: {audio}"
-        return True
-
-    @classmethod
-    def is_changed(cls, env: NodeEnv, inputs: dict[str, Any]) -> object:
-        return file_hash(env, inputs.get("audio"))
 
     def run(self, ctx: RunContext, inputs: Inputs) -> NodeOutput:
         return NodeOutput((read_audio(ctx.dirs.input_file(inputs.as_str("audio"))),))

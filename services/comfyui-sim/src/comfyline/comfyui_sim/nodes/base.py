@@ -7,6 +7,7 @@ Input specs are built as the JSON ComfyUI serves: `["INT", {"default": 512, ...}
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -246,3 +247,32 @@ class Node:
 
 def hidden_prompt() -> dict[str, str]:
     return {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
+
+
+def file_hash(env: NodeEnv, name: object) -> str:
+    """IS_CHANGED of the loaders: the file's sha256, or a fresh token when it is unreadable."""
+    try:
+        return hashlib.sha256(env.dirs.input_file(str(name)).read_bytes()).hexdigest()
+    except OSError:
+        return f"unreadable-{time.time_ns()}"
+
+
+class FileLoader(Node):
+    """A node that loads one file from ``input/``, named by its ``FILE_INPUT`` combo.
+
+    As ComfyUI's loaders do, it accepts any existing file (VALIDATE_INPUTS, so not only the
+    listed options) and keys the cache on the file's content (IS_CHANGED).
+    """
+
+    FILE_INPUT: ClassVar[str] = "image"
+
+    @classmethod
+    def validate(cls, env: NodeEnv, values: dict[str, Any]) -> bool | str:
+        name = values.get(cls.FILE_INPUT)
+        if not env.dirs.input_exists(name):
+            return f"Invalid {cls.FILE_INPUT} file: {name}"
+        return True
+
+    @classmethod
+    def is_changed(cls, env: NodeEnv, inputs: dict[str, Any]) -> object:
+        return file_hash(env, inputs.get(cls.FILE_INPUT))

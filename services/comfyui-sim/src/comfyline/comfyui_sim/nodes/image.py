@@ -6,7 +6,6 @@ Input specs follow ComfyUI 0.3.64's `nodes.py`, `comfy_extras/nodes_mask.py`,
 
 from __future__ import annotations
 
-import hashlib
 import random
 import time
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,7 @@ from comfyline.comfyui_sim.nodes.base import (
     LINK,
     MAX_RESOLUTION,
     STRING,
+    FileLoader,
     Inputs,
     InputTypes,
     Node,
@@ -44,14 +44,6 @@ PREFIX_TOOLTIP = (
     "The prefix for the file to save. This may include formatting information such as "
     "%date:yyyy-MM-dd% or %Empty Latent Image.width% to include values from nodes."
 )
-
-
-def file_hash(env: NodeEnv, name: object) -> str:
-    """IS_CHANGED of the loaders: the file's sha256, or a fresh token when it is unreadable."""
-    try:
-        return hashlib.sha256(env.dirs.input_file(str(name)).read_bytes()).hexdigest()
-    except OSError:
-        return f"unreadable-{time.time_ns()}"
 
 
 class EmptyImage(Node):
@@ -84,7 +76,7 @@ def _open_image(ctx: RunContext, name: str) -> Image.Image:
     return ImageOps.exif_transpose(image) or image
 
 
-class LoadImage(Node):
+class LoadImage(FileLoader):
     CLASS = "LoadImage"
     DISPLAY = "Load Image"
     CATEGORY = "image"
@@ -95,17 +87,6 @@ class LoadImage(Node):
     def input_types(cls, env: NodeEnv) -> InputTypes:
         files = env.dirs.input_files(("image",))
         return {"required": {"image": COMBO(files, image_upload=True)}}
-
-    @classmethod
-    def validate(cls, env: NodeEnv, values: dict[str, Any]) -> bool | str:
-        image = values.get("image")
-        if not env.dirs.input_exists(image):
-            return f"Invalid image file: {image}"
-        return True
-
-    @classmethod
-    def is_changed(cls, env: NodeEnv, inputs: dict[str, Any]) -> object:
-        return file_hash(env, inputs.get("image"))
 
     def run(self, ctx: RunContext, inputs: Inputs) -> NodeOutput:
         image = _open_image(ctx, inputs.as_str("image"))
@@ -119,7 +100,7 @@ class LoadImage(Node):
         return NodeOutput((images, Mask(mask, ctx.signature)))
 
 
-class LoadImageMask(Node):
+class LoadImageMask(FileLoader):
     CLASS = "LoadImageMask"
     DISPLAY = "Load Image (as Mask)"
     CATEGORY = "mask"
@@ -135,9 +116,6 @@ class LoadImageMask(Node):
                 "channel": COMBO(["alpha", "red", "green", "blue"]),
             }
         }
-
-    validate = LoadImage.validate
-    is_changed = LoadImage.is_changed
 
     def run(self, ctx: RunContext, inputs: Inputs) -> NodeOutput:
         image = _open_image(ctx, inputs.as_str("image")).convert("RGBA")

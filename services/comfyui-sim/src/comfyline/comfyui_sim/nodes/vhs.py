@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
 
 from comfyline.comfyui_sim.nodes.base import (
     BOOLEAN,
@@ -14,6 +13,7 @@ from comfyline.comfyui_sim.nodes.base import (
     INT,
     LINK,
     STRING,
+    FileLoader,
     Inputs,
     InputTypes,
     Node,
@@ -29,7 +29,6 @@ from comfyline.comfyui_sim.nodes.encode import (
     write_animated,
     write_video,
 )
-from comfyline.comfyui_sim.nodes.image import file_hash
 from comfyline.comfyui_sim.nodes.media import Audio, Images, resize
 from comfyline.comfyui_sim.paths import save_target
 
@@ -64,7 +63,7 @@ VHS_ENCODERS: dict[str, tuple[str, str, str, int]] = {
 }
 
 
-class VHSLoadVideo(Node):
+class VHSLoadVideo(FileLoader):
     CLASS = "VHS_LoadVideo"
     DISPLAY = "Load Video (Upload)" + VHS_SUFFIX
     CATEGORY = VHS_CATEGORY
@@ -72,6 +71,7 @@ class VHSLoadVideo(Node):
     RETURN_TYPES = ("IMAGE", "INT", "AUDIO", "VHS_VIDEOINFO")
     RETURN_NAMES = ("IMAGE", "frame_count", "audio", "video_info")
     VALIDATES = ("video",)
+    FILE_INPUT = "video"
 
     @classmethod
     def input_types(cls, env: NodeEnv) -> InputTypes:
@@ -89,17 +89,6 @@ class VHSLoadVideo(Node):
             "optional": {"meta_batch": LINK("VHS_BatchManager"), "vae": LINK("VAE")},
             "hidden": {"force_size": "STRING", "unique_id": "UNIQUE_ID"},
         }
-
-    @classmethod
-    def validate(cls, env: NodeEnv, values: dict[str, Any]) -> bool | str:
-        video = values.get("video")
-        if not env.dirs.input_exists(video):
-            return f"Invalid video file: {video}"
-        return True
-
-    @classmethod
-    def is_changed(cls, env: NodeEnv, inputs: dict[str, Any]) -> object:
-        return file_hash(env, inputs.get("video"))
 
     def run(self, ctx: RunContext, inputs: Inputs) -> NodeOutput:
         path = ctx.dirs.input_file(inputs.as_str("video"))
