@@ -112,6 +112,21 @@ async def test_idempotency_key_same_body_same_job_other_body_409(
     assert (await submit(client, bob_headers)).json()["id"] != first.json()["id"]
 
 
+async def test_concurrent_retries_with_one_idempotency_key_make_one_job(
+    client: httpx.AsyncClient, alice: dict[str, str], bus: Bus
+) -> None:
+    headers = {**alice, "Idempotency-Key": "order-77"}
+    answers = await asyncio.gather(*(submit(client, headers) for _ in range(6)))
+    # each is the job (202) or "still in flight" (409), never a failure
+    assert {a.status_code for a in answers} <= {202, 409}, [a.text for a in answers]
+    ids = {a.json()["id"] for a in answers if a.status_code == 202}
+    assert len(ids) == 1
+    info = await bus.js.stream_info(
+        bus.names.stream("JOBS"), subjects_filter=bus.names.owner_events_filter("alice")
+    )
+    assert len(info.state.subjects or {}) == 1  # one job, published once
+
+
 async def test_prefer_wait_returns_the_finished_job(
     client: httpx.AsyncClient, alice: dict[str, str], orchestrator: Orchestrator
 ) -> None:

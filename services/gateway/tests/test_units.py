@@ -101,3 +101,18 @@ def test_events_tokens_are_scoped_and_expire() -> None:
 )
 def test_prefer_wait(header: str | None, expected: float | None) -> None:
     assert prefer_wait(header, 30) == expected
+
+
+async def test_nats_errors_lets_a_lost_compare_and_set_through() -> None:
+    from nats.js.errors import KeyWrongLastSequenceError
+    from nats.js.errors import ServiceUnavailableError as JsUnavailable
+
+    from comfyline.gateway.kv import nats_errors
+    from comfyline.runtime import BusError
+
+    with pytest.raises(KeyWrongLastSequenceError):  # an outcome: the caller reads again
+        async with nats_errors("writing"):
+            raise KeyWrongLastSequenceError()
+    with pytest.raises(BusError):  # a failure: 503
+        async with nats_errors("writing"):
+            raise JsUnavailable()

@@ -19,7 +19,7 @@ from .consume import (
     serve,
     settle,
 )
-from .kv import scan
+from .kv import cas_pause, scan
 from .lifecycle import install_stop_signals, run
 from .logs import job_id_var, model_var, setup_logging
 from .models import LiveCatalogue
@@ -52,6 +52,7 @@ __all__ = [
     "ServiceSettings",
     "StorageError",
     "backoff_delay",
+    "cas_pause",
     "current_trace_id",
     "durable_config",
     "ensure_consumer",

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import random
 
 from nats.errors import Error as NatsError
 from nats.js.errors import Error as JetStreamError
 from nats.js.kv import KeyValue
 
 from .bus import BusError
+
+
+async def cas_pause(attempt: int) -> None:
+    """Wait a little before compare-and-set attempt ``attempt + 1``: jittered, growing.
+
+    Writers that lost a race spread out instead of colliding again at once.
+    """
+    await asyncio.sleep(random.uniform(0, 0.002 * attempt))
 
 
 async def scan(kv: KeyValue, pattern: str, timeout_s: float = 5.0) -> list[tuple[str, bytes]]:

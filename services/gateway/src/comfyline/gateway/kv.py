@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from typing import TypeVar
 
 from nats.errors import Error as NatsError
-from nats.js.errors import APIError, KeyNotFoundError, NotFoundError
+from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 from comfyline.contracts import WireModel
@@ -25,12 +25,14 @@ M = TypeVar("M", bound=WireModel)
 async def nats_errors(what: str) -> AsyncIterator[None]:
     """Translate NATS and timeout failures inside the block into :class:`BusError`.
 
-    "Not found" answers (a missing key or message) pass through: callers handle them.
+    Answers that are outcomes, not failures, pass through for callers to handle: "not found" (a
+    missing key or message) and a lost compare-and-set (``KeyWrongLastSequenceError``, another
+    writer came first).
     """
     try:
         yield
     except (TimeoutError, NatsError, APIError) as exc:
-        if isinstance(exc, NotFoundError):
+        if isinstance(exc, NotFoundError | KeyWrongLastSequenceError):
             raise
         raise BusError(f"{what}: {type(exc).__name__}") from exc
 

@@ -25,6 +25,7 @@ from comfyline.contracts import (
     UsageRecord,
     active_jobs_key,
 )
+from comfyline.runtime import cas_pause
 
 from .auth import Principal
 from .errors import ApiError
@@ -33,7 +34,7 @@ from .settings import LimitSettings
 
 Entry = KeyValue.Entry
 RouteClass = Literal["submit", "enhance", "status", "upload", "keys"]
-_CAS_ATTEMPTS = 12
+_CAS_ATTEMPTS = 25
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +88,7 @@ class Limits:
         window = int(now // window_s)
         reset_s = max(1, math.ceil((window + 1) * window_s - now))
         key = f"{principal.owner}.{route_class}.{window}"
-        for _ in range(_CAS_ATTEMPTS):
+        for attempt in range(1, _CAS_ATTEMPTS + 1):
             async with nats_errors("rate limit"):
                 try:
                     entry: Entry | None = await self.ratelimits.get(key)
@@ -105,7 +106,8 @@ class Limits:
                     await self.ratelimits.update(key, str(count + 1).encode(), last=entry.revision)
                     return RateDecision(True, limit, max(0, limit - count - 1), reset_s, window_s)
                 except KeyWrongLastSequenceError:
-                    continue  # another request (or replica) counted first: read again
+                    pass  # another request (or replica) counted first: read again
+            await cas_pause(attempt)
         return RateDecision(False, limit, 0, reset_s, window_s)
 
     # --- active jobs, queue caps -------------------------------------------------------------
@@ -117,7 +119,7 @@ class Limits:
         """
         cap = int(self.limit_of(principal, "active_jobs", self.settings.active_jobs) or 0)
         key = active_jobs_key(principal.owner)
-        for _ in range(_CAS_ATTEMPTS):
+        for attempt in range(1, _CAS_ATTEMPTS + 1):
             found = await get_model(self.usage, key, ActiveJobs)
             active, revision = found or (ActiveJobs(owner=principal.owner), 0)
             if active.count >= cap:
@@ -131,12 +133,13 @@ class Limits:
             active.count += 1
             if await self._write(key, active.to_bytes(), revision):
                 return
+            await cas_pause(attempt)
         raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "the active-jobs count is contended")
 
     async def release_active(self, principal: Principal) -> None:
         """Give back a slot whose job was never published."""
         key = active_jobs_key(principal.owner)
-        for _ in range(_CAS_ATTEMPTS):
+        for attempt in range(1, _CAS_ATTEMPTS + 1):
             found = await get_model(self.usage, key, ActiveJobs)
             if found is None or found[0].count == 0:
                 return
@@ -144,6 +147,7 @@ class Limits:
             active.count -= 1
             if await self._write(key, active.to_bytes(), revision):
                 return
+            await cas_pause(attempt)
 
     async def _write(self, key: str, value: bytes, revision: int) -> bool:
         """Compare-and-set; False when another writer came first."""

@@ -8,9 +8,7 @@ to what the winner wrote, which usually makes the step a ``DROP`` or a ``REPLAY`
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,7 +16,7 @@ from nats.js.errors import InvalidKeyError, KeyNotFoundError, KeyWrongLastSequen
 from nats.js.kv import KeyValue
 
 from comfyline.contracts import ComfylineError, ErrorCode, JobRecord, TransitionRefused
-from comfyline.runtime import Bus, Retry
+from comfyline.runtime import Bus, Retry, cas_pause
 
 from .transitions import Step, Verdict
 
@@ -129,7 +127,7 @@ class JobStore:
             try:
                 revision = await kv.update(job_id, result.to_bytes(), last=current.revision)
             except KeyWrongLastSequenceError:
-                await asyncio.sleep(random.uniform(0, 0.002 * attempt))
+                await cas_pause(attempt)
                 continue
             return Change("applied", result, revision)
         raise Retry(f"job {job_id} is contended; will try again", delay=0.2)

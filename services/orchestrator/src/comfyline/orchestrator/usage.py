@@ -11,9 +11,7 @@ and a crash between the write and the ack loses nothing.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 from collections.abc import Iterable
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
@@ -29,7 +27,7 @@ from comfyline.contracts import (
     active_jobs_key,
     owner_token,
 )
-from comfyline.runtime import Bus, Delivery, Retry
+from comfyline.runtime import Bus, Delivery, Retry, cas_pause
 
 from .records import JobStore
 
@@ -107,7 +105,7 @@ class UsageBook:
                     await kv.create(key, total.to_bytes())
                 return
             except KeyWrongLastSequenceError:
-                await asyncio.sleep(random.uniform(0, 0.002 * attempt))
+                await cas_pause(attempt)
         raise Retry("usage total is contended", delay=0.2)
 
 
@@ -133,7 +131,7 @@ async def release_active(bus: Bus, owner: str, seq: int, cas_attempts: int = 25)
                 await kv.create(key, active.to_bytes())
             return
         except KeyWrongLastSequenceError:
-            await asyncio.sleep(random.uniform(0, 0.002 * attempt))
+            await cas_pause(attempt)
     raise Retry("active-jobs count is contended", delay=0.2)
 
 
