@@ -33,7 +33,9 @@ PREAMBLES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 
 @pytest.fixture
 async def fresh_sim(tmp_path: Path) -> AsyncIterator[ComfyClient]:
-    config = SimConfig(data_dir=tmp_path, node_delays={"ImageBlur": 0.2}, history_delay=0.02)
+    # Scenarios interrupt or queue behind a chain of blurs: each blur takes long enough that the
+    # client's next step lands on the same node it did in the recording, even on a busy machine.
+    config = SimConfig(data_dir=tmp_path, node_delays={"ImageBlur": 0.6}, history_delay=0.02)
     server = TestServer(create_app(config), host="127.0.0.1")
     await server.start_server()
     client = ComfyClient(str(server.make_url("")))
