@@ -57,6 +57,14 @@ class ErrorCode(StrEnum):
     COMFY_NO_OUTPUT = "comfy_no_output"
     STORAGE_UNAVAILABLE = "storage_unavailable"
     TEMPLATE_ERROR = "template_error"
+    # pipelines (a template refused before any step runs)
+    PIPELINE_UNKNOWN_REFERENCE = "pipeline_unknown_reference"
+    PIPELINE_CYCLE = "pipeline_cycle"
+    PIPELINE_KIND_MISMATCH = "pipeline_kind_mismatch"
+    # hosted providers
+    PROVIDER_RATE_LIMITED = "provider_rate_limited"
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
+    PROVIDER_ERROR = "provider_error"
     # catch-all
     INTERNAL_ERROR = "internal_error"
 

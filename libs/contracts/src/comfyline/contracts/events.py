@@ -7,7 +7,16 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from .jobs import Enhancement, JobError, OutputRef, PreviewRef, Progress, WebhookSpec
+from .jobs import (
+    Enhancement,
+    JobError,
+    OutputRef,
+    ParentRef,
+    PreviewRef,
+    Progress,
+    StepState,
+    WebhookSpec,
+)
 from .prompts import Tier
 from .states import EventKind, JobState
 from .wire import Message, WireModel
@@ -26,6 +35,7 @@ class Submission(WireModel):
     enhance: bool = True
     content_tier: Tier = Field(default="general", description="the owner's allowed tier")
     request_id: str | None = None
+    parent: ParentRef | None = Field(default=None, description="set on a pipeline's step job")
 
 
 class JobEvent(Message):
@@ -48,6 +58,11 @@ class JobEvent(Message):
     outputs: list[OutputRef] = Field(default_factory=list)
     error: JobError | None = None
     queue_position: int | None = None
+    parent: ParentRef | None = Field(default=None, description="set on a pipeline's step job")
+    step: StepState | None = Field(default=None, description="for step: the step that changed")
+    steps: list[StepState] = Field(
+        default_factory=list, description="a pipeline's steps (on step and terminal events)"
+    )
 
 
 class RunJob(Message):
@@ -136,6 +151,7 @@ class ServerStatus(WireModel):
     job_id: str | None = None
     gpu: str | None = None
     vram_total: int | None = None
+    provider: str | None = Field(default=None, description="a hosted provider's name")
     models: list[str] = Field(default_factory=list)
 
 

@@ -127,3 +127,29 @@ class Attempt(WireModel):
     finished_at: datetime | None = None
     gpu_seconds: float = 0.0
     outcome: str | None = None
+
+
+StepStatusName = Literal[
+    "pending", "queued", "running", "succeeded", "failed", "cancelled", "timed_out", "skipped"
+]
+
+
+class ParentRef(WireModel):
+    """The pipeline a child job runs a step of."""
+
+    job_id: str
+    step: str
+
+
+class StepState(WireModel):
+    """One step of a pipeline job, as the pipeline's record keeps it."""
+
+    name: str
+    model: str
+    job_id: str | None = Field(default=None, description="the child job, once submitted")
+    status: StepStatusName = "pending"
+    progress: float = Field(default=0.0, ge=0, le=100, description="percent")
+    weight: float = Field(default=1.0, gt=0, description="the step's expected seconds")
+    outputs: list[OutputRef] = Field(default_factory=list)
+    cost: Cost = Field(default_factory=Cost)
+    error: JobError | None = None

@@ -14,7 +14,9 @@ from .jobs import (
     Enhancement,
     JobError,
     OutputRef,
+    ParentRef,
     Progress,
+    StepState,
     WebhookDelivery,
     WebhookSpec,
 )
@@ -61,6 +63,8 @@ class JobRecord(WireModel):
     last_event: EventKind = EventKind.SUBMITTED
     cancel_requested: bool = False
     request_id: str | None = None
+    parent: ParentRef | None = Field(default=None, description="set on a pipeline's step job")
+    steps: list[StepState] = Field(default_factory=list, description="a pipeline's steps")
 
     @classmethod
     def from_submitted(cls, event: JobEvent, updated_at: datetime | None = None) -> JobRecord:
@@ -84,6 +88,7 @@ class JobRecord(WireModel):
             content_tier=sub.content_tier,
             deadline_s=sub.deadline_s,
             request_id=sub.request_id,
+            parent=sub.parent,
         )
 
     @property

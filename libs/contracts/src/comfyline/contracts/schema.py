@@ -85,6 +85,16 @@ def asyncapi(names: Names | None = None) -> dict[str, Any]:
         "timers": ("timers.{kind}.{job_id}", "Timer", "Stream TIMERS: durable timers."),
         "deadLetters": ("deadletter.{model}", "DeadLetter", "Work past its retry limit."),
         "cancel": ("control.cancel.{job_id}", "CancelCommand", "Core NATS: stop this job."),
+        "workerHeartbeats": (
+            "$KV.workers.{worker_id}",
+            "WorkerHeartbeat",
+            "KV bucket `workers` (TTL): a worker's entry, refreshed every few seconds while it "
+            "serves; a model counts as available while a live entry lists it with a healthy "
+            "server. A worker joins by: binding durable `work-<model>` on WORK, writing this "
+            "entry, reporting RunEvents on runs.<job_id>.<kind> (message id "
+            "`<job_id>:<attempt>:<kind>`), storing outputs under RunJob.output_prefix, acking "
+            "after the final event, and stopping a job on control.cancel.<job_id>.",
+        ),
         "cancelRequest": (
             n.cancel_request(),
             "CancelRequest",

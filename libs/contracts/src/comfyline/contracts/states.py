@@ -80,6 +80,7 @@ class EventKind(StrEnum):
     STARTED = "started"
     PROGRESS = "progress"
     PREVIEW = "preview"
+    STEP = "step"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -116,6 +117,9 @@ EVENT_NAMES: dict[EventKind, EventNames] = {
     ),
     EventKind.PREVIEW: EventNames(
         JobState.RUNNING, "preview", "preview", "step_update", "job.preview"
+    ),
+    EventKind.STEP: EventNames(
+        JobState.RUNNING, "step", "step_update", "step_update", "job.step_update"
     ),
     EventKind.COMPLETED: EventNames(
         JobState.SUCCEEDED, "completed", "completed", "job_completed", "job.completed"

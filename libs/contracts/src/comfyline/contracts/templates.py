@@ -2,6 +2,8 @@
 
 A model is a ComfyUI API-format graph plus a parameter JSON Schema, where each parameter goes
 in the graph (:class:`Binding`), what outputs it makes (:class:`OutputSpec`), and its limits.
+Two other engines share the schema: a *provider* model (:class:`ProviderSpec`: a hosted API runs
+it, no graph) and a *pipeline* (:class:`PipelineStep` list: each step is another catalogue model).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from .jobs import OutputKind
 from .subjects import token
 from .wire import WireModel
 
-JobKind = Literal["image", "inpaint", "portrait", "tts", "lipsync", "video", "smoke"]
+JobKind = Literal["image", "inpaint", "portrait", "tts", "lipsync", "video", "smoke", "pipeline"]
+Engine = Literal["comfyui", "provider", "pipeline"]
 Transform = Literal["asset", "frames", "int", "float"]
 
 
@@ -73,6 +76,35 @@ class RequiredModel(WireModel):
     file: str
 
 
+class PipelineStep(WireModel):
+    """One step of a pipeline: a catalogue model run as a child job.
+
+    Each value of ``input`` is a literal, ``{"input": "<pipeline parameter>"}`` (left out when the
+    pipeline's caller did not give it), or ``{"step": "<earlier step>", "output": n}`` (that
+    step's n-th output, passed by its S3 key).
+    """
+
+    name: str
+    model: str
+    input: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name", "model")
+    @classmethod
+    def _is_token(cls, value: str) -> str:
+        return token(value)
+
+
+class ProviderSpec(WireModel):
+    """A model a hosted API runs: which configured provider, its API style, its model name."""
+
+    provider: str = Field(description="the provider's name in the provider worker's settings")
+    style: Literal["openai-images", "queue"]
+    model: str = Field(description="the model's name at the provider, e.g. dall-e-3")
+    params: dict[str, str] = Field(
+        default_factory=dict, description="job parameter -> the provider's field name"
+    )
+
+
 class ModelTemplate(WireModel):
     """One catalogue entry (served by ``GET /v1/models``, rendered by the worker)."""
 
@@ -81,10 +113,10 @@ class ModelTemplate(WireModel):
     kind: JobKind
     title: str
     description: str
-    graph: dict[str, dict[str, Any]]
+    graph: dict[str, dict[str, Any]] = Field(default_factory=dict)
     parameters: dict[str, Any] = Field(description="JSON Schema (type object) of the input")
-    bindings: list[Binding]
-    outputs: list[OutputSpec]
+    bindings: list[Binding] = Field(default_factory=list)
+    outputs: list[OutputSpec] = Field(default_factory=list)
     prompt: PromptSpec | None = None
     presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
     deadlines: Deadlines = Field(default_factory=Deadlines)
@@ -95,8 +127,27 @@ class ModelTemplate(WireModel):
     required_models: list[RequiredModel] = Field(default_factory=list)
     enhance: bool = True
     notes: str = ""
+    expected_s: float | None = Field(
+        default=None, gt=0, description="a typical run's seconds (weights a pipeline's progress)"
+    )
+    provider: ProviderSpec | None = None
+    steps: list[PipelineStep] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
     def _name_is_token(cls, value: str) -> str:
         return token(value)
+
+    @property
+    def engine(self) -> Engine:
+        """What runs the model: ComfyUI (a graph), a hosted provider, or a pipeline of steps."""
+        if self.steps:
+            return "pipeline"
+        if self.provider is not None:
+            return "provider"
+        return "comfyui"
+
+    @property
+    def expected_run_s(self) -> float:
+        """A typical run's seconds: ``expected_s``, else the run deadline."""
+        return self.expected_s or self.deadlines.run_s

@@ -68,5 +68,6 @@ class Capability:
         return lacks
 
     def servable(self, templates: Iterable[ModelTemplate]) -> list[str]:
-        """The names of the templates this server can run."""
-        return sorted(t.name for t in templates if not self.missing(t))
+        """The names of the templates this server can run (ComfyUI graphs only: a pipeline or a
+        hosted provider's model is someone else's)."""
+        return sorted(t.name for t in templates if t.engine == "comfyui" and not self.missing(t))

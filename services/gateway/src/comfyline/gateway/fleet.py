@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from comfyline.contracts import WorkerHeartbeat
+from comfyline.contracts import ModelTemplate, WorkerHeartbeat
 from comfyline.runtime import Bus
 
 from .kv import nats_errors, scan
@@ -28,6 +28,16 @@ class ModelAvailability:
     idle_servers: int = 0
     running: int = 0
     queue_depth: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderAvailability:
+    """A hosted provider as the provider workers see it."""
+
+    available: bool = False
+    workers: int = 0
+    models: tuple[str, ...] = ()
+    url: str | None = None
 
 
 @dataclass(slots=True)
@@ -89,3 +99,42 @@ class Fleet:
                 queue_depth=cached.depth.get(model, 0),
             )
         return out
+
+    async def for_templates(self, templates: list[ModelTemplate]) -> dict[str, ModelAvailability]:
+        """Availability of each template; a pipeline is available when every step's model is
+        (its capacity is its scarcest step's)."""
+        step_models = {s.model for t in templates for s in t.steps}
+        known = await self.availability(sorted({t.name for t in templates} | step_models))
+        for template in templates:
+            if template.engine != "pipeline":
+                continue
+            parts = [known[s.model] for s in template.steps]
+            known[template.name] = ModelAvailability(
+                available=all(p.available for p in parts),
+                workers=min(p.workers for p in parts),
+                servers=min(p.servers for p in parts),
+                idle_servers=min(p.idle_servers for p in parts),
+                running=0,
+                queue_depth=0,
+            )
+        return known
+
+    async def providers(self) -> dict[str, ProviderAvailability]:
+        """Every hosted provider that a live provider worker reports, and whether it answers."""
+        cached = await self._refresh()
+        found: dict[str, list[tuple[WorkerHeartbeat, bool, list[str], str]]] = {}
+        for worker in cached.workers:
+            for server in worker.servers:
+                if server.provider:
+                    found.setdefault(server.provider, []).append(
+                        (worker, server.healthy, server.models, server.url)
+                    )
+        return {
+            name: ProviderAvailability(
+                available=any(healthy for _, healthy, _, _ in seen),
+                workers=len({w.worker_id for w, _, _, _ in seen}),
+                models=tuple(sorted({m for _, _, models, _ in seen for m in models})),
+                url=seen[0][3],
+            )
+            for name, seen in sorted(found.items())
+        }

@@ -21,6 +21,7 @@ from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from comfyline.catalogue import validate_input
+from comfyline.catalogue.pipelines import PipelineInvalid, validate_pipeline
 from comfyline.contracts import (
     ErrorCode,
     EventKind,
@@ -83,6 +84,14 @@ def check_prompts(template: ModelTemplate, data: dict[str, Any]) -> None:
             )
 
 
+def check_pipeline(template: ModelTemplate, registry: LiveCatalogue) -> None:
+    """A pipeline is checked whole before it is accepted (422 with the problem's code)."""
+    try:
+        validate_pipeline(template, registry)
+    except PipelineInvalid as exc:
+        raise ApiError(422, exc.code, exc.message, details=exc.details) from exc
+
+
 class Submitter:
     """Turns a valid request into a ``submitted`` event."""
 
@@ -115,6 +124,8 @@ class Submitter:
     ) -> Submitted:
         """Validate and publish one job (or find the job an earlier identical request made)."""
         template = self.registry.get(body.model)
+        if template.engine == "pipeline":
+            check_pipeline(template, self.registry)
         if body.webhook is not None:
             check_webhook_url(body.webhook.url, self.settings.environment == "development")
         digest = body_digest(body)

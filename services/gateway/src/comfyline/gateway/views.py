@@ -17,11 +17,12 @@ from comfyline.contracts import (
     JobState,
     OutputRef,
     PreviewRef,
+    StepState,
 )
 from comfyline.runtime import ObjectStore, StorageError
 
 from .auth import Authenticator, Principal
-from .schemas import JobEventPublic, JobPublic, Links, OutputPublic, PreviewPublic
+from .schemas import JobEventPublic, JobPublic, Links, OutputPublic, PreviewPublic, StepPublic
 from .settings import Settings
 
 WAITING = frozenset({JobState.QUEUED, JobState.ENHANCING, JobState.DISPATCHED})
@@ -61,6 +62,19 @@ class Views:
             url_expires_at=expires,
             content_url=f"{base}/v1/jobs/{job_id}/outputs/{ref.index}/content",
             b64_json=b64,
+        )
+
+    def step(self, base: str, state: StepState) -> StepPublic:
+        """A pipeline's step, its outputs linked through the step's own job."""
+        return StepPublic(
+            name=state.name,
+            model=state.model,
+            job_id=state.job_id,
+            status=state.status,
+            progress=state.progress,
+            outputs=[self.output(base, state.job_id, o) for o in state.outputs if state.job_id],
+            cost=state.cost,
+            error=state.error,
         )
 
     def preview(self, ref: PreviewRef) -> PreviewPublic:
@@ -116,6 +130,8 @@ class Views:
             cost=record.cost,
             webhook=record.webhook,
             webhook_deliveries=record.webhook_deliveries,
+            parent=record.parent,
+            steps=[self.step(base, s) for s in record.steps],
             links=self.links(base, record.id, principal),
         )
 
@@ -136,4 +152,7 @@ class Views:
             error=event.error,
             queue_position=event.queue_position,
             enhancement=event.enhancement,
+            parent=event.parent,
+            step=self.step(base, event.step) if event.step else None,
+            steps=[self.step(base, s) for s in event.steps],
         )

@@ -11,6 +11,7 @@ another owner's job, or no job, answers ``not_found``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from nats.aio.subscription import Subscription
 
@@ -42,10 +43,17 @@ def owns(owner: str, record: JobRecord) -> bool:
 class Canceller:
     """Answers cancel requests in the orchestrators' queue group."""
 
-    def __init__(self, bus: Bus, store: JobStore, journal: Journal) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        store: JobStore,
+        journal: Journal,
+        on_cancelled: Callable[[JobRecord, str], Awaitable[None]] | None = None,
+    ) -> None:
         self.bus = bus
         self.store = store
         self.journal = journal
+        self.on_cancelled = on_cancelled
         self._sub: Subscription | None = None
 
     async def start(self) -> None:
@@ -79,6 +87,8 @@ class Canceller:
             await self.journal.conclude(
                 record, replay=change.replay, stop_worker=True, reason=request.reason
             )
+            if record.steps and self.on_cancelled is not None:  # a pipeline: stop its steps
+                await self.on_cancelled(record, request.reason)
         if change.outcome == "applied":
             log.info("job cancelled")
             return CancelReply(ok=True, status=record.status)

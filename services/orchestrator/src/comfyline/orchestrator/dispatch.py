@@ -39,6 +39,7 @@ from comfyline.runtime import Bus, Delivery, Retry, heartbeat, job_id_var, model
 
 from .deadlines import DeadlineKeeper
 from .journal import REDRIVE_WINDOW, Journal
+from .pipelines import Pipelines
 from .prompts import PromptGate
 from .records import JobStore
 from .settings import Settings
@@ -82,8 +83,10 @@ class Dispatcher:
         workers: WorkerDirectory,
         catalogue: Catalogue,
         settings: Settings,
+        pipelines: Pipelines | None = None,
     ) -> None:
         self.bus = bus
+        self.pipelines = pipelines
         self.store = store
         self.journal = journal
         self.deadlines = deadlines
@@ -108,11 +111,20 @@ class Dispatcher:
         record = snapshot.record
         if created:
             log.info("job accepted")
+        template = template_of(self.catalogue, record)
+        if template is not None and template.engine == "pipeline" and self.pipelines:
+            # Its steps are jobs with their own deadlines; the pipeline waits on them.
+            if created or utcnow() - record.updated_at < REDRIVE_WINDOW:
+                await self.journal.webhooks.schedule(record, event, f"{record.id}:submitted")
+            if record.status is JobState.QUEUED:
+                await self.pipelines.start(record, template)
+            elif not record.status.terminal:
+                await self.pipelines.proceed(record.id)
+            return
         if record.status is JobState.QUEUED:
             await self._accepted(record, event, created)
         if record.status.terminal or record.status is JobState.RUNNING:
             return
-        template = template_of(self.catalogue, record)
         if template is None:
             error = JobError(code=ErrorCode.UNKNOWN_MODEL, message=f"unknown model {record.model}")
             await self.fail(record.id, error)

@@ -30,6 +30,7 @@ from comfyline.contracts import (
     JobRecord,
     PreviewRef,
     Progress,
+    StepState,
     owner_token,
     utcnow,
 )
@@ -60,6 +61,7 @@ def job_event(
     *,
     progress: Progress | None = None,
     preview: PreviewRef | None = None,
+    step: StepState | None = None,
 ) -> JobEvent:
     """The event that announces ``record`` after an event of ``kind``."""
     ended = kind in TERMINAL_EVENTS
@@ -76,6 +78,9 @@ def job_event(
         preview=preview,
         outputs=record.outputs if kind is EventKind.COMPLETED else [],
         error=record.error if ended else None,
+        parent=record.parent,
+        step=step,
+        steps=record.steps if (ended or step is not None) else [],
     )
 
 
@@ -101,10 +106,11 @@ class Journal:
         msg_id: str | None = None,
         progress: Progress | None = None,
         preview: PreviewRef | None = None,
+        step: StepState | None = None,
     ) -> JobEvent:
         """Publish the event of ``kind`` for ``record`` (once) and schedule its webhook."""
         msg_id = msg_id or event_msg_id(record.id, kind, record.attempts)
-        event = job_event(record, kind, progress=progress, preview=preview)
+        event = job_event(record, kind, progress=progress, preview=preview, step=step)
         subject = self.subject(record, kind)
         published_at = await self.published(subject, msg_id) if replay else None
         if published_at is None:

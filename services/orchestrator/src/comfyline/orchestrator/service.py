@@ -6,6 +6,7 @@
     RUNS  runs.<job>.<kind>  ──orchestrator-runs─────────▶ RunReports
     TIMERS timers.<kind>.<job> ─orchestrator-timers──────▶ DeadlineKeeper, Webhooks
     JOBS  jobs.*.*.<terminal> ─orchestrator-usage────────▶ UsageBook ──▶ usage KV
+    JOBS  a step job's events ─orchestrator-pipelines────▶ Pipelines ──▶ the next steps
     $JS...MAX_DELIVERIES.WORK.* (core, queue group) ─────▶ DeadLetters ──▶ DEADLETTER
     orchestrator.cancel.v1 (request/reply, queue group) ─▶ Canceller ──▶ control.cancel.<job>
 
@@ -32,12 +33,13 @@ from .deadletter import DeadLetters
 from .deadlines import DeadlineKeeper
 from .dispatch import Dispatcher
 from .journal import Journal
+from .pipelines import Pipelines, child_parent_key
 from .prompts import PromptGate
 from .records import JobStore
 from .runs import RunReports, run_job_key
 from .settings import Settings
 from .timers import Timers
-from .topology import RUNS, SUBMISSIONS, TIMERS, USAGE, declare, publish_catalogue
+from .topology import PIPELINES, RUNS, SUBMISSIONS, TIMERS, USAGE, declare, publish_catalogue
 from .usage import UsageBook
 from .webhooks import Webhooks
 from .workers import WorkerDirectory
@@ -63,6 +65,7 @@ class Orchestrator:
         self.deadlines = DeadlineKeeper(self.store, self.journal, self.timers, catalogue)
         self.workers = WorkerDirectory(bus, ttl_s=settings.worker_ttl_s)
         self.gate = PromptGate(bus, settings)
+        self.pipelines = Pipelines(bus, self.store, self.journal, catalogue)
         self.dispatcher = Dispatcher(
             bus,
             self.store,
@@ -72,11 +75,12 @@ class Orchestrator:
             self.workers,
             catalogue,
             settings,
+            self.pipelines,
         )
         self.runs = RunReports(self.store, self.journal, self.deadlines, catalogue, settings)
         self.usage = UsageBook(bus, self.store, cas_attempts=settings.cas_attempts)
         self.dead_letters = DeadLetters(bus, self.store, self.journal)
-        self.canceller = Canceller(bus, self.store, self.journal)
+        self.canceller = Canceller(bus, self.store, self.journal, self.pipelines.cancelled)
         self.timers.on("webhook", self.webhooks.fire)
         self._stop = asyncio.Event()
         self._consumers: list[asyncio.Task[None]] = []
@@ -96,6 +100,13 @@ class Orchestrator:
         self._spawn("RUNS", RUNS, self.runs.handle, s.runs_concurrency, key=run_job_key)
         self._spawn("TIMERS", TIMERS, self.timers.handle, s.timers_concurrency)
         self._spawn("JOBS", USAGE, self.usage.handle, 1)
+        self._spawn(
+            "JOBS",
+            PIPELINES,
+            self.pipelines.on_child_event,
+            s.runs_concurrency,
+            key=child_parent_key,
+        )
         log.info("orchestrator started", extra={"namespace": self.bus.names.namespace})
 
     def _spawn(

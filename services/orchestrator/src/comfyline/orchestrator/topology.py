@@ -17,6 +17,7 @@ from comfyline.contracts import ModelTemplate, Names, bucket_spec, stream_spec
 from comfyline.contracts.subjects import BucketName, StreamName
 from comfyline.runtime import Bus, durable_config, ensure_consumer
 
+from .pipelines import CHILD_KINDS
 from .settings import Settings
 from .usage import TERMINAL_KINDS
 
@@ -28,6 +29,7 @@ SUBMISSIONS = "orchestrator-submissions"
 RUNS = "orchestrator-runs"
 TIMERS = "orchestrator-timers"
 USAGE = "orchestrator-usage"
+PIPELINES = "orchestrator-pipelines"
 
 
 def _version(raw: bytes | None) -> int:
@@ -49,8 +51,18 @@ def consumer_configs(names: Names, settings: Settings) -> dict[StreamName, list[
         max_deliver=-1,
         max_ack_pending=1,  # strictly in stream order: see usage.py
     )
+    steps = ConsumerConfig(
+        durable_name=names.consumer(PIPELINES),
+        filter_subjects=[names.job_kind_filter(k.value) for k in CHILD_KINDS],
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=ack_wait,
+        max_deliver=-1,
+        max_ack_pending=settings.submissions_max_pending,
+    )
     return {
         "JOBS": [
+            steps,
             durable_config(
                 names.consumer(SUBMISSIONS),
                 names.submissions_filter(),

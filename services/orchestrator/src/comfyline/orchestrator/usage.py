@@ -70,7 +70,8 @@ class UsageBook:
     async def handle(self, delivery: Delivery) -> None:
         """Count one terminal job event (from the ``orchestrator-usage`` consumer)."""
         event = delivery.parse(JobEvent)
-        await release_active(self.bus, event.owner, delivery.stream_seq, self.cas_attempts)
+        if event.parent is None:  # a pipeline's steps never took a slot of their own
+            await release_active(self.bus, event.owner, delivery.stream_seq, self.cas_attempts)
         found = await self.store.get(event.job_id)
         if found is None:
             log.warning("usage: no record for a finished job", extra={"job_id": event.job_id})
@@ -95,8 +96,9 @@ class UsageBook:
             total.jobs += 1
             total.succeeded += int(record.status is JobState.SUCCEEDED)
             total.failed += int(record.status in (JobState.FAILED, JobState.TIMED_OUT))
-            total.gpu_seconds = round(total.gpu_seconds + record.cost.gpu_seconds, 6)
-            total.cost = round(total.cost + record.cost.amount, 6)
+            if not record.steps:  # a pipeline's cost is counted on its steps' models
+                total.gpu_seconds = round(total.gpu_seconds + record.cost.gpu_seconds, 6)
+                total.cost = round(total.cost + record.cost.amount, 6)
             total.applied_seq = seq
             try:
                 if revision:

@@ -10,7 +10,7 @@ from comfyline.contracts import ModelTemplate
 from ..deps import GatewayDep, StatusUser
 from ..errors import ApiError, error_responses
 from ..fleet import ModelAvailability
-from ..schemas import Availability, ModelLimits, ModelList, ModelPublic
+from ..schemas import Availability, ModelLimits, ModelList, ModelPublic, StepTemplatePublic
 from ..submit import MAX_PROMPT_CHARS
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -38,6 +38,11 @@ def model_public(template: ModelTemplate, availability: ModelAvailability) -> Mo
             prompt_budget_tokens=template.prompt.budget_tokens if template.prompt else None,
         ),
         availability=Availability.model_validate(availability, from_attributes=True),
+        engine=template.engine,
+        provider=template.provider.provider if template.provider else None,
+        steps=[
+            StepTemplatePublic(name=s.name, model=s.model, input=s.input) for s in template.steps
+        ],
     )
 
 
@@ -45,7 +50,7 @@ def model_public(template: ModelTemplate, availability: ModelAvailability) -> Mo
 async def list_models(user: StatusUser, gw: GatewayDep) -> ModelList:
     """Every model, its parameter schema, limits and availability."""
     templates = list(gw.registry)
-    available = await gw.fleet.availability([t.name for t in templates])
+    available = await gw.fleet.for_templates(templates)
     return ModelList(data=[model_public(t, available[t.name]) for t in templates])
 
 
@@ -56,5 +61,5 @@ async def get_model(name: str, user: StatusUser, gw: GatewayDep) -> ModelPublic:
         template = gw.registry.get(name)
     except UnknownModel as exc:
         raise ApiError(404, exc.code, exc.message, details=exc.details) from exc
-    available = await gw.fleet.availability([template.name])
+    available = await gw.fleet.for_templates([template])
     return model_public(template, available[template.name])

@@ -11,7 +11,14 @@ from comfyline.contracts import ErrorCode
 
 from ..deps import GatewayDep, StatusUser
 from ..errors import error_response, error_responses
-from ..schemas import Availability, Health, Readiness, StatusPublic, WorkerPublic
+from ..schemas import (
+    Availability,
+    Health,
+    ProviderPublic,
+    Readiness,
+    StatusPublic,
+    WorkerPublic,
+)
 
 router = APIRouter(tags=["status"])
 
@@ -53,11 +60,12 @@ async def readyz(request: Request) -> Response:
 @router.get("/v1/status", summary="Fleet status", responses=error_responses(401, 429, 503))
 async def status(user: StatusUser, gw: GatewayDep) -> StatusPublic:
     """Per-model availability and backlog, running jobs, live workers."""
-    names = [t.name for t in gw.registry]
+    templates = list(gw.registry)
+    names = [t.name for t in templates]
     workers = await gw.fleet.workers()
-    for worker in workers:
-        names += [m for m in worker.models if m not in names]
-    available = await gw.fleet.availability(names)
+    extra = sorted({m for w in workers for m in w.models if m not in names})
+    available = {**await gw.fleet.availability(extra), **await gw.fleet.for_templates(templates)}
+    providers = await gw.fleet.providers()
     models = {
         name: Availability.model_validate(a, from_attributes=True) for name, a in available.items()
     }
@@ -78,4 +86,8 @@ async def status(user: StatusUser, gw: GatewayDep) -> StatusPublic:
             )
             for w in workers
         ],
+        providers={
+            name: ProviderPublic(available=p.available, workers=p.workers, models=list(p.models))
+            for name, p in providers.items()
+        },
     )

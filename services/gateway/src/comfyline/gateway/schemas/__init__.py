@@ -21,8 +21,10 @@ from .catalogue import (
     ModelLimits,
     ModelList,
     ModelPublic,
+    ProviderPublic,
     Readiness,
     StatusPublic,
+    StepTemplatePublic,
     WorkerPublic,
 )
 from .jobs import (
@@ -33,6 +35,7 @@ from .jobs import (
     Links,
     OutputPublic,
     PreviewPublic,
+    StepPublic,
     WebhookCreate,
     WsMessage,
 )
@@ -59,10 +62,13 @@ __all__ = [
     "ModelPublic",
     "OutputPublic",
     "PreviewPublic",
+    "ProviderPublic",
     "Readiness",
     "SignRequest",
     "SignedLink",
     "StatusPublic",
+    "StepPublic",
+    "StepTemplatePublic",
     "UsageItem",
     "UsagePublic",
     "WebhookCreate",

@@ -19,6 +19,24 @@ class Availability(BaseModel):
     queue_depth: int = 0
 
 
+class ProviderPublic(BaseModel):
+    """A hosted provider (an API that runs some models), as the provider workers report it."""
+
+    available: bool = Field(description="a provider worker reaches it and it is not backing off")
+    workers: int = 0
+    models: list[str] = Field(default_factory=list)
+
+
+class StepTemplatePublic(BaseModel):
+    """One step of a pipeline template."""
+
+    name: str
+    model: str
+    input: dict[str, Any] = Field(
+        description='literals, {"input": <pipeline input>} or {"step": <step>, "output": n}'
+    )
+
+
 class ModelLimits(BaseModel):
     """What a model allows."""
 
@@ -76,6 +94,9 @@ class ModelPublic(BaseModel):
     cost_per_gpu_second: float = 0.0
     limits: ModelLimits
     availability: Availability
+    engine: Literal["comfyui", "provider", "pipeline"] = "comfyui"
+    provider: str | None = Field(default=None, description="the hosted provider that runs it")
+    steps: list[StepTemplatePublic] = Field(default_factory=list, description="a pipeline's")
 
 
 class ModelList(BaseModel):
@@ -127,6 +148,7 @@ class StatusPublic(BaseModel):
     queue_depth: int
     running: int
     workers: list[WorkerPublic]
+    providers: dict[str, ProviderPublic] = Field(default_factory=dict)
 
 
 class Health(BaseModel):

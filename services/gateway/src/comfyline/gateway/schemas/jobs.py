@@ -12,7 +12,9 @@ from comfyline.contracts import (
     Enhancement,
     JobError,
     JobState,
+    ParentRef,
     Progress,
+    StepStatusName,
     WebhookDelivery,
     WebhookSpec,
 )
@@ -123,6 +125,19 @@ class PreviewPublic(BaseModel):
     url_expires_at: datetime
 
 
+class StepPublic(BaseModel):
+    """One step of a pipeline job: its own job, status, progress, outputs and cost."""
+
+    name: str
+    model: str
+    job_id: str | None = Field(default=None, description="the step's own job, once submitted")
+    status: StepStatusName
+    progress: float = Field(description="percent")
+    outputs: list[OutputPublic] = Field(default_factory=list)
+    cost: Cost = Field(default_factory=Cost)
+    error: JobError | None = None
+
+
 class JobPublic(BaseModel):
     """A job as its owner sees it."""
 
@@ -191,6 +206,10 @@ class JobPublic(BaseModel):
     cost: Cost = Field(default_factory=Cost)
     webhook: WebhookSpec | None = None
     webhook_deliveries: list[WebhookDelivery] = Field(default_factory=list)
+    parent: ParentRef | None = Field(default=None, description="on a pipeline's step job")
+    steps: list[StepPublic] = Field(
+        default_factory=list, description="a pipeline's steps (cost: each step's; total: cost)"
+    )
     links: Links
 
 
@@ -237,6 +256,11 @@ class JobEventPublic(BaseModel):
     error: JobError | None = None
     queue_position: int | None = None
     enhancement: Enhancement | None = None
+    parent: ParentRef | None = None
+    step: StepPublic | None = Field(default=None, description="on step_update: the step")
+    steps: list[StepPublic] = Field(
+        default_factory=list, description="a pipeline's steps (on step_update and its end)"
+    )
 
 
 class WsMessage(BaseModel):
