@@ -25,6 +25,8 @@ from comfyline.gateway import create_app
 from comfyline.gateway.settings import AuthSettings, LimitSettings
 from comfyline.orchestrator import JobStore, Orchestrator
 from comfyline.orchestrator.testing import quick_settings
+from comfyline.provider import ProviderConfig, ProviderWorker
+from comfyline.provider import Settings as ProviderSettings
 from comfyline.runtime import Bus, NatsSettings, ObjectStore, S3Settings
 from comfyline.worker import Settings as WorkerSettings
 from comfyline.worker import Worker
@@ -161,6 +163,31 @@ class Services:
         names = self.bus.names
         settings = worker_settings(names.namespace, self.nats, self.s3, urls, worker_id)
         worker = Worker(self.bus, self.store, self.catalogue, settings)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+
+        async def end() -> None:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+
+        self.stops.append(end)
+        return worker
+
+    async def provider_worker(self, providers: dict[str, ProviderConfig]) -> ProviderWorker:
+        settings = ProviderSettings(
+            namespace=self.bus.names.namespace,
+            nats=self.nats,
+            s3=self.s3,
+            worker_id="provider-1",
+            providers=providers,
+            ack_wait_s=10.0,
+            heartbeat_interval_s=0.5,
+            health_interval_s=0.5,
+            fetch_timeout_s=0.2,
+            shutdown_grace_s=3.0,
+            log_json=False,
+        )
+        worker = ProviderWorker(self.bus, self.store, self.catalogue, settings)
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop))
 

@@ -34,8 +34,13 @@ async def test_talking_portrait_runs_portrait_and_speech_at_once_then_lipsync(
 
     response = await stack.submit(
         "talking-portrait",
-        {"description": "a lighthouse keeper", "text": "Hello there.", "voice": voice,
-         "resolution": 256, "max_duration_s": 2},
+        {
+            "description": "a lighthouse keeper",
+            "text": "Hello there.",
+            "voice": voice,
+            "resolution": 256,
+            "max_duration_s": 2,
+        },
     )
     assert response.status_code == 202, response.text
     job_id = response.json()["id"]
@@ -92,8 +97,14 @@ async def test_image_to_clip_end_to_end(stack: Stack, services: Services, sims: 
     await services.orchestrator()
     response = await stack.submit(
         "image-to-clip",
-        {"prompt": "a paper boat on a pond", "width": 512, "height": 512, "duration_s": 1,
-         "fps": 8, "resolution": "square"},
+        {
+            "prompt": "a paper boat on a pond",
+            "width": 512,
+            "height": 512,
+            "duration_s": 1,
+            "fps": 8,
+            "resolution": "square",
+        },
     )
     assert response.status_code == 202, response.text
     done = await stack.wait(response.json()["id"])
@@ -132,10 +143,16 @@ def _pipeline(name: str, steps: list[PipelineStep], **params: object) -> ModelTe
             _pipeline(
                 "loop",
                 [
-                    PipelineStep(name="a", model="img2vid-wan",
-                                 input={"image": {"step": "b"}, "prompt": {"input": "prompt"}}),
-                    PipelineStep(name="b", model="img2vid-wan",
-                                 input={"image": {"step": "a"}, "prompt": {"input": "prompt"}}),
+                    PipelineStep(
+                        name="a",
+                        model="img2vid-wan",
+                        input={"image": {"step": "b"}, "prompt": {"input": "prompt"}},
+                    ),
+                    PipelineStep(
+                        name="b",
+                        model="img2vid-wan",
+                        input={"image": {"step": "a"}, "prompt": {"input": "prompt"}},
+                    ),
                 ],
             ),
             "pipeline_cycle",
@@ -144,7 +161,9 @@ def _pipeline(name: str, steps: list[PipelineStep], **params: object) -> ModelTe
             _pipeline(
                 "dangling",
                 [
-                    PipelineStep(name="a", model="txt2img-sdxl", input={"prompt": {"input": "nope"}}),
+                    PipelineStep(
+                        name="a", model="txt2img-sdxl", input={"prompt": {"input": "nope"}}
+                    ),
                 ],
             ),
             "pipeline_unknown_reference",
@@ -154,8 +173,11 @@ def _pipeline(name: str, steps: list[PipelineStep], **params: object) -> ModelTe
                 "mismatch",
                 [
                     PipelineStep(name="a", model="tts", input={"text": {"input": "prompt"}}),
-                    PipelineStep(name="b", model="img2vid-wan",
-                                 input={"image": {"step": "a"}, "prompt": {"input": "prompt"}}),
+                    PipelineStep(
+                        name="b",
+                        model="img2vid-wan",
+                        input={"image": {"step": "a"}, "prompt": {"input": "prompt"}},
+                    ),
                 ],
             ),
             "pipeline_kind_mismatch",
