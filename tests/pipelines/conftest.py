@@ -231,8 +231,8 @@ async def stack(
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as http:
-            body = {"owner": "alice", "role": "user", "name": "alice-key"}
-            body["limits"] = {"submit_per_min": 500, "status_per_min": 5000, "active_jobs": 50}
+            limits = {"submit_per_min": 500, "status_per_min": 5000, "active_jobs": 50}
+            body = {"owner": "alice", "role": "user", "name": "alice-key", "limits": limits}
             made = await http.post("/v1/keys", json=body, headers=ADMIN)
             assert made.status_code == 201, made.text
             headers = {"Authorization": f"Bearer {made.json()['secret']}"}

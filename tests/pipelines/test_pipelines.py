@@ -54,7 +54,8 @@ async def test_talking_portrait_runs_portrait_and_speech_at_once_then_lipsync(
     ]
     assert portrait and speech and lipsync
     # both first steps were dispatched before either finished: they ran at the same time
-    first_end = min(portrait.finished_at, speech.finished_at)  # type: ignore[type-var]
+    assert portrait.finished_at and speech.finished_at
+    first_end = min(portrait.finished_at, speech.finished_at)
     assert portrait.dispatched_at and portrait.dispatched_at < first_end
     assert speech.dispatched_at and speech.dispatched_at < first_end
     assert portrait.started_at and speech.started_at

@@ -37,7 +37,7 @@ def configs(fake: FakeProviders, **openai: object) -> dict[str, ProviderConfig]:
             api_key=KEY,
             max_retries=2,
             retry_base_s=0.05,
-            **openai,  # type: ignore[arg-type]
+            **openai,
         ),
         "queue": ProviderConfig(base_url=fake.queue_url, api_key=KEY, poll_interval_s=0.05),
     }
