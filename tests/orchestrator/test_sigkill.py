@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-
-from nats.js.errors import NotFoundError
 
 from comfyline.contracts import JobState, utcnow
 from comfyline.orchestrator import JobStore, UsageBook
 from comfyline.orchestrator.testing import (
     ScriptedWorker,
     event_counts,
+    orchestrator_process,
+    orchestrator_ready,
     submit,
     succeed,
     until,
@@ -27,49 +22,6 @@ from comfyline.orchestrator.testing import (
 from comfyline.runtime import Bus, NatsSettings
 
 BEFORE, DURING = 60, 20
-
-
-@contextmanager
-def orchestrator_process(
-    nats: NatsSettings, namespace: str, log: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    """The real service as a child process, configured only through its environment."""
-    env = {
-        **os.environ,
-        "ORCHESTRATOR_NATS__URL": nats.url,
-        "ORCHESTRATOR_NAMESPACE": namespace,
-        "ORCHESTRATOR_ENVIRONMENT": "test",
-        "ORCHESTRATOR_ACK_WAIT_S": "2",
-        "ORCHESTRATOR_FETCH_TIMEOUT_S": "0.2",
-        "ORCHESTRATOR_LOG_LEVEL": "INFO",
-    }
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "comfyline.orchestrator"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
-
-
-async def ready(bus: Bus) -> bool:
-    """True once the orchestrator has declared its consumers."""
-    try:
-        await bus.js.consumer_info(bus.names.stream("TIMERS"), "orchestrator-timers")
-    except NotFoundError:
-        return False
-    return True
 
 
 async def states(bus: Bus, job_ids: list[str]) -> Counter[str]:
@@ -90,7 +42,7 @@ async def test_sigkill_mid_run_then_restart_loses_nothing(
     job_ids: list[str] = []
     try:
         with orchestrator_process(nats_settings, bus.names.namespace, log) as first:
-            await until(lambda: ready(bus), timeout_s=30, every_s=0.1)
+            await until(lambda: orchestrator_ready(bus), timeout_s=30, every_s=0.1)
             job_ids += [await submit(bus, "cpu-smoke", {}) for _ in range(BEFORE)]
             await until(lambda: _at_least(bus, job_ids, 15), timeout_s=30)
             first.send_signal(signal.SIGKILL)

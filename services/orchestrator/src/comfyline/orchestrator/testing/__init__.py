@@ -5,7 +5,9 @@
 - :func:`serve_policy`, :func:`serve_enhancer`, :class:`WebhookReceiver` (:mod:`.stubs`): the
   prompt-enhancer's two services, and a webhook endpoint on 127.0.0.1;
 - :func:`wait_record`, :func:`event_counts`: bounded polling and exact counts of ``JOBS`` events;
-- :func:`sample_template`, :func:`quick_settings`: a test model and test-speed settings.
+- :func:`sample_template`, :func:`quick_settings`: a test model and test-speed settings;
+- :func:`orchestrator_process`, :func:`orchestrator_ready` (:mod:`.process`): the real service as
+  a child process, to kill it.
 
 The gateway's and the worker's own tests can use these too, to run a real orchestrator.
 """
@@ -38,6 +40,7 @@ from comfyline.runtime import Bus, NatsSettings
 
 from ..records import JobStore
 from ..settings import Settings, WebhookSettings
+from .process import orchestrator_process, orchestrator_ready
 from .stubs import Received, WebhookReceiver, serve_enhancer, serve_policy
 from .worker import Outcome, Script, ScriptedWorker, announce_worker, output_of, succeed
 
@@ -49,6 +52,8 @@ __all__ = [
     "WebhookReceiver",
     "announce_worker",
     "event_counts",
+    "orchestrator_process",
+    "orchestrator_ready",
     "output_of",
     "quick_settings",
     "sample_template",
