@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,15 +163,19 @@ class Services:
         names = self.bus.names
         settings = worker_settings(names.namespace, self.nats, self.s3, urls, worker_id)
         worker = Worker(self.bus, self.store, self.catalogue, settings)
+        self._run(worker.run)
+        return worker
+
+    def _run(self, run: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
+        """Run a service's ``run(stop)`` until the test ends."""
         stop = asyncio.Event()
-        task = asyncio.create_task(worker.run(stop))
+        task = asyncio.create_task(run(stop))
 
         async def end() -> None:
             stop.set()
             await asyncio.wait_for(task, 30)
 
         self.stops.append(end)
-        return worker
 
     async def provider_worker(self, providers: dict[str, ProviderConfig]) -> ProviderWorker:
         settings = ProviderSettings(
@@ -188,14 +192,7 @@ class Services:
             log_json=False,
         )
         worker = ProviderWorker(self.bus, self.store, self.catalogue, settings)
-        stop = asyncio.Event()
-        task = asyncio.create_task(worker.run(stop))
-
-        async def end() -> None:
-            stop.set()
-            await asyncio.wait_for(task, 30)
-
-        self.stops.append(end)
+        self._run(worker.run)
         return worker
 
     async def orchestrator(self) -> Orchestrator:

@@ -19,7 +19,17 @@ from .events import (
     Timer,
     WorkerHeartbeat,
 )
-from .jobs import Enhancement, JobError, OutputKind, OutputRef, Progress, WebhookSpec
+from .jobs import (
+    Cost,
+    Enhancement,
+    JobError,
+    OutputKind,
+    OutputRef,
+    ParentRef,
+    Progress,
+    StepState,
+    WebhookSpec,
+)
 from .prompts import EnhanceReply, EnhanceRequest, PolicyReply, PolicyRequest
 from .records import (
     ActiveJobs,
@@ -63,6 +73,18 @@ _SUB = Submission(
     webhook=WebhookSpec(url="https://example.com/hook"),
 )
 
+_STEP = StepState(
+    name="image",
+    model="txt2img-sdxl",
+    job_id="job_01kax7r2m0x9y8z7w6v5t4s3r2",
+    status="succeeded",
+    progress=100,
+    weight=120,
+    outputs=[_OUT],
+    cost=Cost(gpu_seconds=2.0, rate_per_gpu_second=0.0006, amount=0.0012),
+)
+_PARENT = ParentRef(job_id=_JOB, step="image")
+
 
 def examples() -> list[WireModel]:
     """Every message and record type, filled in."""
@@ -86,6 +108,27 @@ def examples() -> list[WireModel]:
             outputs=[_OUT],
             enhancement=_ENH,
             progress=Progress(percent=100, node_id="2", step=1, steps=1),
+            occurred_at=_T,
+        ),
+        JobEvent(
+            job_id=_JOB,
+            owner="u1",
+            model="image-to-clip",
+            kind=EventKind.STEP,
+            status=JobState.RUNNING,
+            progress=Progress(percent=40, nodes_done=1, nodes_total=2),
+            step=_STEP,
+            steps=[_STEP, StepState(name="clip", model="img2vid-wan", weight=60)],
+            occurred_at=_T,
+        ),
+        JobEvent(
+            job_id="job_01kax7r2m0x9y8z7w6v5t4s3r2",
+            owner="u1",
+            model="txt2img-sdxl",
+            kind=EventKind.STARTED,
+            status=JobState.RUNNING,
+            attempt=1,
+            parent=_PARENT,
             occurred_at=_T,
         ),
         RunJob(
@@ -116,6 +159,20 @@ def examples() -> list[WireModel]:
             worker_id="w1",
             models=["cpu-smoke"],
             servers=[ServerStatus(url="http://127.0.0.1:8188", healthy=True, busy=False)],
+            started_at=_T,
+        ),
+        WorkerHeartbeat(
+            worker_id="provider-1",
+            models=["dalle3"],
+            servers=[
+                ServerStatus(
+                    url="https://images.example.com/v1",
+                    healthy=True,
+                    busy=False,
+                    models=["dalle3"],
+                    provider="openai",
+                )
+            ],
             started_at=_T,
         ),
         EnhanceRequest(model="txt2img-sdxl", prompt="a red fox", quality="fast"),

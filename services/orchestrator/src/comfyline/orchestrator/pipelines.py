@@ -49,6 +49,7 @@ from comfyline.contracts import (
     JobState,
     ModelTemplate,
     ParentRef,
+    PipelineStep,
     Progress,
     StepState,
     Submission,
@@ -179,13 +180,10 @@ class Pipelines:
             return
         succeeded = {s.name for s in record.steps if s.status == "succeeded"}
         begun = {s.name for s in record.steps if s.status != "pending"}
-        outputs = {s.name: s.outputs for s in record.steps}
-        job_ids = {s.name: s.job_id or child_job_id(record.id, s.name) for s in record.steps}
         submissions: dict[str, Submission] = {}
         for step in ready(template, succeeded, begun):
-            model = self.catalogue.get(step.model)
             try:
-                data = validate_input(model, step_input(step, record.input, outputs, job_ids))
+                submissions[step.name] = self._submission(record, step)
             except (InputInvalid, PipelineInvalid) as exc:
                 error = JobError(
                     code=exc.code,
@@ -194,17 +192,7 @@ class Pipelines:
                 )
                 await self._fail(record.id, error)
                 return
-            submissions[step.name] = Submission(
-                model=model.name,
-                template_version=model.version,
-                input=data,
-                metadata=record.metadata,
-                response_format=record.response_format,
-                enhance=model.enhance,
-                content_tier=record.content_tier,
-                request_id=record.request_id,
-                parent=ParentRef(job_id=record.id, step=step.name),
-            )
+        job_ids = {name: child_job_id(record.id, name) for name in submissions}
         if submissions:
 
             def mark(current: JobRecord) -> JobRecord | Verdict:
@@ -226,27 +214,31 @@ class Pipelines:
             if state.status == "queued" and state.job_id is not None:
                 await self._submit(record, state, submissions.get(state.name))
 
+    def _submission(self, record: JobRecord, step: PipelineStep) -> Submission:
+        """A step's child job as the gateway would have submitted it (its input validated)."""
+        model = self.catalogue.get(step.model)
+        outputs = {s.name: s.outputs for s in record.steps}
+        ids = {s.name: s.job_id or child_job_id(record.id, s.name) for s in record.steps}
+        return Submission(
+            model=model.name,
+            template_version=model.version,
+            input=validate_input(model, step_input(step, record.input, outputs, ids)),
+            metadata=record.metadata,
+            response_format=record.response_format,
+            enhance=model.enhance,
+            content_tier=record.content_tier,
+            request_id=record.request_id,
+            parent=ParentRef(job_id=record.id, step=step.name),
+        )
+
     async def _submit(self, record: JobRecord, state: StepState, sub: Submission | None) -> None:
         """Publish a step's ``submitted`` unless its child already exists (so never twice)."""
         assert state.job_id is not None
         if await self.store.get(state.job_id) is not None:
             return
-        if sub is None:  # submitted before a crash, its record not made yet: rebuild it
-            template = self.template(record)
-            step = next(s for s in template.steps if s.name == state.name)
-            model = self.catalogue.get(step.model)
-            outputs = {s.name: s.outputs for s in record.steps}
-            ids = {s.name: s.job_id or child_job_id(record.id, s.name) for s in record.steps}
-            sub = Submission(
-                model=model.name,
-                template_version=model.version,
-                input=validate_input(model, step_input(step, record.input, outputs, ids)),
-                metadata=record.metadata,
-                enhance=model.enhance,
-                content_tier=record.content_tier,
-                request_id=record.request_id,
-                parent=ParentRef(job_id=record.id, step=state.name),
-            )
+        if sub is None:  # marked before a crash, its record not made yet: build it again
+            step = next(s for s in self.template(record).steps if s.name == state.name)
+            sub = self._submission(record, step)
         event = JobEvent(
             job_id=state.job_id,
             owner=record.owner,

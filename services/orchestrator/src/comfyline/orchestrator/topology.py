@@ -8,12 +8,13 @@ its messages between them, which is how orchestrators share the work.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from comfyline.catalogue import Catalogue
-from comfyline.contracts import ModelTemplate, Names, bucket_spec, stream_spec
+from comfyline.contracts import EventKind, ModelTemplate, Names, bucket_spec, stream_spec
 from comfyline.contracts.subjects import BucketName, StreamName
 from comfyline.runtime import Bus, durable_config, ensure_consumer
 
@@ -39,27 +40,27 @@ def _version(raw: bytes | None) -> int:
         return 0
 
 
+def _job_kinds(
+    names: Names, durable: str, kinds: Iterable[EventKind], ack_wait: float, max_ack_pending: int
+) -> ConsumerConfig:
+    """A durable consumer of some kinds of event of every job on ``JOBS``."""
+    return ConsumerConfig(
+        durable_name=names.consumer(durable),
+        filter_subjects=[names.job_kind_filter(k.value) for k in kinds],
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=ack_wait,
+        max_deliver=-1,
+        max_ack_pending=max_ack_pending,
+    )
+
+
 def consumer_configs(names: Names, settings: Settings) -> dict[StreamName, list[ConsumerConfig]]:
     """The orchestrator's durable consumers, by stream."""
     ack_wait = settings.ack_wait_s
-    usage = ConsumerConfig(
-        durable_name=names.consumer(USAGE),
-        filter_subjects=[names.job_kind_filter(k.value) for k in TERMINAL_KINDS],
-        ack_policy=AckPolicy.EXPLICIT,
-        deliver_policy=DeliverPolicy.ALL,
-        ack_wait=ack_wait,
-        max_deliver=-1,
-        max_ack_pending=1,  # strictly in stream order: see usage.py
-    )
-    steps = ConsumerConfig(
-        durable_name=names.consumer(PIPELINES),
-        filter_subjects=[names.job_kind_filter(k.value) for k in CHILD_KINDS],
-        ack_policy=AckPolicy.EXPLICIT,
-        deliver_policy=DeliverPolicy.ALL,
-        ack_wait=ack_wait,
-        max_deliver=-1,
-        max_ack_pending=settings.submissions_max_pending,
-    )
+    # usage: strictly in stream order (see usage.py)
+    usage = _job_kinds(names, USAGE, TERMINAL_KINDS, ack_wait, 1)
+    steps = _job_kinds(names, PIPELINES, CHILD_KINDS, ack_wait, settings.submissions_max_pending)
     return {
         "JOBS": [
             steps,

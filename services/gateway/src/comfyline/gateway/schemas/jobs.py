@@ -28,6 +28,7 @@ WebhookEvent = Literal[
     "started",
     "progress",
     "preview",
+    "step",
     "completed",
     "failed",
     "cancelled",
