@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from PIL import Image
@@ -16,6 +16,7 @@ from PIL import Image
 from comfyline.catalogue import Catalogue
 from comfyline.comfyui_sim import SimulatorProcess
 from comfyline.contracts import EventKind, JobState, ModelTemplate, PipelineStep
+from comfyline.orchestrator.testing import until
 from comfyline.provider import ProviderConfig
 from comfyline.provider.testing import KEY, FakeProviders, serving
 
@@ -182,3 +183,28 @@ async def test_a_provider_asking_for_a_long_pause_fails_at_once(
     done = await stack.wait(response.json()["id"], timeout_s=30)
     assert done.error is not None and done.error.code.value == "provider_rate_limited"
     assert len(fake.api_calls("/openai/v1/images")) == 1
+
+
+async def test_a_provider_backing_off_shows_unavailable_until_it_answers_again(
+    stack: Stack, services: Services, fake: FakeProviders
+) -> None:
+    await services.provider_worker(configs(fake))
+    await services.orchestrator()
+    await until_available(stack, "dalle3")
+    fake.fail_next(1, 429, retry_after=3)
+    response = await stack.submit("dalle3", {"prompt": "a red kite"})
+
+    async def openai_available() -> bool:
+        status = (await stack.http.get("/v1/status", headers=stack.headers)).json()
+        return bool(status["providers"]["openai"]["available"])
+
+    await until(lambda: _not(openai_available()), timeout_s=10, every_s=0.1)
+    model = (await stack.http.get("/v1/models/dalle3", headers=stack.headers)).json()
+    assert model["availability"]["available"] is False
+    done = await stack.wait(response.json()["id"], timeout_s=30)
+    assert done.status is JobState.SUCCEEDED, done.error
+    await until(openai_available, timeout_s=10, every_s=0.1)
+
+
+async def _not(value: Awaitable[bool]) -> bool:
+    return not await value
