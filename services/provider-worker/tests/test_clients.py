@@ -37,7 +37,8 @@ def test_image_size_reads_a_png_header() -> None:
 def test_providers_are_configured_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(
         "PROVIDER_PROVIDERS",
-        '{"openai": {"base_url": "http://127.0.0.1:9/v1", "api_key": "sekrit-xyz", "max_retries": 1}}',
+        '{"openai": {"base_url": "http://127.0.0.1:9/v1", "api_key": "sekrit-xyz", '
+        '"max_retries": 1}}',
     )
     settings = Settings()
     config = settings.providers["openai"]
