@@ -13,6 +13,7 @@ from .jobs import (
     OutputRef,
     ParentRef,
     PreviewRef,
+    Priority,
     Progress,
     StepState,
     WebhookSpec,
@@ -36,6 +37,9 @@ class Submission(WireModel):
     content_tier: Tier = Field(default="general", description="the owner's allowed tier")
     request_id: str | None = None
     parent: ParentRef | None = Field(default=None, description="set on a pipeline's step job")
+    priority: Priority = "interactive"
+    batch_id: str | None = Field(default=None, description="the batch the job belongs to")
+    retry_of: str | None = Field(default=None, description="the dead-lettered job this retries")
 
 
 class JobEvent(Message):
@@ -153,6 +157,11 @@ class ServerStatus(WireModel):
     vram_total: int | None = None
     provider: str | None = Field(default=None, description="a hosted provider's name")
     models: list[str] = Field(default_factory=list)
+    loaded: list[str] = Field(
+        default_factory=list,
+        description="model files (checkpoints, ...) loaded by the last job run here",
+    )
+    last_model: str | None = Field(default=None, description="the model of the last job run")
 
 
 class WorkerHeartbeat(Message):
@@ -163,3 +172,6 @@ class WorkerHeartbeat(Message):
     servers: list[ServerStatus]
     started_at: datetime
     version: str = "0.1.0"
+    draining: bool = Field(default=False, description="finishing its jobs, taking no more")
+    jobs_done: int = 0
+    jobs_failed: int = 0

@@ -19,6 +19,7 @@ from .events import (
     Timer,
     WorkerHeartbeat,
 )
+from .fleet import ModelPause, WorkerDrain, WorkerEvent
 from .jobs import (
     Cost,
     Enhancement,
@@ -34,6 +35,7 @@ from .prompts import EnhanceReply, EnhanceRequest, PolicyReply, PolicyRequest
 from .records import (
     ActiveJobs,
     ApiKeyRecord,
+    BatchRecord,
     IdempotencyRecord,
     JobRecord,
     UsageRecord,
@@ -158,8 +160,18 @@ def examples() -> list[WireModel]:
         WorkerHeartbeat(
             worker_id="w1",
             models=["cpu-smoke"],
-            servers=[ServerStatus(url="http://127.0.0.1:8188", healthy=True, busy=False)],
+            servers=[
+                ServerStatus(
+                    url="http://127.0.0.1:8188",
+                    healthy=True,
+                    busy=False,
+                    loaded=["sd_xl_base_1.0.safetensors"],
+                    last_model="txt2img-sdxl",
+                )
+            ],
             started_at=_T,
+            jobs_done=12,
+            jobs_failed=1,
         ),
         WorkerHeartbeat(
             worker_id="provider-1",
@@ -196,6 +208,12 @@ def examples() -> list[WireModel]:
         UsageRecord(owner="u1", model="cpu-smoke", day="2026-11-23", jobs=1, succeeded=1),
         WebhookSecret(owner="u1", secret="whsec_" + "A" * 32, created_at=_T),
         ActiveJobs(owner="u1", count=2, terminal_seq=41),
+        BatchRecord(id="bat_1", owner="u1", job_ids=[_JOB], created_at=_T),
+        WorkerDrain(worker_id="w1", reason="driver update", requested_at=_T, requested_by="ops"),
+        ModelPause(model="cpu-smoke", reason="new checkpoint", paused_at=_T, paused_by="ops"),
+        WorkerEvent(
+            kind="server_down", worker_id="w1", server="http://127.0.0.1:8188", occurred_at=_T
+        ),
     ]
 
 

@@ -28,6 +28,11 @@ def new_job_id(now_ms: int | None = None) -> str:
     return f"job_{_ulid(now_ms)}"
 
 
+def new_batch_id() -> str:
+    """A new batch id, e.g. ``bat_01j9zk3q8m6v0c2x7d4f5g6h7j``."""
+    return f"bat_{_ulid()}"
+
+
 def new_asset_id() -> str:
     """A new asset (upload) id."""
     return f"ast_{_ulid()}"

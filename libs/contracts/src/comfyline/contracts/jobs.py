@@ -11,6 +11,9 @@ from pydantic import Field
 from .errors import ErrorCode
 from .wire import WireModel
 
+Priority = Literal["interactive", "batch"]
+"""A job's lane: ``interactive`` (the default) is always served before ``batch``."""
+
 
 class OutputKind(StrEnum):
     """What a job output is."""

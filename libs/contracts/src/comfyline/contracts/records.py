@@ -15,6 +15,7 @@ from .jobs import (
     JobError,
     OutputRef,
     ParentRef,
+    Priority,
     Progress,
     StepState,
     WebhookDelivery,
@@ -65,6 +66,13 @@ class JobRecord(WireModel):
     request_id: str | None = None
     parent: ParentRef | None = Field(default=None, description="set on a pipeline's step job")
     steps: list[StepState] = Field(default_factory=list, description="a pipeline's steps")
+    priority: Priority = "interactive"
+    batch_id: str | None = None
+    retry_of: str | None = Field(default=None, description="the job this one retries")
+    replaced_by: str | None = Field(default=None, description="the job that retries this one")
+    waiting_reason: str | None = Field(
+        default=None, description="why a queued job is not dispatched yet (model_paused: ...)"
+    )
 
     @classmethod
     def from_submitted(cls, event: JobEvent, updated_at: datetime | None = None) -> JobRecord:
@@ -89,6 +97,9 @@ class JobRecord(WireModel):
             deadline_s=sub.deadline_s,
             request_id=sub.request_id,
             parent=sub.parent,
+            priority=sub.priority,
+            batch_id=sub.batch_id,
+            retry_of=sub.retry_of,
         )
 
     @property
@@ -119,6 +130,9 @@ class ApiKeyRecord(WireModel):
     content_tier: Tier = "general"
     limits: dict[str, float] = Field(
         default_factory=dict, description="overrides: submit_per_min, active_jobs, ..."
+    )
+    lane: Priority | None = Field(
+        default=None, description="the only priority this key may submit at (None: any)"
     )
 
 
@@ -170,3 +184,19 @@ class WebhookSecret(WireModel):
     owner: str
     secret: str
     created_at: datetime
+
+
+class BatchRecord(WireModel):
+    """A batch of jobs submitted together (bucket ``batches``, key ``<batch_id>``).
+
+    The gateway writes it once, before any of its jobs is published, and again only to mark it
+    cancelled; the jobs themselves carry ``batch_id`` and live in ``jobs`` like any other.
+    """
+
+    id: str
+    owner: str
+    job_ids: list[str]
+    priority: Priority = "batch"
+    created_at: datetime
+    metadata: dict[str, str] = Field(default_factory=dict)
+    cancelled_at: datetime | None = None

@@ -19,10 +19,12 @@ from .events import (
     Timer,
     WorkerHeartbeat,
 )
+from .fleet import ModelPause, WorkerDrain, WorkerEvent
 from .prompts import EnhanceReply, EnhanceRequest, ErrorReply, PolicyReply, PolicyRequest
 from .records import (
     ActiveJobs,
     ApiKeyRecord,
+    BatchRecord,
     IdempotencyRecord,
     JobRecord,
     UsageRecord,
@@ -53,6 +55,10 @@ MESSAGES: tuple[type[WireModel], ...] = (
     UsageRecord,
     WebhookSecret,
     ActiveJobs,
+    BatchRecord,
+    WorkerDrain,
+    ModelPause,
+    WorkerEvent,
     ModelTemplate,
 )
 

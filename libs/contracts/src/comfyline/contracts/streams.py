@@ -81,5 +81,7 @@ def bucket_spec(names: Names, bucket: BucketName, retention: Retention | None = 
         "ratelimits": BucketSpec(names.bucket("ratelimits"), ttl_s=3600, per_key_ttl=True),
         "keys": BucketSpec(names.bucket("keys")),
         "usage": BucketSpec(names.bucket("usage")),
+        "fleet": BucketSpec(names.bucket("fleet")),
+        "batches": BucketSpec(names.bucket("batches"), ttl_s=keep.jobs_days * DAY),
     }
     return specs[bucket]

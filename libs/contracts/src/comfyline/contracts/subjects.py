@@ -20,7 +20,9 @@ from typing import Literal
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 StreamName = Literal["JOBS", "RUNS", "WORK", "TIMERS", "DEADLETTER"]
-BucketName = Literal["jobs", "workers", "models", "idempotency", "ratelimits", "keys", "usage"]
+BucketName = Literal[
+    "jobs", "workers", "models", "idempotency", "ratelimits", "keys", "usage", "fleet", "batches"
+]
 
 
 class InvalidToken(ValueError):

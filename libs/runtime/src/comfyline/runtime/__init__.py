@@ -19,6 +19,7 @@ from .consume import (
     serve,
     settle,
 )
+from .fleet import FleetOrders
 from .kv import cas_pause, scan
 from .lifecycle import install_stop_signals, run
 from .logs import job_id_var, model_var, setup_logging
@@ -38,6 +39,7 @@ __all__ = [
     "Bus",
     "BusError",
     "Delivery",
+    "FleetOrders",
     "Handler",
     "KeyOf",
     "LiveCatalogue",

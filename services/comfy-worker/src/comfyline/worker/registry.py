@@ -31,6 +31,9 @@ class Registry:
         self.servers = servers
         self.interval_s = interval_s
         self.started_at: datetime = utcnow()
+        self.draining = False
+        self.jobs_done = 0
+        self.jobs_failed = 0
         self._poke = asyncio.Event()
 
     def heartbeat(self) -> WorkerHeartbeat:
@@ -41,7 +44,18 @@ class Registry:
             models=models,
             servers=[s.status() for s in self.servers],
             started_at=self.started_at,
+            draining=self.draining,
+            jobs_done=self.jobs_done,
+            jobs_failed=self.jobs_failed,
         )
+
+    def count(self, outcome: str) -> None:
+        """One job's message was settled: ``ack`` counts as done, ``nak``/``term`` as failed."""
+        if outcome == "ack":
+            self.jobs_done += 1
+        else:
+            self.jobs_failed += 1
+        self.poke()
 
     def poke(self) -> None:
         """Something changed: write the entry now rather than at the next interval."""

@@ -41,6 +41,8 @@ class Server:
         self.capability = Capability()
         self.models: list[str] = []
         self.missing: dict[str, list[str]] = {}
+        self.last_model: str | None = None
+        self.loaded: list[str] = []
         self._ready = asyncio.Event()
         self._wake = asyncio.Event()
 
@@ -59,12 +61,19 @@ class Server:
             gpu=self.gpu,
             vram_total=self.vram_total,
             models=self.models,
+            loaded=self.loaded,
+            last_model=self.last_model,
         )
 
     def claim(self, job_id: str) -> None:
         """A job of ours starts running here."""
         self.busy, self.job_id = True, job_id
         self._ready.clear()
+
+    def load(self, template: ModelTemplate) -> None:
+        """A job of ``template`` runs here: its model files are what the server has loaded."""
+        self.last_model = template.name
+        self.loaded = sorted({m.file for m in template.required_models})
 
     def release(self) -> None:
         """Our job finished executing (its outputs may still be on their way to S3)."""

@@ -18,9 +18,9 @@ from collections.abc import Awaitable
 
 from nats.aio.msg import Msg
 
-from comfyline.catalogue import Catalogue
+from comfyline.catalogue import Catalogue, UnknownModel
 from comfyline.contracts import ModelTemplate, RunJob, bucket_spec, stream_spec
-from comfyline.runtime import Bus, Delivery, ObjectStore, settle
+from comfyline.runtime import Bus, Delivery, FleetOrders, ObjectStore, settle
 
 from .cancel import CancelListener
 from .comfy_client import ComfyClient
@@ -88,6 +88,7 @@ class Worker:
         self.registry = Registry(
             bus, settings.worker_id, self.servers, settings.heartbeat_interval_s
         )
+        self.orders = FleetOrders(bus)
         self.jobs: set[asyncio.Task[str]] = set()
         self.completed_runs = 0
 
@@ -111,6 +112,7 @@ class Worker:
         """Serve until ``stop`` is set, then stop cleanly."""
         await self._declare()
         await self.cancels.start()
+        await self.orders.start()
         await self.fetcher.start()
         background = [
             asyncio.create_task(
@@ -120,6 +122,7 @@ class Worker:
             for s in self.servers
         ]
         background.append(asyncio.create_task(self.registry.run(), name="heartbeat"))
+        background.append(asyncio.create_task(self._follow_orders(), name="fleet orders"))
         slots = [
             asyncio.create_task(self._slot(s, stop), name=f"slot {s.url}") for s in self.servers
         ]
@@ -138,8 +141,11 @@ class Worker:
         while not stop.is_set():
             if not await _until(server.wait_free(), stop):
                 return
-            with self.fetcher.bell.listen(server.models) as ring:
-                msg = await self.fetcher.next_for(server.models, rung)
+            if not await _until(self._accepting(), stop):
+                return
+            models = [m for m in server.models if self.orders.paused(m) is None]
+            with self.fetcher.bell.listen(models) as ring:
+                msg = await self.fetcher.next_for(models, rung)
                 if msg is None:
                     await _until(ring.wait(), stop, limit_s=self.settings.idle_poll_s)
                     rung = list(ring.rung)
@@ -147,12 +153,35 @@ class Worker:
             rung = []
             await self._run_one(server, msg, stop)
 
+    @property
+    def draining(self) -> bool:
+        """An operator told this worker to finish its jobs and take no more."""
+        return self.orders.draining(self.settings.worker_id)
+
+    async def _accepting(self) -> None:
+        """Until the worker is not draining."""
+        while self.draining:
+            await self.orders.changed.wait()
+
+    async def _follow_orders(self) -> None:
+        """Say in the heartbeat whether the worker is draining, as soon as that changes."""
+        while True:
+            if self.registry.draining != self.draining:
+                self.registry.draining = self.draining
+                log.info("worker draining" if self.draining else "worker resumed")
+                self.registry.poke()
+            await self.orders.changed.wait()
+
     async def _run_one(self, server: Server, msg: Msg, stop: asyncio.Event) -> None:
         delivery = Delivery.of(msg)
         try:
-            job_id = RunJob.from_bytes(delivery.data).job_id
+            work: RunJob | None = RunJob.from_bytes(delivery.data)
         except ValueError:
-            job_id = None
+            work = None
+        job_id = work.job_id if work else None
+        if work is not None:
+            with contextlib.suppress(UnknownModel):  # the handler reports it
+                server.load(self.catalogue.get(work.model, work.template_version))
         server.claim(job_id or "?")
         self.registry.poke()
         released = asyncio.Event()
@@ -165,11 +194,16 @@ class Worker:
         )
         self.jobs.add(task)
         task.add_done_callback(self.jobs.discard)
+        task.add_done_callback(self._count)
         # The slot goes on once ComfyUI has finished (or the worker stops fetching); the task
         # keeps storing outputs and settles the message on its own.
         await _until(_first(task, released), stop)
         server.release()
         self.registry.poke()
+
+    def _count(self, task: asyncio.Task[str]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            self.registry.count(task.result())
 
     async def _shutdown(
         self, slots: list[asyncio.Task[None]], background: list[asyncio.Task[None]]
@@ -188,6 +222,7 @@ class Worker:
         with contextlib.suppress(Exception):
             await self.registry.remove()
         await self.fetcher.stop()
+        await self.orders.stop()
         await self.cancels.stop()
         for server in self.servers:
             await server.client.aclose()

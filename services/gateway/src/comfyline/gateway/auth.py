@@ -22,7 +22,7 @@ from typing import Any, Literal
 import httpx
 import jwt
 
-from comfyline.contracts import TIER_ORDER, ErrorCode, Tier, owner_token
+from comfyline.contracts import TIER_ORDER, ErrorCode, Priority, Tier, owner_token
 
 from .errors import ApiError
 from .keys import KEY_PREFIX, KeyStore, digest
@@ -44,6 +44,7 @@ class Principal:
     content_tier: Tier = "general"
     limits: dict[str, float] = field(default_factory=dict)
     events_scope: str | None = None  # events tokens: the job id, or "*" for all of the owner's
+    lane: Priority | None = None  # the only job priority this caller may use (None: any)
 
     @property
     def owner(self) -> str:
@@ -132,6 +133,7 @@ class Authenticator:
             key_id=record.key_id,
             content_tier=record.content_tier,
             limits=dict(record.limits),
+            lane=record.lane,
         )
 
     async def _jwt(self, token: str) -> Principal:

@@ -23,6 +23,7 @@ from nats.js.kv import KeyValue
 from comfyline.contracts import (
     ApiKeyRecord,
     ErrorCode,
+    Priority,
     Tier,
     WebhookSecret,
     new_key_id,
@@ -61,6 +62,7 @@ class KeyStore:
         name: str = "",
         content_tier: Tier = "general",
         limits: dict[str, float] | None = None,
+        lane: Priority | None = None,
     ) -> tuple[str, ApiKeyRecord]:
         """A new key for ``owner``: the secret (show it once) and its record."""
         secret = new_secret()
@@ -72,6 +74,7 @@ class KeyStore:
             created_at=utcnow(),
             content_tier=content_tier,
             limits=dict(limits or {}),
+            lane=lane,
         )
         hashed = digest(secret)
         async with nats_errors("creating a key"):

@@ -30,6 +30,7 @@ from comfyline.contracts import (
     JobRecord,
     JobState,
     ModelTemplate,
+    Priority,
     Submission,
     WebhookSpec,
     new_job_id,
@@ -92,6 +93,30 @@ def check_pipeline(template: ModelTemplate, registry: LiveCatalogue) -> None:
         raise ApiError(422, exc.code, exc.message, details=exc.details) from exc
 
 
+def lane_of(principal: Principal, wanted: Priority | None) -> Priority:
+    """The job's priority: what was asked (the key's lane, else interactive, by default)."""
+    if wanted is None:
+        return principal.lane or "interactive"
+    if principal.lane is not None and wanted != principal.lane:
+        raise ApiError(
+            403,
+            ErrorCode.LANE_NOT_ALLOWED,
+            f"this key may submit {principal.lane} jobs only",
+            details={"lane": principal.lane, "priority": wanted},
+        )
+    return wanted
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A request checked and validated, ready to become a ``submitted`` event."""
+
+    template: ModelTemplate
+    body: JobCreate
+    input: dict[str, Any]
+    priority: Priority
+
+
 class Submitter:
     """Turns a valid request into a ``submitted`` event."""
 
@@ -124,10 +149,6 @@ class Submitter:
     ) -> Submitted:
         """Validate and publish one job (or find the job an earlier identical request made)."""
         template = self.registry.get(body.model)
-        if template.engine == "pipeline":
-            check_pipeline(template, self.registry)
-        if body.webhook is not None:
-            check_webhook_url(body.webhook.url, self.settings.environment == "development")
         digest = body_digest(body)
         idem_key = self._idem_key(principal, idempotency_key) if idempotency_key else None
         job_id = None
@@ -140,22 +161,45 @@ class Submitter:
                 job_id = earlier.job_id  # recorded, never published: publish it now
         await self.limits.check_quota(principal)
         self.limits.check_queue(principal, template, await self.fleet.queue_depth(template.name))
-        raw = await self.inputs.resolve(template, principal, body.input)
-        check_prompts(template, raw)
-        data = validate_input(template, raw)
-        check_prompts(template, data)
+        prepared = await self.prepare(principal, body)
         if job_id is None:
             job_id = new_job_id()
             if idem_key and not await self._claim(idem_key, digest, job_id):
                 return await self._concurrent(idem_key, digest)
-        # Last of the checks: a slot taken here is given back if the job is never published.
+        event = self.submitted(principal, prepared, job_id, request_id)
         try:
-            await self.limits.reserve_active(principal)
+            await self.publish(principal, event)
         except Exception:
             if idem_key:
                 await self._release(idem_key)
             raise
-        event = JobEvent(
+        return Submitted(JobRecord.from_submitted(event), replayed=False)
+
+    async def prepare(self, principal: Principal, body: JobCreate) -> Prepared:
+        """Check the lane and the webhook, resolve asset inputs and validate the input."""
+        template = self.registry.get(body.model)
+        priority = lane_of(principal, body.priority)
+        if template.engine == "pipeline":
+            check_pipeline(template, self.registry)
+        if body.webhook is not None:
+            check_webhook_url(body.webhook.url, self.settings.environment == "development")
+        raw = await self.inputs.resolve(template, principal, body.input)
+        check_prompts(template, raw)
+        data = validate_input(template, raw)
+        check_prompts(template, data)
+        return Prepared(template, body, data, priority)
+
+    @staticmethod
+    def submitted(
+        principal: Principal,
+        prepared: Prepared,
+        job_id: str,
+        request_id: str | None,
+        batch_id: str | None = None,
+    ) -> JobEvent:
+        """The ``submitted`` event of a prepared request."""
+        template, body = prepared.template, prepared.body
+        return JobEvent(
             job_id=job_id,
             owner=principal.owner,
             model=template.name,
@@ -164,7 +208,7 @@ class Submitter:
             submission=Submission(
                 model=template.name,
                 template_version=template.version,
-                input=data,
+                input=prepared.input,
                 webhook=WebhookSpec(url=body.webhook.url, events=list(body.webhook.events))
                 if body.webhook
                 else None,
@@ -174,17 +218,24 @@ class Submitter:
                 enhance=template.enhance if body.enhance is None else body.enhance,
                 content_tier=principal.content_tier,
                 request_id=request_id,
+                priority=prepared.priority,
+                batch_id=batch_id,
             ),
         )
-        subject = self.bus.names.job_event(principal.owner, job_id, EventKind.SUBMITTED.value)
+
+    async def publish(self, principal: Principal, event: JobEvent) -> None:
+        """Take one of the owner's active-job slots and publish ``submitted``.
+
+        The slot is the last check: it is given back if the event is never published. The
+        message id ``<job_id>:submitted`` makes a repeated publish a no-op.
+        """
+        await self.limits.reserve_active(principal)
+        subject = self.bus.names.job_event(event.owner, event.job_id, EventKind.SUBMITTED.value)
         try:
-            await self.bus.publish(subject, event, msg_id=f"{job_id}:submitted")
+            await self.bus.publish(subject, event, msg_id=f"{event.job_id}:submitted")
         except Exception:
             await self.limits.release_active(principal)
-            if idem_key:
-                await self._release(idem_key)
             raise
-        return Submitted(JobRecord.from_submitted(event), replayed=False)
 
     # --- idempotency -------------------------------------------------------------------------
     @staticmethod

@@ -132,6 +132,11 @@ class Views:
             webhook_deliveries=record.webhook_deliveries,
             parent=record.parent,
             steps=[self.step(base, s) for s in record.steps],
+            priority=record.priority,
+            batch_id=record.batch_id,
+            retry_of=record.retry_of,
+            replaced_by=record.replaced_by,
+            waiting_reason=record.waiting_reason if record.status in WAITING else None,
             links=self.links(base, record.id, principal),
         )
 

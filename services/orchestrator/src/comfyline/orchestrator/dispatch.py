@@ -35,7 +35,15 @@ from comfyline.contracts import (
     owner_token,
     utcnow,
 )
-from comfyline.runtime import Bus, Delivery, Retry, heartbeat, job_id_var, model_var
+from comfyline.runtime import (
+    Bus,
+    Delivery,
+    FleetOrders,
+    Retry,
+    heartbeat,
+    job_id_var,
+    model_var,
+)
 
 from .deadlines import DeadlineKeeper
 from .journal import REDRIVE_WINDOW, Journal
@@ -84,9 +92,11 @@ class Dispatcher:
         catalogue: Catalogue,
         settings: Settings,
         pipelines: Pipelines | None = None,
+        orders: FleetOrders | None = None,
     ) -> None:
         self.bus = bus
         self.pipelines = pipelines
+        self.orders = orders
         self.store = store
         self.journal = journal
         self.deadlines = deadlines
@@ -123,6 +133,8 @@ class Dispatcher:
             return
         if record.status is JobState.QUEUED:
             await self._accepted(record, event, created)
+        if record.retry_of:
+            await self._mark_replaced(record.retry_of, record.id)
         if record.status.terminal or record.status is JobState.RUNNING:
             return
         if template is None:
@@ -131,6 +143,7 @@ class Dispatcher:
             return
         pending: Enhancement | None = None
         if record.status is JobState.QUEUED:
+            await self._hold_if_paused(record)
             if self.settings.require_live_worker and not self.workers.live(record.model):
                 backoff = 0.25 * 2 ** (delivery.num_delivered - 1)
                 delay = min(self.settings.no_worker_recheck_s, backoff)
@@ -155,6 +168,34 @@ class Dispatcher:
             await self.deadlines.arm_queue(record, 1)
         if fresh:
             await self.journal.webhooks.schedule(record, event, f"{record.id}:submitted")
+
+    async def _hold_if_paused(self, record: JobRecord) -> None:
+        """While the model is paused the job stays queued, its record saying why."""
+        pause = self.orders.paused(record.model) if self.orders else None
+        if pause is None:
+            return
+        reason = f"model_paused: {pause.reason}" if pause.reason else "model_paused"
+        if record.waiting_reason != reason:
+
+            def step(current: JobRecord) -> JobRecord | Verdict:
+                if current.status is not JobState.QUEUED or current.waiting_reason == reason:
+                    return Verdict.DROP
+                return current.model_copy(update={"waiting_reason": reason})
+
+            await self.store.change(record.id, step)
+        raise Retry("the model is paused", delay=self.settings.no_worker_recheck_s)
+
+    async def _mark_replaced(self, old_id: str, new_id: str) -> None:
+        """The dead-lettered job this one retries says which job replaced it (once)."""
+
+        def step(old: JobRecord) -> JobRecord | Verdict:
+            if old.replaced_by is not None:
+                return Verdict.DROP
+            return old.model_copy(update={"replaced_by": new_id, "updated_at": utcnow()})
+
+        change = await self.store.change(old_id, step)
+        if change.effective:
+            log.info("job replaced by a retry", extra={"replaced_by": new_id})
 
     def new_record(self, event: JobEvent) -> JobRecord:
         """The first record of a job, from its ``submitted`` event."""
@@ -194,7 +235,7 @@ class Dispatcher:
         now = utcnow()
 
         def step(current: JobRecord) -> JobRecord | Verdict:
-            updates: dict[str, Any] = {"dispatched_at": now}
+            updates: dict[str, Any] = {"dispatched_at": now, "waiting_reason": None}
             if current.enhancement is None and pending is not None:
                 updates["enhancement"] = pending
             return advance(current, EventKind.DISPATCHED, now, **updates)

@@ -26,7 +26,7 @@ from typing import Self
 
 from comfyline.catalogue import Catalogue
 from comfyline.contracts.subjects import StreamName
-from comfyline.runtime import Bus, Handler, KeyOf, run_consumer
+from comfyline.runtime import Bus, FleetOrders, Handler, KeyOf, run_consumer
 
 from .cancel import Canceller
 from .deadletter import DeadLetters
@@ -64,6 +64,7 @@ class Orchestrator:
         self.journal = Journal(bus, self.timers, self.webhooks)
         self.deadlines = DeadlineKeeper(self.store, self.journal, self.timers, catalogue)
         self.workers = WorkerDirectory(bus, ttl_s=settings.worker_ttl_s)
+        self.orders = FleetOrders(bus)
         self.gate = PromptGate(bus, settings)
         self.pipelines = Pipelines(bus, self.store, self.journal, catalogue)
         self.dispatcher = Dispatcher(
@@ -76,6 +77,7 @@ class Orchestrator:
             catalogue,
             settings,
             self.pipelines,
+            self.orders,
         )
         self.runs = RunReports(self.store, self.journal, self.deadlines, catalogue, settings)
         self.usage = UsageBook(bus, self.store, cas_attempts=settings.cas_attempts)
@@ -92,6 +94,7 @@ class Orchestrator:
             await publish_catalogue(self.bus, self.catalogue)
         self.webhooks.start()
         await self.workers.start()
+        await self.orders.start()
         await self.dead_letters.start()
         await self.canceller.start()
         self._stop.clear()
@@ -147,6 +150,7 @@ class Orchestrator:
             await asyncio.gather(*self._consumers, return_exceptions=True)
             self._consumers.clear()
         await self.workers.stop()
+        await self.orders.stop()
         await self.webhooks.close()
         log.info("orchestrator stopped")
 

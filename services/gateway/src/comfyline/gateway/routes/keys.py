@@ -33,8 +33,8 @@ async def create_key(body: KeyCreate, user: KeysUser, gw: GatewayDep) -> KeyCrea
     own role and tier; admins may set `owner`, `role`, `content_tier` and `limits`."""
     owner = owner_param(user, body.owner)
     if not user.is_admin:
-        if body.role == "admin" or body.limits:
-            raise ApiError(403, ErrorCode.FORBIDDEN, "only admins set roles and limits")
+        if body.role == "admin" or body.limits or (body.lane and body.lane != user.lane):
+            raise ApiError(403, ErrorCode.FORBIDDEN, "only admins set roles, limits and lanes")
         wanted = body.content_tier or user.content_tier
         if TIER_ORDER.index(wanted) > TIER_ORDER.index(user.content_tier):
             raise ApiError(403, ErrorCode.FORBIDDEN, "a key cannot exceed your own content tier")
@@ -48,6 +48,7 @@ async def create_key(body: KeyCreate, user: KeysUser, gw: GatewayDep) -> KeyCrea
         content_tier=body.content_tier
         or (user.content_tier if owner == user.owner_id else "general"),
         limits=limits,
+        lane=body.lane if user.is_admin else user.lane,
     )
     return KeyCreated(key=KeyPublic.of(record), secret=secret)
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from comfyline.contracts import ApiKeyRecord, Tier
+from comfyline.contracts import ApiKeyRecord, Priority, Tier
 
 #: Limits a key may override (see LimitSettings), plus a model's queue cap.
 LIMIT_NAMES = frozenset(
@@ -44,6 +44,9 @@ class KeyCreate(BaseModel):
     role: Literal["user", "admin"] = "user"
     content_tier: Tier | None = None
     limits: dict[str, float] = Field(default_factory=dict)
+    lane: Priority | None = Field(
+        default=None, description="admins: the only job priority the key may use (None: any)"
+    )
 
     @field_validator("limits")
     @classmethod
@@ -69,6 +72,7 @@ class KeyPublic(BaseModel):
     revoked_at: datetime | None = None
     content_tier: Tier = "general"
     limits: dict[str, float] = Field(default_factory=dict)
+    lane: Priority | None = None
 
     @classmethod
     def of(cls, record: ApiKeyRecord) -> KeyPublic:

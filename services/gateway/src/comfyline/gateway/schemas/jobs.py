@@ -13,6 +13,7 @@ from comfyline.contracts import (
     JobError,
     JobState,
     ParentRef,
+    Priority,
     Progress,
     StepStatusName,
     WebhookDelivery,
@@ -82,6 +83,11 @@ class JobCreate(Incoming):
     deadline_s: float | None = Field(default=None, gt=0, le=86400)
     response_format: Literal["url", "b64_json"] = "url"
     enhance: bool | None = Field(default=None, description="None: the model's default")
+    priority: Priority | None = Field(
+        default=None,
+        description="interactive (the default) or batch: batch work never delays interactive "
+        "work by more than the job already running; a key may be limited to one lane",
+    )
 
     @field_validator("metadata")
     @classmethod
@@ -210,6 +216,13 @@ class JobPublic(BaseModel):
     parent: ParentRef | None = Field(default=None, description="on a pipeline's step job")
     steps: list[StepPublic] = Field(
         default_factory=list, description="a pipeline's steps (cost: each step's; total: cost)"
+    )
+    priority: Priority = "interactive"
+    batch_id: str | None = None
+    retry_of: str | None = Field(default=None, description="the dead-lettered job this retries")
+    replaced_by: str | None = Field(default=None, description="the job that retried this one")
+    waiting_reason: str | None = Field(
+        default=None, description="while queued: why it is not dispatched yet (model_paused)"
     )
     links: Links
 

@@ -1,0 +1,115 @@
+"""Operators' orders to the fleet (drained workers, paused models), as each process sees them.
+
+Every process that acts on an order watches the ``fleet`` bucket: the orchestrator keeps a
+paused model's jobs queued, a worker stops fetching when drained or for a paused model. The
+watch starts from the bucket's current entries and follows every change, so an order given
+while a process was down applies as soon as it starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from types import TracebackType
+from typing import Self
+
+from nats.js.kv import KeyValue
+from pydantic import ValidationError
+
+from comfyline.contracts import ModelPause, WorkerDrain, bucket_spec
+from comfyline.contracts.fleet import DRAIN_PREFIX, PAUSE_PREFIX
+
+from .bus import Bus
+
+log = logging.getLogger(__name__)
+_GONE = ("DEL", "PURGE")
+
+
+class FleetOrders:
+    """The current drain orders and model pauses, kept current by watching ``fleet``."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.drains: dict[str, WorkerDrain] = {}
+        self.pauses: dict[str, ModelPause] = {}
+        self.changed = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def draining(self, worker_id: str) -> bool:
+        """True while ``worker_id`` is told to drain."""
+        return worker_id in self.drains
+
+    def paused(self, model: str) -> ModelPause | None:
+        """The pause of ``model``, if it is paused."""
+        return self.pauses.get(model)
+
+    async def start(self, timeout_s: float = 5.0) -> None:
+        """Start watching; wait (bounded) until the bucket's current entries are loaded."""
+        await self.bus.ensure_buckets([bucket_spec(self.bus.names, "fleet")])
+        self._task = asyncio.create_task(self._watch(), name="fleet orders")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._ready.wait()
+
+    async def stop(self) -> None:
+        """Stop watching."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                kv = await self.bus.kv(self.bus.names.bucket("fleet"))
+                await self._follow(kv)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("watching fleet orders failed; watching again")
+                await asyncio.sleep(1.0)
+
+    async def _follow(self, kv: KeyValue) -> None:
+        watcher = await kv.watchall()
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    self._ready.set()
+                    continue
+                self._apply(entry.key, entry.value if entry.operation not in _GONE else None)
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()  # type: ignore[no-untyped-call]
+
+    def _apply(self, key: str, value: bytes | None) -> None:
+        try:
+            if key.startswith(DRAIN_PREFIX):
+                worker_id = key.removeprefix(DRAIN_PREFIX)
+                if value:
+                    self.drains[worker_id] = WorkerDrain.from_bytes(value)
+                else:
+                    self.drains.pop(worker_id, None)
+            elif key.startswith(PAUSE_PREFIX):
+                model = key.removeprefix(PAUSE_PREFIX)
+                if value:
+                    self.pauses[model] = ModelPause.from_bytes(value)
+                else:
+                    self.pauses.pop(model, None)
+        except ValidationError:
+            log.warning("unreadable fleet order", extra={"key": key})
+            return
+        # Wake whoever waits for a change, then re-arm for the next one.
+        self.changed.set()
+        self.changed = asyncio.Event()
