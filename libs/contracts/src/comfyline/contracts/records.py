@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from .events import JobEvent
+from .events import JobEvent, Submission
 from .jobs import (
     Attempt,
     Cost,
@@ -100,6 +100,24 @@ class JobRecord(WireModel):
             priority=sub.priority,
             batch_id=sub.batch_id,
             retry_of=sub.retry_of,
+        )
+
+    def resubmission(self, request_id: str | None = None) -> Submission:
+        """What was asked for this job, to submit it again as a new job that retries it."""
+        return Submission(
+            model=self.model,
+            template_version=self.template_version,
+            input=self.input,
+            webhook=self.webhook,
+            metadata=self.metadata,
+            deadline_s=self.deadline_s,
+            response_format=self.response_format,
+            enhance=self.enhance,
+            content_tier=self.content_tier,
+            request_id=request_id,
+            priority=self.priority,
+            batch_id=self.batch_id,
+            retry_of=self.id,
         )
 
     @property

@@ -19,27 +19,39 @@ from fastapi_offline import FastAPIOffline
 
 from comfyline.catalogue import Catalogue
 from comfyline.contracts import bucket_spec, stream_spec
-from comfyline.runtime import Bus, LiveCatalogue, ObjectStore
+from comfyline.runtime import Bus, FleetOrders, LiveCatalogue, ObjectStore
 
 from .auth import Authenticator
+from .deadletters import DeadLetterBook
 from .deps import Gateway
 from .errors import install_error_handlers
 from .fanout import Fanout
 from .fleet import Fleet
+from .fleetwatch import FleetWatch
 from .inputs import InputResolver
 from .joblog import JobLog
 from .keys import KeyStore
 from .limits import Limits
 from .middleware import BodyLimitMiddleware, RequestContextMiddleware
-from .routes import assets, events, jobs, keys, models, playground, prompts, status, usage
+from .routes import admin, assets, events, jobs, keys, models, playground, prompts, status, usage
 from .schemas import JobEventPublic, WsMessage
 from .settings import Settings
 from .ssrf import Fetcher
 from .submit import Submitter
 from .views import Views
 
-STREAMS = ("JOBS", "WORK")
-BUCKETS = ("jobs", "workers", "models", "idempotency", "ratelimits", "keys", "usage")
+STREAMS = ("JOBS", "WORK", "DEADLETTER")
+BUCKETS = (
+    "jobs",
+    "workers",
+    "models",
+    "idempotency",
+    "ratelimits",
+    "keys",
+    "usage",
+    "fleet",
+    "batches",
+)
 MULTIPART_OVERHEAD = 64 * 1024
 EXPOSED_HEADERS = [
     "X-Request-ID",
@@ -111,6 +123,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         inputs = InputResolver(
             store, joblog, Fetcher(http, settings.fetch_timeout_s), settings.bodies.max_fetch_bytes
         )
+        orders = FleetOrders(bus)
+        await orders.start()
+        stack.push_async_callback(orders.stop)
+        fleetwatch = FleetWatch(bus, settings.worker_ttl_s)
+        await fleetwatch.start()
+        stack.push_async_callback(fleetwatch.stop)
         submitter = Submitter(
             bus,
             settings,
@@ -137,6 +155,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             inputs=inputs,
             submitter=submitter,
             views=Views(store, auth, settings),
+            orders=orders,
+            fleetwatch=fleetwatch,
+            deadletters=DeadLetterBook(
+                bus, joblog, submitter, await bus.kv(names.bucket("idempotency"))
+            ),
         )
         try:
             yield
@@ -162,12 +185,16 @@ def create_app(settings: Settings) -> FastAPI:
             {"name": "keys", "description": "API keys and the webhook secret."},
             {"name": "usage", "description": "Jobs, GPU seconds and cost."},
             {"name": "status", "description": "Health, readiness, fleet status."},
+            {
+                "name": "admin",
+                "description": "Admins only: workers (drain, resume), model pauses, dead letters.",
+            },
         ],
     )
     app.state.settings = settings
     app.state.gateway = None
     install_error_handlers(app)
-    for module in (jobs, events, assets, models, prompts, keys, usage, status, playground):
+    for module in (jobs, events, assets, models, prompts, keys, usage, status, admin, playground):
         app.include_router(module.router)
 
     upload_limit = settings.bodies.max_upload_bytes + MULTIPART_OVERHEAD

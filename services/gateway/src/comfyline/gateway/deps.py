@@ -21,12 +21,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
 from comfyline.contracts import ErrorCode, Names
-from comfyline.runtime import Bus, LiveCatalogue, ObjectStore
+from comfyline.runtime import Bus, FleetOrders, LiveCatalogue, ObjectStore
 
 from .auth import Authenticator, Principal
+from .deadletters import DeadLetterBook
 from .errors import ApiError
 from .fanout import Fanout
 from .fleet import Fleet
+from .fleetwatch import FleetWatch
 from .inputs import InputResolver
 from .joblog import JobLog
 from .keys import KeyStore
@@ -56,6 +58,9 @@ class Gateway:
     inputs: InputResolver
     submitter: Submitter
     views: Views
+    orders: FleetOrders
+    fleetwatch: FleetWatch
+    deadletters: DeadLetterBook
 
     def base_url(self, request: HTTPConnection) -> str:
         """The URL clients reach the API at (``public_url``, else the request's own)."""

@@ -79,9 +79,9 @@ class Fleet:
         """Messages waiting on ``work.<model>``."""
         return (await self._refresh(force=fresh)).depth.get(model, 0)
 
-    async def workers(self) -> list[WorkerHeartbeat]:
-        """Every live worker."""
-        return list((await self._refresh()).workers)
+    async def workers(self, fresh: bool = False) -> list[WorkerHeartbeat]:
+        """Every live worker (``fresh``: read now, not from the cache)."""
+        return list((await self._refresh(force=fresh)).workers)
 
     async def availability(self, models: list[str]) -> dict[str, ModelAvailability]:
         """Availability, capacity and backlog of each model."""

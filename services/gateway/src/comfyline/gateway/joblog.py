@@ -89,14 +89,18 @@ class JobLog:
             config.opt_start_seq = after + 1
         else:
             config.deliver_policy = DeliverPolicy.ALL
-        async for _, seq, data in self._read(config):
+        async for _, seq, data in self.read(config):
             try:
                 yield seq, JobEvent.from_bytes(data)
             except ValueError:
                 continue  # not a job event: skip rather than break the stream
 
-    async def _read(self, config: ConsumerConfig) -> AsyncIterator[tuple[str, int, bytes]]:
-        """Everything a short-lived consumer has pending when created, then delete it."""
+    async def read(
+        self, config: ConsumerConfig, stream: str | None = None
+    ) -> AsyncIterator[tuple[str, int, bytes]]:
+        """Everything a short-lived consumer of ``stream`` (``JOBS`` by default) has pending
+        when created, as ``(subject, sequence, data)``; the consumer is deleted after."""
+        stream = stream or self.stream
         name = f"gw-{uuid.uuid4().hex[:16]}"
         config.name = name
         config.ack_policy = AckPolicy.NONE
@@ -105,11 +109,11 @@ class JobLog:
         config.num_replicas = 1
         timeout = self.bus.settings.request_timeout_s
         async with nats_errors("replaying events"):
-            await self.bus.js.add_consumer(self.stream, config=config)
+            await self.bus.js.add_consumer(stream, config=config)
         psub = None
         try:
             async with nats_errors("replaying events"):
-                psub = await self.bus.js.pull_subscribe_bind(name, stream=self.stream)
+                psub = await self.bus.js.pull_subscribe_bind(name, stream=stream)
                 pending = (await psub.consumer_info()).num_pending or 0
             while pending > 0:
                 async with nats_errors("replaying events"):
@@ -121,6 +125,6 @@ class JobLog:
             try:
                 if psub is not None:
                     await psub.unsubscribe()
-                await asyncio.wait_for(self.bus.js.delete_consumer(self.stream, name), timeout)
+                await asyncio.wait_for(self.bus.js.delete_consumer(stream, name), timeout)
             except Exception:
                 pass

@@ -85,6 +85,9 @@ class Settings(ServiceSettings):
         default=None, description="signs events links; shared by every replica"
     )
     events_token_ttl_s: int = Field(default=900, ge=10)
+    worker_ttl_s: float = Field(
+        default=15.0, gt=0, description="heartbeat age after which a worker counts as gone"
+    )
     auth: AuthSettings = Field(default_factory=AuthSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     bodies: BodySettings = Field(default_factory=BodySettings)

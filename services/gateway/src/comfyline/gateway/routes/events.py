@@ -22,11 +22,19 @@ from fastapi import APIRouter, Header, Query, Request, WebSocket, WebSocketDisco
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
-from comfyline.contracts import EVENT_NAMES, ComfylineError, ErrorCode, owner_token
+from comfyline.contracts import (
+    EVENT_NAMES,
+    ComfylineError,
+    ErrorCode,
+    JobEvent,
+    WorkerEvent,
+    owner_token,
+)
 
 from ..auth import Principal, bearer
 from ..deps import Credentials, Gateway, GatewayDep, StatusUser, charge, owner_param
 from ..errors import ApiError, error_responses
+from ..fleetwatch import merged
 from ..follow import Overflow, Tick, follow
 from ..routes.jobs import load_job
 
@@ -84,21 +92,41 @@ def sse(seq: int, event: str, data: str) -> bytes:
 
 
 async def _stream(
-    gw: Gateway, request: Request, *, job_id: str | None, owner: str | None, after: int | None
+    gw: Gateway,
+    request: Request,
+    *,
+    job_id: str | None,
+    owner: str | None,
+    after: int | None,
+    workers: bool = False,
 ) -> AsyncIterator[bytes]:
     base = gw.base_url(request)
     yield f"retry: {gw.settings.sse_retry_ms}\n\n".encode()
-    try:
-        async for item in follow(
+    with contextlib.ExitStack() as stack:
+        fleet = stack.enter_context(gw.fleetwatch.listen()) if workers else None
+        jobs = follow(
             gw.jobs,
             gw.fanout,
             job_id=job_id,
             owner=owner,
             after=after,
             heartbeat_s=gw.settings.sse_heartbeat_s,
-        ):
+        )
+        items = merged(jobs, fleet)
+        async for chunk in _sse(gw, base, items):
+            yield chunk
+
+
+async def _sse(
+    gw: Gateway, base: str, items: AsyncIterator[tuple[int, JobEvent] | Tick | WorkerEvent]
+) -> AsyncIterator[bytes]:
+    try:
+        async for item in items:
             if isinstance(item, Tick):
                 yield b": heartbeat\n\n"
+                continue
+            if isinstance(item, WorkerEvent):  # no id: Last-Event-ID stays a JOBS sequence
+                yield f"event: worker\ndata: {item.model_dump_json()}\n\n".encode()
                 continue
             seq, event = item
             view = gw.views.event(seq, event, base)
@@ -159,7 +187,10 @@ async def owner_events(
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     last_event_id_query: Annotated[int | None, Query(alias="last_event_id", ge=0)] = None,
 ) -> StreamingResponse:
-    """Every event of every job of the caller, live (replayed from `Last-Event-ID` if given)."""
+    """Every event of every job of the caller, live (replayed from `Last-Event-ID` if given).
+
+    Admins also get `event: worker` messages (no `id:`) when a worker joins, leaves, drains or
+    resumes, or one of its ComfyUI servers goes down or comes back."""
     user = await events_principal(gw, credentials, token)
     if user.via == "events_token" and user.events_scope != "*":
         raise ApiError(403, ErrorCode.FORBIDDEN, "this events token is for one job's stream")
@@ -167,7 +198,7 @@ async def owner_events(
     who = owner_token(owner_param(user, owner))
     after = last_event_id(last_event_id_header, last_event_id_query)
     return StreamingResponse(
-        _stream(gw, request, job_id=None, owner=who, after=after),
+        _stream(gw, request, job_id=None, owner=who, after=after, workers=user.is_admin),
         media_type="text/event-stream",
         headers=SSE_HEADERS,
     )

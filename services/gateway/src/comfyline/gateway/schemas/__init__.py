@@ -14,6 +14,15 @@ from .account import (
     WebhookSecretCreated,
     WebhookSecretInfo,
 )
+from .admin import (
+    DeadLetterList,
+    DeadLetterPublic,
+    ModelPausePublic,
+    OrderCreate,
+    ServerAdmin,
+    WorkerAdmin,
+    WorkerList,
+)
 from .assets import AssetList, AssetPublic, SignedLink, SignRequest
 from .catalogue import (
     Availability,
@@ -45,6 +54,8 @@ __all__ = [
     "AssetList",
     "AssetPublic",
     "Availability",
+    "DeadLetterList",
+    "DeadLetterPublic",
     "EnhanceCreate",
     "EnhancePublic",
     "Health",
@@ -59,11 +70,14 @@ __all__ = [
     "Links",
     "ModelLimits",
     "ModelList",
+    "ModelPausePublic",
     "ModelPublic",
+    "OrderCreate",
     "OutputPublic",
     "PreviewPublic",
     "ProviderPublic",
     "Readiness",
+    "ServerAdmin",
     "SignRequest",
     "SignedLink",
     "StatusPublic",
@@ -74,6 +88,8 @@ __all__ = [
     "WebhookCreate",
     "WebhookSecretCreated",
     "WebhookSecretInfo",
+    "WorkerAdmin",
+    "WorkerList",
     "WorkerPublic",
     "WsMessage",
 ]
