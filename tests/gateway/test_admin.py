@@ -200,7 +200,7 @@ async def test_admins_see_worker_health_on_the_dashboard_stream(served: Served, 
         ):
             assert admin_stream.status_code == 200
             reader = SseReader(admin_stream)
-            await asyncio.sleep(0.3)
+            assert (await reader.lines.__anext__()).startswith("retry:")  # now listening
             await beat(bus, "gpu-z")
             await beat(bus, "gpu-z", healthy=False)
             kv = await bus.kv(bus.names.bucket("workers"))

@@ -178,3 +178,24 @@ async def test_a_dead_lettered_job_is_retried_to_success(
 async def _dead_lettered(api: httpx.AsyncClient, job_id: str) -> bool:
     listed = (await api.get("/v1/dead-letters", headers=ADMIN)).json()["data"]
     return any(d["id"] == job_id for d in listed)
+
+
+async def test_cancelling_a_batch_cancels_every_job_that_has_not_ended(
+    bus: Bus, api: httpx.AsyncClient
+) -> None:
+    """No worker serves the model, so the jobs wait; the batch's cancel ends them all."""
+    user = await new_key(api, "gil", limits={"submit_per_min": 100})
+    jobs = [{**SMOKE, "input": {"color": i}} for i in range(5)]
+    created = await api.post("/v1/batches", json={"jobs": jobs}, headers=user)
+    assert created.status_code == 202, created.text
+    batch_id = created.json()["id"]
+    ids = [job["id"] for job in created.json()["jobs"]]
+    for job_id in ids:  # the orchestrator has taken each in
+        await wait_record(bus, job_id, lambda r: True)
+    cancelled = await api.delete(f"/v1/batches/{batch_id}", headers=user)
+    assert cancelled.status_code == 202, cancelled.text
+    assert cancelled.json()["status"] == "cancelled"
+    records = [await wait_record(bus, job_id) for job_id in ids]
+    assert {r.status for r in records} == {JobState.CANCELLED}
+    read = (await api.get(f"/v1/batches/{batch_id}", headers=user)).json()
+    assert read["counts"]["cancelled"] == 5 and read["done"] == 5

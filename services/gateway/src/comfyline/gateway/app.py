@@ -22,6 +22,7 @@ from comfyline.contracts import bucket_spec, stream_spec
 from comfyline.runtime import Bus, FleetOrders, LiveCatalogue, ObjectStore
 
 from .auth import Authenticator
+from .batches import Batches
 from .deadletters import DeadLetterBook
 from .deps import Gateway
 from .errors import install_error_handlers
@@ -33,7 +34,19 @@ from .joblog import JobLog
 from .keys import KeyStore
 from .limits import Limits
 from .middleware import BodyLimitMiddleware, RequestContextMiddleware
-from .routes import admin, assets, events, jobs, keys, models, playground, prompts, status, usage
+from .routes import (
+    admin,
+    assets,
+    batches,
+    events,
+    jobs,
+    keys,
+    models,
+    playground,
+    prompts,
+    status,
+    usage,
+)
 from .schemas import JobEventPublic, WsMessage
 from .settings import Settings
 from .ssrf import Fetcher
@@ -160,6 +173,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             deadletters=DeadLetterBook(
                 bus, joblog, submitter, await bus.kv(names.bucket("idempotency"))
             ),
+            batches=Batches(
+                submitter,
+                joblog,
+                fleet,
+                limits,
+                await bus.kv(names.bucket("batches")),
+                settings.max_batch_jobs,
+            ),
         )
         try:
             yield
@@ -178,6 +199,7 @@ def create_app(settings: Settings) -> FastAPI:
         generate_unique_id_function=lambda route: route.name,
         openapi_tags=[
             {"name": "jobs", "description": "Submit, list, read and cancel jobs; get outputs."},
+            {"name": "batches", "description": "Many jobs submitted, followed, cancelled as one."},
             {"name": "events", "description": "Live progress: SSE and WebSocket."},
             {"name": "assets", "description": "Uploads and the gallery."},
             {"name": "models", "description": "The catalogue."},
@@ -194,7 +216,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.gateway = None
     install_error_handlers(app)
-    for module in (jobs, events, assets, models, prompts, keys, usage, status, admin, playground):
+    routers = (jobs, batches, events, assets, models, prompts, keys, usage, status, admin)
+    for module in (*routers, playground):
         app.include_router(module.router)
 
     upload_limit = settings.bodies.max_upload_bytes + MULTIPART_OVERHEAD

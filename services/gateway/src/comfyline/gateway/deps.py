@@ -24,6 +24,7 @@ from comfyline.contracts import ErrorCode, Names
 from comfyline.runtime import Bus, FleetOrders, LiveCatalogue, ObjectStore
 
 from .auth import Authenticator, Principal
+from .batches import Batches
 from .deadletters import DeadLetterBook
 from .errors import ApiError
 from .fanout import Fanout
@@ -61,6 +62,7 @@ class Gateway:
     orders: FleetOrders
     fleetwatch: FleetWatch
     deadletters: DeadLetterBook
+    batches: Batches
 
     def base_url(self, request: HTTPConnection) -> str:
         """The URL clients reach the API at (``public_url``, else the request's own)."""

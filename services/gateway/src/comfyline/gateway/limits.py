@@ -111,8 +111,8 @@ class Limits:
         return RateDecision(False, limit, 0, reset_s, window_s)
 
     # --- active jobs, queue caps -------------------------------------------------------------
-    async def reserve_active(self, principal: Principal) -> None:
-        """Count one more unfinished job for the owner, or 429 at its cap.
+    async def reserve_active(self, principal: Principal, count: int = 1) -> None:
+        """Count ``count`` more unfinished jobs for the owner, or 429 (none counted) past its cap.
 
         Compare-and-set on ``active.<owner>`` in the ``usage`` bucket, so two replicas accepting
         at once cannot both pass the cap; the orchestrator gives the slot back when the job ends.
@@ -122,29 +122,32 @@ class Limits:
         for attempt in range(1, _CAS_ATTEMPTS + 1):
             found = await get_model(self.usage, key, ActiveJobs)
             active, revision = found or (ActiveJobs(owner=principal.owner), 0)
-            if active.count >= cap:
+            if active.count + count > cap:
                 raise ApiError(
                     429,
                     ErrorCode.TOO_MANY_ACTIVE_JOBS,
-                    f"too many active jobs ({active.count} of {cap}); wait for one to finish",
-                    details={"active": active.count, "limit": cap},
+                    f"too many active jobs ({active.count} of {cap}"
+                    + (f", {count} more asked" if count > 1 else "")
+                    + "); wait for one to finish",
+                    details={"active": active.count, "limit": cap}
+                    | ({"asked": count} if count > 1 else {}),
                     headers={"Retry-After": "5"},
                 )
-            active.count += 1
+            active.count += count
             if await self._write(key, active.to_bytes(), revision):
                 return
             await cas_pause(attempt)
         raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "the active-jobs count is contended")
 
-    async def release_active(self, principal: Principal) -> None:
-        """Give back a slot whose job was never published."""
+    async def release_active(self, principal: Principal, count: int = 1) -> None:
+        """Give back ``count`` slots whose jobs were never published."""
         key = active_jobs_key(principal.owner)
         for attempt in range(1, _CAS_ATTEMPTS + 1):
             found = await get_model(self.usage, key, ActiveJobs)
             if found is None or found[0].count == 0:
                 return
             active, revision = found
-            active.count -= 1
+            active.count = max(0, active.count - count)
             if await self._write(key, active.to_bytes(), revision):
                 return
             await cas_pause(attempt)

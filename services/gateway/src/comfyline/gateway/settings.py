@@ -85,6 +85,7 @@ class Settings(ServiceSettings):
         default=None, description="signs events links; shared by every replica"
     )
     events_token_ttl_s: int = Field(default=900, ge=10)
+    max_batch_jobs: int = Field(default=500, ge=1, le=1000, description="jobs per batch")
     worker_ttl_s: float = Field(
         default=15.0, gt=0, description="heartbeat age after which a worker counts as gone"
     )

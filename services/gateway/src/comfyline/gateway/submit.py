@@ -223,13 +223,15 @@ class Submitter:
             ),
         )
 
-    async def publish(self, principal: Principal, event: JobEvent) -> None:
-        """Take one of the owner's active-job slots and publish ``submitted``.
+    async def publish(self, principal: Principal, event: JobEvent, reserved: bool = False) -> None:
+        """Take one of the owner's active-job slots (unless ``reserved``) and publish
+        ``submitted``.
 
         The slot is the last check: it is given back if the event is never published. The
         message id ``<job_id>:submitted`` makes a repeated publish a no-op.
         """
-        await self.limits.reserve_active(principal)
+        if not reserved:
+            await self.limits.reserve_active(principal)
         subject = self.bus.names.job_event(event.owner, event.job_id, EventKind.SUBMITTED.value)
         try:
             await self.bus.publish(subject, event, msg_id=f"{event.job_id}:submitted")

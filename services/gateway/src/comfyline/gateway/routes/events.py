@@ -101,9 +101,10 @@ async def _stream(
     workers: bool = False,
 ) -> AsyncIterator[bytes]:
     base = gw.base_url(request)
-    yield f"retry: {gw.settings.sse_retry_ms}\n\n".encode()
     with contextlib.ExitStack() as stack:
+        # Listening before the first line is sent: a client that has read it misses nothing.
         fleet = stack.enter_context(gw.fleetwatch.listen()) if workers else None
+        yield f"retry: {gw.settings.sse_retry_ms}\n\n".encode()
         jobs = follow(
             gw.jobs,
             gw.fanout,

@@ -217,18 +217,7 @@ async def cancel_job(job_id: str, request: Request, user: StatusUser, gw: Gatewa
     record = await load_job(gw, user, job_id)
     if record.status.terminal:
         raise _terminal(record.status)
-    ask = CancelRequest(job_id=job_id, owner="*" if user.is_admin else user.owner)
-    try:
-        reply = await gw.bus.request(
-            gw.names.cancel_request(), ask, CancelReply, timeout=gw.settings.request_timeout_s
-        )
-    except BusError as exc:
-        raise ApiError(
-            503,
-            ErrorCode.SERVICE_UNAVAILABLE,
-            "the orchestrator did not answer; try again",
-            headers={"Retry-After": "2"},
-        ) from exc
+    reply = await ask_cancel(gw, user, job_id)
     if not reply.ok:
         if reply.code == ErrorCode.JOB_ALREADY_TERMINAL.value:
             raise _terminal(reply.status)
@@ -239,6 +228,22 @@ async def cancel_job(job_id: str, request: Request, user: StatusUser, gw: Gatewa
     if reply.status is not None and not current.status.terminal:
         current = current.model_copy(update={"status": reply.status})
     return await public(gw, request, user, current, inline=False)
+
+
+async def ask_cancel(gw: Gateway, user: Principal, job_id: str) -> CancelReply:
+    """Ask the orchestrator, the one writer of job state, to cancel a job (503 if it is silent)."""
+    ask = CancelRequest(job_id=job_id, owner="*" if user.is_admin else user.owner)
+    try:
+        return await gw.bus.request(
+            gw.names.cancel_request(), ask, CancelReply, timeout=gw.settings.request_timeout_s
+        )
+    except BusError as exc:
+        raise ApiError(
+            503,
+            ErrorCode.SERVICE_UNAVAILABLE,
+            "the orchestrator did not answer; try again",
+            headers={"Retry-After": "2"},
+        ) from exc
 
 
 def _terminal(status: JobState | None) -> ApiError:

@@ -24,6 +24,7 @@ from .admin import (
     WorkerList,
 )
 from .assets import AssetList, AssetPublic, SignedLink, SignRequest
+from .batches import BatchCounts, BatchCreate, BatchPublic
 from .catalogue import (
     Availability,
     Health,
@@ -54,6 +55,9 @@ __all__ = [
     "AssetList",
     "AssetPublic",
     "Availability",
+    "BatchCounts",
+    "BatchCreate",
+    "BatchPublic",
     "DeadLetterList",
     "DeadLetterPublic",
     "EnhanceCreate",
