@@ -20,7 +20,7 @@ from .consume import (
     settle,
 )
 from .fleet import FleetOrders
-from .kv import cas_pause, scan
+from .kv import cas_pause, follow_bucket, scan
 from .lifecycle import install_stop_signals, run
 from .logs import job_id_var, model_var, setup_logging
 from .models import LiveCatalogue
@@ -59,6 +59,7 @@ __all__ = [
     "durable_config",
     "ensure_consumer",
     "extract_context",
+    "follow_bucket",
     "heartbeat",
     "inject_headers",
     "install_stop_signals",

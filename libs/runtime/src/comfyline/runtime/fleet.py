@@ -14,16 +14,15 @@ import logging
 from types import TracebackType
 from typing import Self
 
-from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from comfyline.contracts import ModelPause, WorkerDrain, bucket_spec
 from comfyline.contracts.fleet import DRAIN_PREFIX, PAUSE_PREFIX
 
 from .bus import Bus
+from .kv import follow_bucket
 
 log = logging.getLogger(__name__)
-_GONE = ("DEL", "PURGE")
 
 
 class FleetOrders:
@@ -48,7 +47,9 @@ class FleetOrders:
     async def start(self, timeout_s: float = 5.0) -> None:
         """Start watching; wait (bounded) until the bucket's current entries are loaded."""
         await self.bus.ensure_buckets([bucket_spec(self.bus.names, "fleet")])
-        self._task = asyncio.create_task(self._watch(), name="fleet orders")
+        self._task = asyncio.create_task(
+            follow_bucket(self.bus, "fleet", self._apply, self._ready.set), name="fleet orders"
+        )
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 await self._ready.wait()
@@ -69,29 +70,6 @@ class FleetOrders:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop()
-
-    async def _watch(self) -> None:
-        while True:
-            try:
-                kv = await self.bus.kv(self.bus.names.bucket("fleet"))
-                await self._follow(kv)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("watching fleet orders failed; watching again")
-                await asyncio.sleep(1.0)
-
-    async def _follow(self, kv: KeyValue) -> None:
-        watcher = await kv.watchall()
-        try:
-            async for entry in watcher:
-                if entry is None:
-                    self._ready.set()
-                    continue
-                self._apply(entry.key, entry.value if entry.operation not in _GONE else None)
-        finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()  # type: ignore[no-untyped-call]
 
     def _apply(self, key: str, value: bytes | None) -> None:
         try:

@@ -1,15 +1,25 @@
-"""Reading a whole KV bucket (or a part of it) at once."""
+"""Reading a whole KV bucket (or a part of it) at once, and following one as it changes."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import random
+from collections.abc import Callable
 
 from nats.errors import Error as NatsError
 from nats.js.errors import Error as JetStreamError
 from nats.js.kv import KeyValue
 
-from .bus import BusError
+from comfyline.contracts import BucketName
+
+from .bus import Bus, BusError
+
+log = logging.getLogger(__name__)
+_GONE = ("DEL", "PURGE")
+#: Called with a key and its value, or None when the key was deleted.
+OnEntry = Callable[[str, bytes | None], None]
 
 
 async def cas_pause(attempt: int) -> None:
@@ -42,3 +52,32 @@ async def scan(kv: KeyValue, pattern: str, timeout_s: float = 5.0) -> list[tuple
     except (NatsError, JetStreamError, TimeoutError) as exc:
         raise BusError(f"cannot read {pattern} from the bucket: {exc}") from exc
     return found
+
+
+async def follow_bucket(
+    bus: Bus, bucket: BucketName, on_entry: OnEntry, on_ready: Callable[[], None]
+) -> None:
+    """Call ``on_entry`` for each current entry of ``bucket``, then for every change, forever.
+
+    ``on_ready`` is called each time the current entries have all been seen (again after a
+    re-watch: a failed watch is started over after a second). Cancel the task to stop.
+    """
+    while True:
+        try:
+            kv = await bus.kv(bus.names.bucket(bucket))
+            watcher = await kv.watchall()
+            try:
+                async for entry in watcher:
+                    if entry is None:
+                        on_ready()
+                        continue
+                    gone = entry.operation in _GONE or not entry.value
+                    on_entry(entry.key, None if gone else entry.value)
+            finally:
+                with contextlib.suppress(Exception):
+                    await watcher.stop()  # type: ignore[no-untyped-call]
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("watching a bucket failed; watching again", extra={"bucket": bucket})
+            await asyncio.sleep(1.0)

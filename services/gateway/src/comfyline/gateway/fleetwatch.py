@@ -21,10 +21,9 @@ from typing import TypeVar
 from pydantic import ValidationError
 
 from comfyline.contracts import WorkerEvent, WorkerEventKind, WorkerHeartbeat, utcnow
-from comfyline.runtime import Bus
+from comfyline.runtime import Bus, follow_bucket
 
 log = logging.getLogger(__name__)
-_GONE = ("DEL", "PURGE")
 T = TypeVar("T")
 U = TypeVar("U")
 
@@ -39,17 +38,19 @@ class FleetWatch:
         self._last: dict[str, tuple[WorkerHeartbeat, float]] = {}
         self._listeners: set[asyncio.Queue[WorkerEvent]] = set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._ready = asyncio.Event()
 
     async def start(self) -> None:
         """Start watching heartbeats and expiring silent workers."""
-        ready = asyncio.Event()
+        self._ready = asyncio.Event()
+        watch = follow_bucket(self.bus, "workers", self._entry, self._ready.set)
         self._tasks = [
-            asyncio.create_task(self._watch(ready), name="fleet watch"),
+            asyncio.create_task(watch, name="fleet watch"),
             asyncio.create_task(self._expire(), name="fleet expiry"),
         ]
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5):
-                await ready.wait()
+                await self._ready.wait()
 
     async def stop(self) -> None:
         """Stop watching."""
@@ -97,32 +98,12 @@ class FleetWatch:
                 kind: WorkerEventKind = "server_up" if server.healthy else "server_down"
                 self._emit(kind, key, server=server.url)
 
-    async def _watch(self, ready: asyncio.Event) -> None:
-        while True:
-            try:
-                kv = await self.bus.kv(self.bus.names.bucket("workers"))
-                watcher = await kv.watchall()
-                baseline = True
-                try:
-                    async for entry in watcher:
-                        if entry is None:
-                            baseline = False
-                            ready.set()
-                            continue
-                        gone = entry.operation in _GONE or not entry.value
-                        try:
-                            beat = None if gone else WorkerHeartbeat.from_bytes(entry.value or b"")
-                        except ValidationError:
-                            continue
-                        self.observe(entry.key, beat, baseline)
-                finally:
-                    with contextlib.suppress(Exception):
-                        await watcher.stop()  # type: ignore[no-untyped-call]
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("watching worker heartbeats failed; watching again")
-                await asyncio.sleep(1.0)
+    def _entry(self, key: str, value: bytes | None) -> None:
+        try:
+            beat = None if value is None else WorkerHeartbeat.from_bytes(value)
+        except ValidationError:
+            return
+        self.observe(key, beat, baseline=not self._ready.is_set())
 
     async def _expire(self) -> None:
         while True:

@@ -14,14 +14,12 @@ import contextlib
 import logging
 import time
 
-from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from comfyline.contracts import WorkerHeartbeat
-from comfyline.runtime import Bus
+from comfyline.runtime import Bus, follow_bucket
 
 log = logging.getLogger(__name__)
-_GONE = ("DEL", "PURGE")
 
 
 class WorkerDirectory:
@@ -46,7 +44,9 @@ class WorkerDirectory:
 
     async def start(self, timeout_s: float = 5.0) -> None:
         """Start watching and wait (bounded) until the bucket's current entries are loaded."""
-        self._task = asyncio.create_task(self._watch())
+        self._task = asyncio.create_task(
+            follow_bucket(self.bus, "workers", self._entry, self._ready.set)
+        )
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 await self._ready.wait()
@@ -59,34 +59,14 @@ class WorkerDirectory:
                 await self._task
             self._task = None
 
-    async def _watch(self) -> None:
-        while True:
-            try:
-                kv = await self.bus.kv(self.bus.names.bucket("workers"))
-                await self._follow(kv)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("watching workers failed; watching again")
-                await asyncio.sleep(1.0)
-
-    async def _follow(self, kv: KeyValue) -> None:
-        watcher = await kv.watchall()
+    def _entry(self, key: str, value: bytes | None) -> None:
+        if value is None:
+            self._seen.pop(key, None)
+            return
         try:
-            async for entry in watcher:
-                if entry is None:
-                    self._ready.set()
-                    continue
-                if entry.operation in _GONE or not entry.value:
-                    self._seen.pop(entry.key, None)
-                    continue
-                try:
-                    beat = WorkerHeartbeat.from_bytes(entry.value)
-                except ValidationError:
-                    log.warning("unreadable worker heartbeat", extra={"key": entry.key})
-                    continue
-                self._seen[entry.key] = (frozenset(beat.models), time.monotonic())
-                self._ready.set()
-        finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()  # type: ignore[no-untyped-call]
+            beat = WorkerHeartbeat.from_bytes(value)
+        except ValidationError:
+            log.warning("unreadable worker heartbeat", extra={"key": key})
+            return
+        self._seen[key] = (frozenset(beat.models), time.monotonic())
+        self._ready.set()

@@ -15,6 +15,7 @@ from comfyline.contracts import (
     ErrorCode,
     InvalidToken,
     ModelPause,
+    WireModel,
     WorkerDrain,
     WorkerHeartbeat,
     drain_key,
@@ -37,6 +38,16 @@ from ..schemas import (
 
 router = APIRouter(tags=["admin"])
 ADMIN_ERRORS = error_responses(401, 403, 503)
+
+
+async def _order(gw: Gateway, key: str, order: WireModel | None) -> None:
+    """Write an order to the ``fleet`` bucket, or delete it (``None``): resume."""
+    kv = await gw.bus.kv(gw.names.bucket("fleet"))
+    async with nats_errors(f"writing the fleet order {key}"):
+        if order is None:
+            await kv.delete(key)
+        else:
+            await kv.put(key, order.to_bytes())
 
 
 def _worker_view(gw: Gateway, beat: WorkerHeartbeat) -> WorkerAdmin:
@@ -86,9 +97,7 @@ async def drain_worker(
         requested_at=utcnow(),
         requested_by=user.owner_id,
     )
-    kv = await gw.bus.kv(gw.names.bucket("fleet"))
-    async with nats_errors("writing the drain order"):
-        await kv.put(drain_key(worker_id), order.to_bytes())
+    await _order(gw, drain_key(worker_id), order)
     gw.orders.drains[worker_id] = order  # this process knows at once; the watch confirms
     return _worker_view(gw, beat)
 
@@ -104,9 +113,7 @@ async def resume_worker(worker_id: str, user: AdminUser, gw: GatewayDep) -> Work
         key = drain_key(worker_id)
     except InvalidToken as exc:
         raise ApiError(404, ErrorCode.NOT_FOUND, "no such worker") from exc
-    kv = await gw.bus.kv(gw.names.bucket("fleet"))
-    async with nats_errors("deleting the drain order"):
-        await kv.delete(key)
+    await _order(gw, key, None)
     gw.orders.drains.pop(worker_id, None)
     return _worker_view(gw, await _live_worker(gw, worker_id))
 
@@ -137,9 +144,7 @@ async def pause_model(
         paused_at=utcnow(),
         paused_by=user.owner_id,
     )
-    kv = await gw.bus.kv(gw.names.bucket("fleet"))
-    async with nats_errors("writing the pause"):
-        await kv.put(pause_key(model), pause.to_bytes())
+    await _order(gw, pause_key(model), pause)
     gw.orders.pauses[model] = pause
     return ModelPausePublic.of(model, pause)
 
@@ -153,9 +158,7 @@ async def pause_model(
 async def resume_model(name: str, user: AdminUser, gw: GatewayDep) -> ModelPausePublic:
     """The model's queued jobs are dispatched again."""
     model = _model_name(gw, name)
-    kv = await gw.bus.kv(gw.names.bucket("fleet"))
-    async with nats_errors("deleting the pause"):
-        await kv.delete(pause_key(model))
+    await _order(gw, pause_key(model), None)
     gw.orders.pauses.pop(model, None)
     return ModelPausePublic.of(model, None)
 
