@@ -1,4 +1,5 @@
-"""The knobs for tests and benchmarks: step time, node delay, history delay, installed models,
+"""The knobs for tests and benchmarks: step time, node delay, model load time, history delay,
+installed models,
 disabled node classes, fault injection (raise, dropped WebSocket, slow /view), big PNGs,
 sampler previews."""
 
@@ -36,6 +37,19 @@ async def test_node_delay_slows_one_class(make_sim: MakeSim) -> None:
     started = time.monotonic()
     await sim.run(empty_image_graph(), socket)
     assert time.monotonic() - started >= 0.3
+
+
+async def test_model_load_time_is_paid_only_when_the_checkpoint_changes(make_sim: MakeSim) -> None:
+    sim = await make_sim(model_load_time=0.4)
+    socket = await sim.connect()
+    xl, lightning = "sd_xl_base_1.0.safetensors", "sdxl_lightning_4step.safetensors"
+    took = []
+    for seed, ckpt in [(1, xl), (2, xl), (3, lightning), (4, xl)]:
+        started = time.monotonic()
+        await sim.run(txt2img_graph(seed=seed, ckpt=ckpt), socket)
+        took.append(time.monotonic() - started)
+    assert took[0] >= 0.4 and took[2] >= 0.4 and took[3] >= 0.4  # first load, then two swaps
+    assert took[1] < took[0]  # the same checkpoint again: already loaded
 
 
 async def test_history_delay_makes_history_empty_on_execution_success(make_sim: MakeSim) -> None:

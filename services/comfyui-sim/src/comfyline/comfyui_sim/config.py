@@ -107,6 +107,7 @@ class SimConfig:
     drop_ws_nodes: frozenset[str] = frozenset()
     die_nodes: frozenset[str] = frozenset()
     view_delay: float = 0.0
+    model_load_time: float = 0.0
     png_compress_level: int | None = None
     preview_method: str = "none"
     max_upload_size_mb: float = 100.0
@@ -243,6 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--view-delay", type=float, default=0.0, help="fault: seconds before /view answers"
     )
     p.add_argument(
+        "--model-load-time",
+        type=float,
+        default=0.0,
+        help="seconds a loader node takes when its model file is not the one of its folder "
+        "loaded last (a checkpoint swap); a loaded model costs nothing",
+    )
+    p.add_argument(
         "--png-compress-level",
         type=int,
         default=None,
@@ -291,6 +299,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> SimConfig:
         drop_ws_nodes=frozenset(args.drop_ws_at),
         die_nodes=frozenset(args.die_at),
         view_delay=args.view_delay,
+        model_load_time=args.model_load_time,
         png_compress_level=args.png_compress_level,
         preview_method=args.preview_method,
         max_upload_size_mb=args.max_upload_size,

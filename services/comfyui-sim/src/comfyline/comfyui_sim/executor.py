@@ -52,6 +52,9 @@ class Executor:
         self.objects: dict[tuple[str, str], Node] = {}
         self.interrupted = threading.Event()
         self.stopping = threading.Event()
+        self.folder_of = {name: f for f, names in config.models.items() for name in names}
+        self.loaded: dict[str, str] = {}  # model folder -> the file loaded from it last
+        self.model_loads = 0
         self._thread = threading.Thread(target=self._loop, name="comfyui-sim-executor", daemon=True)
 
     def start(self) -> None:
@@ -62,6 +65,18 @@ class Executor:
         self.interrupted.set()
         self.queue.close()
         self._thread.join(timeout)
+
+    def load_models(self, values: dict[str, Any]) -> None:
+        """A node reads model files: a file other than its folder's loaded one costs the load
+        time (``--model-load-time``); one already loaded costs nothing, as on a GPU server."""
+        for value in values.values():
+            folder = self.folder_of.get(value) if isinstance(value, str) else None
+            if folder is None or self.loaded.get(folder) == value:
+                continue
+            self.loaded[folder] = value
+            self.model_loads += 1
+            if self.config.model_load_time > 0:
+                self.stopping.wait(self.config.model_load_time)
 
     def interrupt(self) -> None:
         """Cooperative: the running node finishes; the next boundary or tick stops the run."""

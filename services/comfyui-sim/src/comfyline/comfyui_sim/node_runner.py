@@ -117,6 +117,7 @@ class NodeRunner:
             delay = ex.config.node_delay(class_type)
             if delay > 0:
                 ex.stopping.wait(delay)
+            ex.load_models(values)
             result = obj.run(self._context(node_id, key), NodeInputs(values))
         except InterruptProcessingError:
             log.info("Processing interrupted")
