@@ -1,7 +1,7 @@
 """Comfyline's overhead over ComfyUI itself, measured against a baseline in the same run.
 
-    uv run python -m bench [all|overhead|simulator] [--jobs 40] [--concurrency 8]
-                           [--comfyui-url URL] [--json FILE]
+    uv run python -m bench [all|overhead|simulator|affinity] [--jobs 40] [--concurrency 8]
+                           [--comfyui-url URL] [--json FILE] [--load-time 0.5]
 
 Starts the local stack (embedded NATS, S3, the ComfyUI simulator unless --comfyui-url, the four
 services) in a temporary folder, then runs the same ``cpu-smoke`` job (a fresh colour each time,
@@ -14,6 +14,9 @@ so nothing is cached):
 It prints the median and p95 of each, the overhead Comfyline adds at the median, and throughput
 with several concurrent clients. The design budget is "a few milliseconds per job at the median"
 of overhead on top of ComfyUI; the last line says whether this run met it.
+
+``affinity`` (see ``bench/affinity.py``): checkpoint swaps per 100 mixed jobs on two servers and
+the throughput, with model affinity on and off, side by side in the same run.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from comfyline.catalogue import Catalogue, render, validate_input
 from comfyline.stack.local import LocalStack
 from comfyline.stack.servers import free_port
 
-from . import simulator
+from . import affinity, simulator
 from .direct import run_direct
 
 BUDGET_MS = 5.0
@@ -125,7 +128,10 @@ def main() -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("which", nargs="?", default="all", choices=["all", "overhead", "simulator"])
+    parser.add_argument(
+        "which", nargs="?", default="all", choices=["all", "overhead", "simulator", "affinity"]
+    )
+    parser.add_argument("--load-time", type=float, default=0.5, help="affinity: s per load")
     parser.add_argument("--jobs", type=int, default=40)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--size", type=int, default=512)
@@ -137,6 +143,8 @@ def main() -> None:
         results |= simulator.run(jobs=args.jobs)
     if args.which in {"all", "overhead"}:
         results |= _overhead(args)
+    if args.which in {"all", "affinity"}:
+        results |= affinity.run(load_time=args.load_time)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -104,6 +104,7 @@ async def publish_job(
     record: bool = False,
     version: int = 1,
     validate: bool = True,
+    lane: str = "interactive",
 ) -> RunJob:
     """Dispatch a job as the gateway and orchestrator would (validated; record optional)."""
     job_id = job_id or new_job_id()
@@ -119,7 +120,7 @@ async def publish_job(
     )
     if record:
         await put_record(bus, run_job, JobState.DISPATCHED)
-    await bus.publish(bus.names.work(model), run_job, msg_id=f"{job_id}:run")
+    await bus.publish(bus.names.work(model, lane), run_job, msg_id=f"{job_id}:run")
     return run_job
 
 

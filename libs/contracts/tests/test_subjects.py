@@ -57,3 +57,12 @@ def test_advisory_subject_names_the_work_consumer() -> None:
     assert names.max_deliveries_advisory("cpu-smoke") == (
         "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.ns1_WORK.work-cpu-smoke"
     )
+
+
+def test_batch_work_has_its_own_subject_and_consumer() -> None:
+    names = Names("t1")
+    assert names.work("m", "batch") == "t1.work.m.batch"
+    assert names.work_consumer("m", "batch") == "work-m-batch"
+    assert names.work_consumer("m") == "work-m"
+    assert names.work_key("t1.work.m.batch") == ("m", "batch")
+    assert names.work_key(names.work("m")) == ("m", "interactive")

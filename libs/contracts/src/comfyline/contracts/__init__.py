@@ -36,6 +36,7 @@ from .ids import (
     new_request_id,
 )
 from .jobs import (
+    LANES,
     Attempt,
     Cost,
     Enhancement,
@@ -110,6 +111,7 @@ __all__ = [
     "CONTENT_TYPE",
     "EVENT_NAMES",
     "JSON",
+    "LANES",
     "MESSAGE_TYPE",
     "MSG_ID",
     "RANK",

@@ -13,6 +13,8 @@ from .wire import WireModel
 
 Priority = Literal["interactive", "batch"]
 """A job's lane: ``interactive`` (the default) is always served before ``batch``."""
+LANES: tuple[Priority, ...] = ("interactive", "batch")
+"""The lanes in the order workers serve them."""
 
 
 class OutputKind(StrEnum):

@@ -100,9 +100,17 @@ class Names:
         return self._subject("runs", ">")
 
     # --- WORK: one work-queue subject per model ---
-    def work(self, model: str) -> str:
-        """``work.<model>``: jobs waiting for a worker that serves ``model``."""
-        return self._subject("work", token(model))
+    def work(self, model: str, lane: str = "interactive") -> str:
+        """``work.<model>``: interactive jobs waiting for a worker that serves ``model``;
+        ``work.<model>.batch``: its batch jobs, fetched only when no interactive job waits."""
+        if lane == "interactive":
+            return self._subject("work", token(model))
+        return self._subject("work", token(model), token(lane))
+
+    def work_key(self, subject: str) -> tuple[str, str]:
+        """``(model, lane)`` of a work subject (see :meth:`work`)."""
+        rest = subject.removeprefix(self.all_work()[:-1]).split(".")
+        return rest[0], rest[1] if len(rest) > 1 else "interactive"
 
     def all_work(self) -> str:
         """Every model's work subject (the WORK stream's subjects)."""
@@ -164,9 +172,11 @@ class Names:
         """A KV bucket's name in this namespace."""
         return self._resource(name)
 
-    def work_consumer(self, model: str) -> str:
-        """The durable pull consumer of one model's work (shared by all its workers)."""
-        return f"work-{token(model)}"
+    def work_consumer(self, model: str, lane: str = "interactive") -> str:
+        """The durable pull consumer of one model's work in one lane (shared by its workers):
+        ``work-<model>``, ``work-<model>-batch``."""
+        suffix = "" if lane == "interactive" else f"-{token(lane)}"
+        return f"work-{token(model)}{suffix}"
 
     def queue_group(self, service: str) -> str:
         """The queue group that the replicas of one service share."""

@@ -1,11 +1,13 @@
 """Taking one job off a model's work consumer, only when a server is free to run it.
 
-Every worker binds the same durable consumer per model (``work-<model>``: a work-queue stream
-refuses overlapping consumers). A free server asks the consumers of the models it can run, in
-turn, for one message each with ``no_wait``, so nothing is ever fetched that no server can take
-at once, and no pull request lingers to deliver a message later to a busy worker. When all are
-empty it waits for the doorbell (a plain subscription to ``work.>`` that rings on each new job)
-or the idle poll interval (which finds redeliveries, which ring no bell).
+Every worker binds the same durable consumers per model, one per lane (``work-<model>`` for
+interactive jobs, ``work-<model>-batch`` for batch jobs: a work-queue stream refuses overlapping
+consumers). A free server asks the consumers of the models it can run for one message each with
+``no_wait``, every model's interactive lane before any batch lane, so nothing is ever fetched
+that no server can take at once, no pull request lingers to deliver a message later to a busy
+worker, and a batch job is taken only when no interactive job that server could run is waiting.
+When all are empty it waits for the doorbell (a plain subscription to ``work.>`` that rings on
+each new job) or the idle poll interval (which finds redeliveries, which ring no bell).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from comfyline.contracts import ModelTemplate
+from comfyline.contracts import LANES, ModelTemplate, utcnow
 from comfyline.runtime import Bus, durable_config, ensure_consumer
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,7 @@ class Ring:
     def __init__(self, models: Sequence[str]) -> None:
         self.models = frozenset(models)
         self.event = asyncio.Event()
-        self.rung: list[str] = []
+        self.rung: list[tuple[str, str]] = []
 
     async def wait(self) -> None:
         await self.event.wait()
@@ -61,11 +63,11 @@ class Doorbell:
     def __init__(self) -> None:
         self._waiters: list[Ring] = []
 
-    def ring(self, model: str) -> None:
+    def ring(self, model: str, lane: str = "interactive") -> None:
         for ring in self._waiters:
             if model in ring.models:
-                if model not in ring.rung:
-                    ring.rung.append(model)
+                if (model, lane) not in ring.rung:
+                    ring.rung.append((model, lane))
                 ring.event.set()
 
     @contextlib.contextmanager
@@ -97,7 +99,7 @@ class WorkFetcher:
         """Listen for newly published work (the doorbell)."""
 
         async def on_work(msg: Msg) -> None:
-            self.bell.ring(msg.subject.rsplit(".", 1)[-1])
+            self.bell.ring(*self.bus.names.work_key(msg.subject))
 
         self._sub = await self.bus.nc.subscribe(self.bus.names.all_work(), cb=on_work)
 
@@ -107,45 +109,72 @@ class WorkFetcher:
             self._sub = None
 
     async def bind(self, template: ModelTemplate) -> None:
-        """Create or update the model's durable consumer (every worker applies the same one)."""
+        """Create or update the model's durable consumers, one per lane (every worker applies
+        the same ones)."""
         if template.name in self.bound:
             return
         max_deliver = template.retry_limit + 1
-        config = durable_config(
-            self.bus.names.work_consumer(template.name),
-            self.bus.names.work(template.name),
-            ack_wait_s=self.ack_wait_s,
-            max_deliver=max_deliver,
-            backoff_s=consumer_backoff(self.ack_wait_s, max_deliver),
-            max_ack_pending=10_000,
-        )
-        await ensure_consumer(self.bus, self._stream, config)
+        for lane in LANES:
+            config = durable_config(
+                self.bus.names.work_consumer(template.name, lane),
+                self.bus.names.work(template.name, lane),
+                ack_wait_s=self.ack_wait_s,
+                max_deliver=max_deliver,
+                backoff_s=consumer_backoff(self.ack_wait_s, max_deliver),
+                max_ack_pending=10_000,
+            )
+            await ensure_consumer(self.bus, self._stream, config)
         self.bound.add(template.name)
         log.info("bound work consumer", extra={"model": template.name})
 
-    async def next_for(self, models: Sequence[str], rung: Sequence[str] = ()) -> Msg | None:
-        """One message from the first of ``models`` (in rotating order) that has one.
+    async def next_for(
+        self, models: Sequence[str], rung: Sequence[tuple[str, str]] = (), rotate: bool = True
+    ) -> Msg | None:
+        """One message, interactive lane first: in each lane, from the first of ``models`` that
+        has one (in rotating order, unless ``rotate`` is False: then in the order given).
 
-        Models in ``rung`` (the doorbell heard work for them) are asked first, each waiting up to
-        :data:`RUNG_WAIT_S` for its message to become visible.
+        Within a lane, models in ``rung`` (the doorbell heard work for them) are asked first,
+        each waiting up to :data:`RUNG_WAIT_S` for its message to become visible.
         """
-        for model in rung:
-            if model in self.bound:
-                msg = await self._next(model, wait_s=RUNG_WAIT_S)
-                if msg is not None:
-                    return msg
         ready = [m for m in models if m in self.bound]
         if not ready:
             return None
-        start = next(self._turn) % len(ready)
-        for model in ready[start:] + ready[:start]:
-            msg = await self._next(model)
-            if msg is not None:
-                return msg
+        start = next(self._turn) % len(ready) if rotate else 0
+        for lane in LANES:
+            for model, rung_lane in rung:
+                if rung_lane == lane and model in ready:
+                    msg = await self._next(model, lane, wait_s=RUNG_WAIT_S)
+                    if msg is not None:
+                        return msg
+            for model in ready[start:] + ready[:start]:
+                msg = await self._next(model, lane)
+                if msg is not None:
+                    return msg
         return None
 
-    async def _next(self, model: str, wait_s: float = 0.0) -> Msg | None:
-        durable = self.bus.names.work_consumer(model)
+    async def waited(self, model: str, lane: str = "interactive") -> float:
+        """Seconds the model's oldest job not yet delivered has waited in ``lane`` (0: none).
+
+        Two small requests: the consumer's last delivered stream sequence, then the first
+        message on the lane's subject after it (redeliveries are not counted).
+        """
+        durable = self.bus.names.work_consumer(model, lane)
+        try:
+            info = await self.bus.js.consumer_info(self._stream, durable)
+            if not info.num_pending:
+                return 0.0
+            after = (info.delivered.stream_seq or 0) + 1
+            head = await self.bus.js.get_msg(
+                self._stream, seq=after, subject=self.bus.names.work(model, lane), next=True
+            )
+        except (TimeoutError, nats.errors.Error):
+            return 0.0
+        if head.time is None:
+            return 0.0
+        return max(0.0, (utcnow() - head.time).total_seconds())
+
+    async def _next(self, model: str, lane: str, wait_s: float = 0.0) -> Msg | None:
+        durable = self.bus.names.work_consumer(model, lane)
         subject = f"{self._prefix}.CONSUMER.MSG.NEXT.{self._stream}.{durable}"
         body = json.dumps({"batch": 1, "expires": int(wait_s * 1e9)}).encode() if wait_s else _NEXT
         try:

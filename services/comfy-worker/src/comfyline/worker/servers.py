@@ -14,7 +14,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from comfyline.contracts import ModelTemplate, ServerStatus
+from comfyline.catalogue import render
+from comfyline.contracts import ComfylineError, ModelTemplate, ServerStatus
 
 from .capability import Capability
 from .comfy_client import ComfyClient
@@ -23,6 +24,23 @@ from .errors import WorkerError
 log = logging.getLogger(__name__)
 
 OnCapability = Callable[["Server"], Awaitable[None]]
+
+
+def model_files(template: ModelTemplate, data: dict[str, Any]) -> list[str]:
+    """The template's model files that a job with input ``data`` reads (its rendered graph's
+    inputs; a preset may pick one checkpoint of several)."""
+    known = {m.file for m in template.required_models}
+    try:
+        graph = render(template, data, {})
+    except (ComfylineError, KeyError, TypeError, ValueError):
+        return sorted(known)
+    used = {
+        value
+        for node in graph.values()
+        for value in node.get("inputs", {}).values()
+        if isinstance(value, str) and value in known
+    }
+    return sorted(used)
 
 
 class Server:
@@ -70,10 +88,11 @@ class Server:
         self.busy, self.job_id = True, job_id
         self._ready.clear()
 
-    def load(self, template: ModelTemplate) -> None:
-        """A job of ``template`` runs here: its model files are what the server has loaded."""
+    def load(self, template: ModelTemplate, data: dict[str, Any]) -> None:
+        """A job of ``template`` with input ``data`` runs here: the model files its graph reads
+        are what the server has loaded from now on."""
         self.last_model = template.name
-        self.loaded = sorted({m.file for m in template.required_models})
+        self.loaded = model_files(template, data)
 
     def release(self) -> None:
         """Our job finished executing (its outputs may still be on their way to S3)."""

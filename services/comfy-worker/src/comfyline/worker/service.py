@@ -22,6 +22,7 @@ from comfyline.catalogue import Catalogue, UnknownModel
 from comfyline.contracts import ModelTemplate, RunJob, bucket_spec, stream_spec
 from comfyline.runtime import Bus, Delivery, FleetOrders, ObjectStore, settle
 
+from .affinity import Affinity
 from .cancel import CancelListener
 from .comfy_client import ComfyClient
 from .fetch import WorkFetcher
@@ -89,6 +90,7 @@ class Worker:
             bus, settings.worker_id, self.servers, settings.heartbeat_interval_s
         )
         self.orders = FleetOrders(bus)
+        self.affinity = Affinity(self.fetcher, catalogue, settings.affinity_wait_s)
         self.jobs: set[asyncio.Task[str]] = set()
         self.completed_runs = 0
 
@@ -137,15 +139,17 @@ class Worker:
 
     async def _slot(self, server: Server, stop: asyncio.Event) -> None:
         """One server: fetch a job only when it is free, run it, repeat."""
-        rung: list[str] = []
+        rung: list[tuple[str, str]] = []
         while not stop.is_set():
             if not await _until(server.wait_free(), stop):
                 return
             if not await _until(self._accepting(), stop):
                 return
             models = [m for m in server.models if self.orders.paused(m) is None]
+            if self.settings.affinity:
+                models = await self.affinity.order(server, models)
             with self.fetcher.bell.listen(models) as ring:
-                msg = await self.fetcher.next_for(models, rung)
+                msg = await self.fetcher.next_for(models, rung, rotate=not self.settings.affinity)
                 if msg is None:
                     await _until(ring.wait(), stop, limit_s=self.settings.idle_poll_s)
                     rung = list(ring.rung)
@@ -181,7 +185,7 @@ class Worker:
         job_id = work.job_id if work else None
         if work is not None:
             with contextlib.suppress(UnknownModel):  # the handler reports it
-                server.load(self.catalogue.get(work.model, work.template_version))
+                server.load(self.catalogue.get(work.model, work.template_version), work.input)
         server.claim(job_id or "?")
         self.registry.poke()
         released = asyncio.Event()

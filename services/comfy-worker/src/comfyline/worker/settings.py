@@ -65,6 +65,15 @@ class Settings(ServiceSettings):
         default=1.0, gt=0, description="how often an idle server looks for (re)delivered work"
     )
     health_interval_s: float = Field(default=5.0, gt=0, description="/system_stats while up")
+    affinity: bool = Field(
+        default=True,
+        description="a free server takes work for the model files it has loaded first",
+    )
+    affinity_wait_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="a job of another model that has waited this long is taken first anyway",
+    )
     down_retry_s: float = Field(default=1.0, gt=0, description="/system_stats while down")
     connect_timeout_s: float = Field(default=5.0, gt=0, description="ComfyUI connect timeout")
     read_timeout_s: float = Field(default=60.0, gt=0, description="ComfyUI read timeout")

@@ -70,8 +70,10 @@ class Fleet:
             info = await self.bus.js.stream_info(
                 names.stream("WORK"), subjects_filter=names.all_work()
             )
-        prefix = names.all_work()[:-1]
-        depth = {s.removeprefix(prefix): int(n) for s, n in (info.state.subjects or {}).items()}
+        depth: dict[str, int] = {}
+        for subject, count in (info.state.subjects or {}).items():
+            model, _ = names.work_key(subject)  # both lanes count
+            depth[model] = depth.get(model, 0) + int(count)
         self._cache = _Cached(time.monotonic(), workers, depth)
         return self._cache
 

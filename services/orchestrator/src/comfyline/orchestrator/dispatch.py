@@ -246,7 +246,7 @@ class Dispatcher:
         dispatched = change.require()
         await self.journal.announce(dispatched, EventKind.DISPATCHED, replay=change.replay)
         await self.bus.publish(
-            self.bus.names.work(dispatched.model),
+            self.bus.names.work(dispatched.model, dispatched.priority),
             self.run_job(dispatched, template),
             msg_id=f"{dispatched.id}:run",
         )

@@ -30,6 +30,7 @@ from nats.js.errors import KeyNotFoundError
 
 from comfyline.catalogue import Catalogue
 from comfyline.contracts import (
+    LANES,
     CancelCommand,
     ComfylineError,
     ErrorCode,
@@ -139,11 +140,11 @@ class ProviderWorker:
         ]
         consumers = []
         for provider in self.providers.values():
-            for model in provider.models:
+            for model, lane in ((m, lane) for m in provider.models for lane in LANES):
                 template = self.catalogue.get(model)
                 config = durable_config(
-                    names.work_consumer(model),
-                    names.work(model),
+                    names.work_consumer(model, lane),
+                    names.work(model, lane),
                     ack_wait_s=self.settings.ack_wait_s,
                     max_deliver=template.retry_limit + 1,
                     max_ack_pending=10_000,
@@ -154,7 +155,7 @@ class ProviderWorker:
                         run_consumer(
                             self.bus,
                             names.stream("WORK"),
-                            names.work_consumer(model),
+                            names.work_consumer(model, lane),
                             self._handler(provider),
                             stop,
                             concurrency=provider.config.concurrency,
@@ -162,7 +163,7 @@ class ProviderWorker:
                             fetch_timeout_s=self.settings.fetch_timeout_s,
                             grace_s=self.settings.shutdown_grace_s,
                         ),
-                        name=f"work {model}",
+                        name=f"work {model} {lane}",
                     )
                 )
         log.info(
