@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from typing import Any
 
@@ -221,3 +222,34 @@ async def test_admins_see_worker_health_on_the_dashboard_stream(served: Served, 
             except TimeoutError:
                 seen = []
             assert seen == []
+
+
+async def test_the_admin_command_line_drives_the_same_routes(
+    served: Served, bus: Bus, capsys: Any
+) -> None:
+    from comfyline.gateway.cli import main as cli_main
+
+    from .conftest import ADMIN_KEY
+
+    await beat(bus, "gpu-cli")
+    target = ["--url", served.url, "--key", ADMIN_KEY]
+
+    async def run(*argv: str) -> tuple[int, str, str]:
+        code = await asyncio.to_thread(cli_main, ["admin", *target, *argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, _ = await run("workers")
+    assert code == 0 and [w["id"] for w in json.loads(out)["data"]] == ["gpu-cli"]
+    code, out, _ = await run("workers", "drain", "gpu-cli", "--reason", "cli test")
+    assert code == 0 and json.loads(out)["drain_reason"] == "cli test"
+    kv = await bus.kv(bus.names.bucket("fleet"))
+    assert "drain.gpu-cli" in await keys_of(kv)
+    code, out, _ = await run("models", "pause", "cpu-smoke")
+    assert code == 0 and json.loads(out)["paused"] is True
+    code, out, _ = await run("models", "resume", "cpu-smoke")
+    assert code == 0 and "pause.cpu-smoke" not in await keys_of(kv)
+    code, out, _ = await run("dead-letters")
+    assert code == 0 and json.loads(out)["data"] == []
+    code, _, err = await run("workers", "show", "ghost")  # the API's 404: its body, exit 1
+    assert code == 1 and '"not_found"' in err

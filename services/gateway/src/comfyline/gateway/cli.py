@@ -6,6 +6,7 @@
     python -m comfyline.gateway keys create --owner u1 --role admin [--limit submit_per_min=1000]
     python -m comfyline.gateway keys list [--owner u1]
     python -m comfyline.gateway keys revoke key_...
+    python -m comfyline.gateway admin --help          # operate the fleet over HTTP (admin_cli)
 
 Key commands write the ``keys`` bucket over NATS with the same :class:`KeyStore` that backs
 ``/v1/keys``; ``create`` prints the secret once.
@@ -92,6 +93,7 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m comfyline.gateway", description=__doc__)
     commands = top.add_subparsers(dest="command")
     commands.add_parser("serve", help="serve the API (the default)")
+    commands.add_parser("admin", help="operate the fleet: workers, model pauses, dead letters")
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
         dest="action", required=True
     )
@@ -110,6 +112,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line entry point."""
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["admin"]:
+        from .admin_cli import app
+
+        return int(app(given[1:], prog_name="comfyline-gateway admin", standalone_mode=False) or 0)
     args = parser().parse_args(argv)
     settings = Settings()
     setup_logging("gateway", settings.log_level, settings.log_json)
