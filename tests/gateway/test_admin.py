@@ -28,7 +28,9 @@ from .conftest import ADMIN, Orchestrator, Served, new_key
 from .test_events import SseReader
 
 
-async def beat(bus: Bus, worker_id: str, *, healthy: bool = True, busy: bool = False) -> None:
+async def beat(
+    bus: Bus, worker_id: str, *, healthy: bool = True, busy: bool = False, draining: bool = False
+) -> None:
     """Write a worker's heartbeat as the worker does."""
     heartbeat = WorkerHeartbeat(
         worker_id=worker_id,
@@ -47,6 +49,7 @@ async def beat(bus: Bus, worker_id: str, *, healthy: bool = True, busy: bool = F
         started_at=utcnow(),
         jobs_done=7,
         jobs_failed=2,
+        draining=draining,
     )
     kv = await bus.kv(bus.names.bucket("workers"))
     await kv.put(worker_id, heartbeat.to_bytes())
@@ -144,10 +147,28 @@ async def test_pause_and_resume_a_model(client: httpx.AsyncClient, bus: Bus) -> 
     kv = await bus.kv(bus.names.bucket("fleet"))
     pause = ModelPause.from_bytes((await kv.get("pause.cpu-smoke")).value or b"")
     assert pause.reason == "new checkpoint"
+    status = (await client.get("/v1/status", headers=ADMIN)).json()
+    assert status["models"]["cpu-smoke"]["paused"] is True
     assert (await client.post("/v1/models/nope/pause", headers=ADMIN)).status_code == 404
     resumed = await client.post("/v1/models/cpu-smoke/resume", headers=ADMIN)
     assert resumed.status_code == 200 and resumed.json()["paused"] is False
     assert "pause.cpu-smoke" not in await keys_of(kv)
+    status = (await client.get("/v1/status", headers=ADMIN)).json()
+    assert status["models"]["cpu-smoke"]["paused"] is False
+
+
+async def test_a_model_served_only_by_draining_workers_is_not_available(
+    client: httpx.AsyncClient, bus: Bus
+) -> None:
+    await beat(bus, "gpu-d", draining=True, busy=True)
+    status = (await client.get("/v1/status", headers=ADMIN)).json()["models"]["cpu-smoke"]
+    assert status["available"] is False and status["idle_servers"] == 0
+    assert status["running"] == 1  # its last job still runs
+    view = (await client.get("/v1/workers/gpu-d", headers=ADMIN)).json()
+    assert view["state"] == "draining" and view["draining"] is True
+    await beat(bus, "gpu-e")
+    status = (await client.get("/v1/status", headers=ADMIN)).json()["models"]["cpu-smoke"]
+    assert status["available"] is True and status["workers"] == 1
 
 
 async def test_a_dead_letter_is_listed_and_retried_once_as_a_new_job(

@@ -61,6 +61,7 @@ async def test_models_with_schema_limits_and_live_availability(
         "idle_servers": 1,
         "running": 1,
         "queue_depth": 0,
+        "paused": False,
     }
     missing = await client.get("/v1/models/nope", headers=user)
     assert missing.status_code == 404 and missing.json()["code"] == "unknown_model"

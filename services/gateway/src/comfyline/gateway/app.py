@@ -126,7 +126,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await bus.kv(names.bucket("usage")),
         )
         joblog = JobLog(bus)
-        fleet = Fleet(bus, settings.status_cache_s)
+        orders = FleetOrders(bus)
+        await orders.start()
+        stack.push_async_callback(orders.stop)
+        fleet = Fleet(bus, settings.status_cache_s, orders)
         fanout = Fanout(bus)
         await fanout.start()
         stack.push_async_callback(fanout.stop)
@@ -136,9 +139,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         inputs = InputResolver(
             store, joblog, Fetcher(http, settings.fetch_timeout_s), settings.bodies.max_fetch_bytes
         )
-        orders = FleetOrders(bus)
-        await orders.start()
-        stack.push_async_callback(orders.stop)
         fleetwatch = FleetWatch(bus, settings.worker_ttl_s)
         await fleetwatch.start()
         stack.push_async_callback(fleetwatch.stop)

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from comfyline.contracts import ModelTemplate, WorkerHeartbeat
-from comfyline.runtime import Bus
+from comfyline.runtime import Bus, FleetOrders
 
 from .kv import nats_errors, scan
 
@@ -28,6 +28,7 @@ class ModelAvailability:
     idle_servers: int = 0
     running: int = 0
     queue_depth: int = 0
+    paused: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +51,10 @@ class _Cached:
 class Fleet:
     """Reads worker heartbeats and queue depths, briefly cached."""
 
-    def __init__(self, bus: Bus, cache_s: float) -> None:
+    def __init__(self, bus: Bus, cache_s: float, orders: FleetOrders | None = None) -> None:
         self.bus = bus
         self.cache_s = cache_s
+        self.orders = orders
         self._cache = _Cached()
 
     async def _refresh(self, force: bool = False) -> _Cached:
@@ -91,14 +93,16 @@ class Fleet:
         out = {}
         for model in models:
             serving = [w for w in cached.workers if model in w.models]
-            servers = [s for w in serving for s in w.servers if s.healthy]
+            # A draining worker finishes its jobs but takes no more: it is no capacity.
+            taking = [s for w in serving if not w.draining for s in w.servers if s.healthy]
             out[model] = ModelAvailability(
-                available=bool(servers),
-                workers=len(serving),
-                servers=len(servers),
-                idle_servers=sum(1 for s in servers if not s.busy),
-                running=sum(1 for s in servers if s.busy),
+                available=bool(taking),
+                workers=sum(1 for w in serving if not w.draining),
+                servers=len(taking),
+                idle_servers=sum(1 for s in taking if not s.busy),
+                running=sum(1 for w in serving for s in w.servers if s.healthy and s.busy),
                 queue_depth=cached.depth.get(model, 0),
+                paused=bool(self.orders and self.orders.paused(model)),
             )
         return out
 

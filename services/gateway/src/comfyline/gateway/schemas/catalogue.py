@@ -17,6 +17,7 @@ class Availability(BaseModel):
     idle_servers: int = 0
     running: int = 0
     queue_depth: int = 0
+    paused: bool = Field(default=False, description="an admin paused it: its jobs stay queued")
 
 
 class ProviderPublic(BaseModel):
