@@ -1,5 +1,6 @@
-"""The ComfyUI protocol suite runs against a real ComfyUI when `COMFYUI_URL` is set, and against
-the Comfyline ComfyUI simulator otherwise (one per session, started as a subprocess).
+"""The ComfyUI protocol suite runs against both servers in the same run: the Comfyline ComfyUI
+simulator (one per session, started as a subprocess) and a real ComfyUI (`COMFYUI_URL`, or one
+started from the cache; see the `real_comfyui` fixture), so the simulator cannot drift.
 
 Every test asserts a fact of docs/comfyui-protocol.md (shared/docs/comfyui-protocol.md) using
 only model-free stock node classes, so it also passes on a CPU-only real ComfyUI.
@@ -8,7 +9,6 @@ only model-free stock node classes, so it also passes on a CPU-only real ComfyUI
 from __future__ import annotations
 
 import json
-import os
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -26,12 +26,18 @@ def _get(url: str) -> object:
         return json.loads(answer.read())
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInfo]:
-    url = os.environ.get("COMFYUI_URL", "").rstrip("/")
+@pytest.fixture(
+    scope="session",
+    params=["simulator", pytest.param("real", marks=pytest.mark.real_comfyui)],
+)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerInfo]:
     process = None
     data_dir = None
-    if not url:
+    if request.param == "real":
+        url = str(request.getfixturevalue("real_comfyui"))
+    else:
         data_dir = tmp_path_factory.mktemp("comfyui-sim")
         process = SimulatorProcess(data_dir, args=SIMULATOR_ARGS).start()
         url = process.url

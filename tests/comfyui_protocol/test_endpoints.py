@@ -61,7 +61,7 @@ async def test_object_info_lists_node_classes_with_input_specs(comfy: ComfyClien
     assert info["EmptyImage"]["output_node"] is False
 
 
-async def test_object_info_combos_come_in_three_forms(comfy: ComfyClient) -> None:
+async def test_object_info_combos_come_in_four_forms(comfy: ComfyClient) -> None:
     info = await comfy.get_json("/object_info")
     forms = set()
     for entry in info.values():
@@ -70,9 +70,24 @@ async def test_object_info_combos_come_in_three_forms(comfy: ComfyClient) -> Non
                 if isinstance(spec, list) and spec and isinstance(spec[0], list):
                     forms.add("list" if len(spec) == 1 else "list+options")
                 elif isinstance(spec, list) and spec and spec[0] == "COMBO":
-                    forms.add("COMBO")
-                    assert isinstance(spec[1]["options"], list)
-    assert {"list", "list+options", "COMBO"} <= forms
+                    if "options" in spec[1]:
+                        assert isinstance(spec[1]["options"], list)
+                        forms.add("COMBO")
+                    else:
+                        forms.add("COMBO without options")
+    assert {"list", "list+options", "COMBO", "COMBO without options"} <= forms
+    assert info["LoadImageOutput"]["input"]["required"]["image"] == [
+        "COMBO",
+        {
+            "image_upload": True,
+            "image_folder": "output",
+            "remote": {
+                "route": "/internal/files/output",
+                "refresh_button": True,
+                "control_after_refresh": "first",
+            },
+        },
+    ]
 
 
 async def test_object_info_of_one_class_and_of_an_unknown_class(comfy: ComfyClient) -> None:

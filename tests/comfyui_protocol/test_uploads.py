@@ -8,7 +8,7 @@ import uuid
 import aiohttp
 from PIL import Image
 
-from comfyline.comfyui_sim.testing import ComfyClient, is_done
+from comfyline.comfyui_sim.testing import ComfyClient, empty_image_graph, fresh_color, is_done
 
 
 def png(color: tuple[int, int, int], size: tuple[int, int] = (24, 16)) -> bytes:
@@ -87,3 +87,27 @@ async def test_uploaded_files_appear_in_the_loadimage_combo(comfy: ComfyClient) 
     info = await comfy.get_json("/object_info/LoadImage")
     options, extra = info["LoadImage"]["input"]["required"]["image"]
     assert name in options and extra == {"image_upload": True}
+
+
+async def test_load_image_output_reads_an_annotated_earlier_output(comfy: ComfyClient) -> None:
+    color = fresh_color()
+    frames = await comfy.run_ok(empty_image_graph("loadout", 16, 8, color=color))
+    [saved] = next(f for f in frames if f.type == "executed").data["output"]["images"]
+    annotated = f"{saved['filename']} [output]"
+    load = {
+        "1": {"class_type": "LoadImageOutput", "inputs": {"image": annotated}},
+        "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
+    }
+    frames = await comfy.run_ok(load)
+    [preview] = next(f for f in frames if f.type == "executed").data["output"]["images"]
+    image = Image.open(io.BytesIO(await comfy.fetch(preview)))
+    assert image.size == (16, 8)
+    assert image.convert("RGB").getpixel((0, 0)) == (color >> 16, (color >> 8) & 255, color & 255)
+    # Without the annotation the name is looked up in input/, where it is not.
+    bare = {"1": {"class_type": "LoadImageOutput", "inputs": {"image": saved["filename"]}}}
+    bare["2"] = load["2"]
+    reply = await comfy.prompt(bare)
+    assert reply.status == 400
+    [error] = reply.json()["node_errors"]["1"]["errors"]
+    assert error["type"] == "custom_validation_failed"
+    assert error["details"] == f"image - Invalid image file: {saved['filename']}"

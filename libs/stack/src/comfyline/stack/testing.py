@@ -17,6 +17,7 @@ from comfyline.contracts import Names, bucket_spec, stream_spec
 from comfyline.runtime import Bus, NatsSettings, ObjectStore, S3Settings
 
 from .containers import ContainerNats, ContainerS3, use_containers
+from .real_comfyui import Installation, RealComfyUI
 from .servers import NatsServer, SeaweedS3
 
 TEST_ACCESS_KEY = "comfyline-test"
@@ -95,11 +96,51 @@ async def store(s3_settings: S3Settings) -> ObjectStore:
     return objects
 
 
+def real_comfyui_required() -> bool:
+    """`.ci/run` sets ``COMFYLINE_REQUIRE_REAL_COMFYUI=1``: there a missing real ComfyUI fails."""
+    return os.environ.get("COMFYLINE_REQUIRE_REAL_COMFYUI") == "1"
+
+
+@pytest.fixture(scope="session")
+def real_comfyui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a real ComfyUI: ``COMFYUI_URL`` if set, else one started from the cache (see
+    ``comfyline.stack.real_comfyui``). Tests that need it skip with the reason where there is
+    none, and fail instead under ``COMFYLINE_REQUIRE_REAL_COMFYUI=1``."""
+    url = os.environ.get("COMFYUI_URL", "").rstrip("/")
+    if url:
+        yield url
+        return
+    installation = Installation()
+    if not installation.ready:
+        reason = installation.why_not_ready()
+        if real_comfyui_required():
+            pytest.fail(f"a real ComfyUI is required here: {reason}")
+        pytest.skip(reason)
+    with RealComfyUI(tmp_path_factory.mktemp("comfyui-real"), installation=installation) as server:
+        yield server.url
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     """Say which servers the tests talk to."""
     url = os.environ.get("COMFYUI_URL")
     servers = "Docker containers (NATS, MinIO)" if use_containers() else "local binaries"
+    installation = Installation()
+    real = url or (f"started from {installation.root}" if installation.ready else "none")
     return [
-        f"comfyui: {url}" if url else "comfyui: the Comfyline ComfyUI simulator",
+        f"comfyui: the Comfyline ComfyUI simulator; real ComfyUI: {real}",
         f"nats and s3: {servers}",
     ]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say how many tests ran against a real ComfyUI, so CI shows that they did."""
+    counts: dict[str, int] = {}
+    for outcome in ("passed", "failed", "skipped", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "when", "call") != "call" and outcome != "skipped":
+                continue
+            if "real_comfyui" in getattr(report, "keywords", {}):
+                counts[outcome] = counts.get(outcome, 0) + 1
+    if counts:
+        summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
+        terminalreporter.write_line(f"tests against a real ComfyUI: {summary}")

@@ -200,6 +200,8 @@ class Node:
     RETURN_NAMES: ClassVar[tuple[str, ...] | None] = None
     OUTPUT_TOOLTIPS: ClassVar[tuple[str, ...] | None] = None
     OUTPUT_NODE: ClassVar[bool] = False
+    #: Marked `"experimental": true` in `/object_info`, as ComfyUI does for such nodes.
+    EXPERIMENTAL: ClassVar[bool] = False
     #: Inputs handed to `validate` (ComfyUI's VALIDATE_INPUTS arguments); their combo lists
     #: and min/max are then not checked by the generic validation.
     VALIDATES: ClassVar[tuple[str, ...]] = ()
@@ -239,6 +241,8 @@ class Node:
         }
         if cls.OUTPUT_TOOLTIPS is not None:
             out["output_tooltips"] = list(cls.OUTPUT_TOOLTIPS)
+        if cls.EXPERIMENTAL:
+            out["experimental"] = True
         return out
 
     def run(self, ctx: RunContext, inputs: Inputs) -> NodeOutput:

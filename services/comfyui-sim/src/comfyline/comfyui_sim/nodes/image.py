@@ -100,6 +100,30 @@ class LoadImage(FileLoader):
         return NodeOutput((images, Mask(mask, ctx.signature)))
 
 
+class LoadImageOutput(LoadImage):
+    """Loads an earlier output (`name.png [output]`); its combo is 0.3.64's fourth form, a
+    `COMBO` with no `options`: the front end asks `remote.route` for the choices."""
+
+    CLASS = "LoadImageOutput"
+    DISPLAY = "Load Image (from Outputs)"
+    DESCRIPTION = (
+        "Load an image from the output folder. When the refresh button is clicked, the node will "
+        "update the image list and automatically select the first image, allowing for easy "
+        "iteration."
+    )
+    EXPERIMENTAL = True
+
+    @classmethod
+    def input_types(cls, env: NodeEnv) -> InputTypes:
+        remote = {
+            "route": "/internal/files/output",
+            "refresh_button": True,
+            "control_after_refresh": "first",
+        }
+        spec = ["COMBO", {"image_upload": True, "image_folder": "output", "remote": remote}]
+        return {"required": {"image": spec}}
+
+
 class LoadImageMask(FileLoader):
     CLASS = "LoadImageMask"
     DISPLAY = "Load Image (as Mask)"
@@ -219,6 +243,7 @@ class SaveImageWebsocket(Node):
 NODES: tuple[type[Node], ...] = (
     EmptyImage,
     LoadImage,
+    LoadImageOutput,
     LoadImageMask,
     SaveImage,
     PreviewImage,
