@@ -223,3 +223,13 @@ async def test_history_entry_shape(comfy: ComfyClient) -> None:
         "parent_node": None,
         "real_node_id": "2",
     }
+
+
+async def test_an_image_larger_than_memory_fails_at_once(comfy: ComfyClient) -> None:
+    graph = empty_image_graph("huge", 16384, 16384, batch=4096)
+    socket = await comfy.connect()
+    _, frames = await comfy.run(graph, socket, within=60)
+    error = next(f.data for f in frames if f.type == "execution_error")
+    assert (error["node_type"], error["exception_type"]) == ("EmptyImage", "RuntimeError")
+    assert "can't allocate memory" in error["exception_message"]
+    assert not [f for f in frames if f.type == "executed"]

@@ -82,3 +82,19 @@ async def test_origin_check_is_skipped_when_host_is_not_a_loopback_name(comfy: C
         headers={"Host": "comfy.example.com", "Origin": "http://evil.example.com"},
     )
     assert reply.status == 200
+
+
+async def test_a_side_without_a_port_is_compared_by_host_name_alone(comfy: ComfyClient) -> None:
+    _require_loopback(comfy)
+    host = urlsplit(comfy.url).hostname or ""
+    # Origin without a port: the Host's port is dropped before comparing.
+    same = await comfy.request("GET", "/system_stats", headers={"Origin": f"http://{host}"})
+    assert same.status == 200
+    # Host without a port: the Origin's port is dropped too.
+    reply = await comfy.request(
+        "GET", "/system_stats", headers={"Host": host, "Origin": f"http://{host}:9"}
+    )
+    assert reply.status == 200
+    # The host names still have to match.
+    other = await comfy.request("GET", "/system_stats", headers={"Origin": "http://localhost"})
+    assert other.status == (200 if host == "localhost" else 403)

@@ -6,6 +6,7 @@ exactly as the README's first command starts it.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from PIL import Image
 
 from .conftest import Stack
 from .otlp_receiver import OtlpReceiver
@@ -209,3 +211,31 @@ def test_one_trace_runs_from_the_http_request_through_every_service(stack: Stack
         assert any("s3" in s.name.lower() or "upload" in s.name.lower() for s in trace_spans), [
             (s.service, s.name) for s in trace_spans
         ]
+
+
+@pytest.mark.real_comfyui
+def test_cpu_smoke_through_the_local_stack_on_a_real_comfyui(
+    stack: Stack, real_comfyui: str
+) -> None:
+    stack.env["COMFYUI_URL"] = real_comfyui
+    info = stack.up()
+    assert info["comfyui_url"] == real_comfyui and info["comfyui_is_simulator"] is False
+    auth = {"Authorization": f"Bearer {info['api_key']}", "Prefer": "wait=60"}
+    with httpx.Client(base_url=info["gateway_url"], headers=auth, timeout=90) as client:
+        color = 0x2A7F3C
+        body = {"model": "cpu-smoke", "input": {"width": 96, "height": 40, "color": color}}
+        done = client.post("/v1/jobs", json=body)
+        assert done.status_code in (200, 201, 202), done.text
+        job = done.json()
+        deadline = time.monotonic() + 90
+        while job["status"] not in ("succeeded", "failed", "cancelled", "timed_out"):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.5)
+            job = client.get(f"/v1/jobs/{job['id']}").json()
+        assert job["status"] == "succeeded", job
+        output = job["outputs"][0]
+        assert (output["width"], output["height"]) == (96, 40)
+        png = httpx.get(output["url"], timeout=30)
+        assert png.status_code == 200 and png_size(png.content) == (96, 40)
+        pixel = Image.open(io.BytesIO(png.content)).convert("RGB").getpixel((5, 5))
+        assert pixel == (0x2A, 0x7F, 0x3C)

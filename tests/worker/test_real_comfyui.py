@@ -1,9 +1,9 @@
-"""The same worker code against a real ComfyUI (``COMFYUI_URL``), on the cpu-smoke path."""
+"""The same worker code against a real ComfyUI (``COMFYUI_URL``, or one started from the cache by
+the ``real_comfyui`` fixture), on the cpu-smoke path."""
 
 from __future__ import annotations
 
 import io
-import os
 
 import pytest
 from PIL import Image
@@ -12,19 +12,13 @@ from comfyline.runtime import Bus, ObjectStore
 
 from .helpers import RunWatch, Workers, publish_job
 
-COMFYUI_URL = os.environ.get("COMFYUI_URL")
-
-pytestmark = [
-    pytest.mark.real_comfyui,
-    pytest.mark.skipif(not COMFYUI_URL, reason="set COMFYUI_URL to a real ComfyUI to run this"),
-]
+pytestmark = pytest.mark.real_comfyui
 
 
 async def test_cpu_smoke_runs_on_a_real_comfyui(
-    bus: Bus, store: ObjectStore, workers: Workers, runs: RunWatch
+    bus: Bus, store: ObjectStore, workers: Workers, runs: RunWatch, real_comfyui: str
 ) -> None:
-    assert COMFYUI_URL is not None
-    running = workers([COMFYUI_URL], models=["cpu-smoke"])
+    running = workers([real_comfyui], models=["cpu-smoke"])
     jobs = [
         await publish_job(bus, "cpu-smoke", {"width": 64, "height": 32, "color": 0x3366CC}),
         # identical: a real ComfyUI answers from its cache with the old file name

@@ -233,6 +233,10 @@ class RealComfyUI:
         self.stop()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m comfyline.stack.real_comfyui",
@@ -250,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         state = "reused" if took == 0 else f"installed in {took:.0f} s"
         print(f"real ComfyUI {VERSION}: {installation.root} ({state})")
         return 0
+    signal.signal(signal.SIGTERM, _interrupt)
     with RealComfyUI() as server:
         print(f"COMFYUI_URL={server.url}", flush=True)
         with contextlib.suppress(KeyboardInterrupt):

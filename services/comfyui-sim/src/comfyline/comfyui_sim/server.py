@@ -46,6 +46,13 @@ async def _is_loopback(host: str | None) -> bool:
     return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
 
 
+def _port(parts: urllib.parse.SplitResult | urllib.parse.ParseResult) -> int | None:
+    try:
+        return parts.port
+    except ValueError:
+        return None
+
+
 def origin_middleware(release: Release) -> Middleware:
     """403 when `Origin` names another host than `Host` (checked only for loopback hosts), and
     in the newer releases' mode also for `Sec-Fetch-Site: cross-site`."""
@@ -54,10 +61,17 @@ def origin_middleware(release: Release) -> Middleware:
     async def check_origin(request: web.Request, handler: Handler) -> web.StreamResponse:
         host, origin = request.headers.get("Host"), request.headers.get("Origin")
         if host is not None and origin is not None:
-            host_domain = host.lower()
-            origin_domain = urllib.parse.urlparse(origin).netloc.lower()
-            hostname = urllib.parse.urlsplit("//" + host_domain).hostname
-            if await _is_loopback(hostname) and origin_domain and host_domain != origin_domain:
+            host_domain: str | None = host.lower()
+            parsed = urllib.parse.urlparse(origin)
+            origin_domain: str | None = parsed.netloc.lower()
+            host_parsed = urllib.parse.urlsplit("//" + host.lower())
+            loopback = await _is_loopback(host_parsed.hostname)
+            # A side without a port is compared by host name alone, as ComfyUI does.
+            if _port(parsed) is None:
+                host_domain = host_parsed.hostname
+            if _port(host_parsed) is None:
+                origin_domain = parsed.hostname
+            if loopback and host_domain and origin_domain and host_domain != origin_domain:
                 log.warning(
                     "request with non matching host and origin %s != %s, returning 403",
                     host_domain,

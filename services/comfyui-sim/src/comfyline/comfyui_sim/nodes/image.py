@@ -6,6 +6,7 @@ Input specs follow ComfyUI 0.3.64's `nodes.py`, `comfy_extras/nodes_mask.py`,
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from typing import TYPE_CHECKING, Any
@@ -65,10 +66,23 @@ class EmptyImage(Node):
     def run(self, ctx: RunContext, inputs: Inputs) -> NodeOutput:
         color = inputs.as_int("color")
         rgb = ((color >> 16) & 0xFF, (color >> 8) & 0xFF, color & 0xFF)
-        images = Images.solid(
-            rgb, inputs.as_int("batch_size"), inputs.as_int("height"), inputs.as_int("width")
-        )
+        batch, height, width = (inputs.as_int(k) for k in ("batch_size", "height", "width"))
+        allocate(batch * height * width * 3 * 4, channel=batch * height * width * 4)
+        images = Images.solid(rgb, batch, height, width)
         return NodeOutput((images,))
+
+
+def allocate(total: int, channel: int) -> None:
+    """The CPU allocator's refusal, as torch raises it, for an image larger than this machine's
+    memory: ComfyUI builds EmptyImage one float32 channel at a time, so the first allocation is
+    one channel's worth."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if total > memory:
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+            f"memory: you tried to allocate {min(channel, total)} bytes. "
+            "Error code 12 (Cannot allocate memory)"
+        )
 
 
 def _open_image(ctx: RunContext, name: str) -> Image.Image:
