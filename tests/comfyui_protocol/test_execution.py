@@ -233,3 +233,20 @@ async def test_an_image_larger_than_memory_fails_at_once(comfy: ComfyClient) -> 
     assert (error["node_type"], error["exception_type"]) == ("EmptyImage", "RuntimeError")
     assert "can't allocate memory" in error["exception_message"]
     assert not [f for f in frames if f.type == "executed"]
+
+
+async def test_preview_any_shows_a_linked_value_as_text(comfy: ComfyClient) -> None:
+    graph = {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 24, "height": 16, "batch_size": 1, "color": fresh_color()},
+        },
+        "2": {"class_type": "GetImageSize", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}},
+    }
+    frames = await comfy.run_ok(graph)
+    [shown] = [f.data for f in frames if f.type == "executed"]
+    assert (shown["node"], shown["output"]) == ("3", {"text": ["24"]})
+    info = (await comfy.get_json("/object_info/PreviewAny"))["PreviewAny"]
+    assert info["input"]["required"]["source"][0] == "*"
+    assert (info["output"], info["output_node"], info["category"]) == ([], True, "utils")

@@ -129,7 +129,7 @@ def test_every_node_spec_is_well_formed_json(registry: NodeRegistry) -> None:
             for input_name, spec in specs.items():
                 assert isinstance(spec, list) and 1 <= len(spec) <= 2, (name, input_name)
                 assert isinstance(spec[0], str | list), (name, input_name)
-                if spec[0] == "COMBO":
+                if spec[0] == "COMBO" and "remote" not in spec[1]:
                     assert isinstance(spec[1]["options"], list)
         assert entry["input_order"] == {k: list(v) for k, v in entry["input"].items()}
 

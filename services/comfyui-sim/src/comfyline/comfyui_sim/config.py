@@ -100,7 +100,7 @@ class SimConfig:
     startup_delay: float = 0.0
     step_time: float = 0.0
     node_delays: Mapping[str, float] = field(default_factory=dict)
-    history_delay: float = 0.05
+    history_delay: float = 0.005
     models: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_MODELS))
     disabled_nodes: frozenset[str] = frozenset()
     fail_nodes: frozenset[str] = frozenset()
@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--history-delay",
         type=float,
-        default=0.05,
+        default=0.005,
         help="seconds between execution_success and the /history entry being written "
         "(the real server's race); 0 disables it",
     )

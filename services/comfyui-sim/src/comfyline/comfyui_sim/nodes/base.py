@@ -202,6 +202,10 @@ class Node:
     OUTPUT_NODE: ClassVar[bool] = False
     #: Marked `"experimental": true` in `/object_info`, as ComfyUI does for such nodes.
     EXPERIMENTAL: ClassVar[bool] = False
+    #: A newer-style (V3 schema) node: `/object_info` shows links as `["IMAGE", {}]`, combos
+    #: and strings with `multiselect`/`multiline` false, hidden inputs as lists, no display name
+    #: unless one is set, and the `deprecated`, `experimental`, `api_node` flags.
+    V3: ClassVar[bool] = False
     #: Inputs handed to `validate` (ComfyUI's VALIDATE_INPUTS arguments); their combo lists
     #: and min/max are then not checked by the generic validation.
     VALIDATES: ClassVar[tuple[str, ...]] = ()
@@ -241,12 +245,51 @@ class Node:
         }
         if cls.OUTPUT_TOOLTIPS is not None:
             out["output_tooltips"] = list(cls.OUTPUT_TOOLTIPS)
+        if cls.V3:
+            return cls._v3_info(out)
         if cls.EXPERIMENTAL:
             out["experimental"] = True
         return out
 
+    @classmethod
+    def _v3_info(cls, out: dict[str, Any]) -> dict[str, Any]:
+        inputs: dict[str, Any] = {}
+        for group, specs in out["input"].items():
+            if group == "hidden":
+                inputs[group] = {name: [kind] for name, kind in specs.items()}
+                continue
+            inputs[group] = {name: _v3_spec(spec) for name, spec in specs.items()}
+        tooltips = out.pop("output_tooltips", [None] * len(cls.RETURN_TYPES))
+        ordered = {key: out[key] for key in ("input", "input_order", "output", "output_is_list")}
+        ordered["input"] = inputs
+        ordered["output_name"] = out["output_name"]
+        ordered["output_tooltips"] = tooltips
+        ordered |= {
+            "name": cls.CLASS,
+            "display_name": cls.DISPLAY,
+            "description": cls.DESCRIPTION,
+            "python_module": cls.MODULE,
+            "category": cls.CATEGORY,
+            "output_node": cls.OUTPUT_NODE,
+            "deprecated": False,
+            "experimental": cls.EXPERIMENTAL,
+            "api_node": False,
+        }
+        return ordered
+
     def run(self, ctx: RunContext, inputs: Inputs) -> NodeOutput:
         raise NotImplementedError
+
+
+def _v3_spec(spec: Any) -> Any:
+    if not isinstance(spec, list) or not spec or not isinstance(spec[0], str):
+        return spec
+    extra = dict(spec[1]) if len(spec) > 1 else {}
+    if spec[0] == "COMBO":
+        extra.setdefault("multiselect", False)
+    elif spec[0] == "STRING":
+        extra.setdefault("multiline", False)
+    return [spec[0], extra]
 
 
 def hidden_prompt() -> dict[str, str]:

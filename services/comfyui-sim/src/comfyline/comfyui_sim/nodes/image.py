@@ -235,7 +235,7 @@ class SaveImageWebsocket(Node):
     """The stock example node: images only as binary preview frames, one progress tick each."""
 
     CLASS = "SaveImageWebsocket"
-    CATEGORY = "api node/image/save"
+    CATEGORY = "api/image"
     MODULE = "custom_nodes.websocket_image_save"
     OUTPUT_NODE = True
 

@@ -3,6 +3,7 @@ sends its result as a binary text frame, event type 3, which goes to every socke
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 from comfyline.comfyui_sim.lazy import lazy
@@ -120,7 +121,7 @@ def box_blur(frame: Frame, radius: int) -> Frame:
 
 class ImageBlur(Node):
     CLASS = "ImageBlur"
-    DISPLAY = "Image Blur"
+    V3 = True
     CATEGORY = "image/postprocessing"
     MODULE = "comfy_extras.nodes_post_processing"
     RETURN_TYPES = ("IMAGE",)
@@ -210,6 +211,36 @@ class GetImageSize(Node):
         return NodeOutput((images.width, images.height, images.count))
 
 
+class PreviewAny(Node):
+    """Shows any value as text in its `ui` (`{"text": [value]}`): strings as they are, numbers
+    and booleans with `str`, anything else as JSON where it can be."""
+
+    CLASS = "PreviewAny"
+    DISPLAY = "Preview Any"
+    CATEGORY = "utils"
+    MODULE = "comfy_extras.nodes_preview_any"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def input_types(cls, env: NodeEnv) -> InputTypes:
+        return {"required": {"source": ["*", {}]}}
+
+    def run(self, ctx: RunContext, inputs: Inputs) -> NodeOutput:
+        source = inputs.optional("source", object)
+        if source is None:
+            value = "None"
+        elif isinstance(source, str):
+            value = source
+        elif isinstance(source, int | float | bool):
+            value = str(source)
+        else:
+            try:
+                value = json.dumps(source)
+            except (TypeError, ValueError):
+                value = str(source)
+        return NodeOutput((), {"text": [value]})
+
+
 NODES: tuple[type[Node], ...] = (
     ImageInvert,
     ImageScale,
@@ -217,4 +248,5 @@ NODES: tuple[type[Node], ...] = (
     ImageToMask,
     MaskToImage,
     GetImageSize,
+    PreviewAny,
 )

@@ -173,21 +173,35 @@ class CLIPVisionEncode(Node):
         return NodeOutput((Ref("CLIP_VISION_OUTPUT", "clip_vision_output", ctx.signature),))
 
 
+LORA_DESCRIPTION = (
+    "LoRAs are used to modify diffusion and CLIP models, altering the way in which latents are "
+    "denoised such as applying styles. Multiple LoRA nodes can be linked together."
+)
+LORA_OUTPUT_TOOLTIPS = ("The modified diffusion model.", "The modified CLIP model.")
+
+
 class LoraLoader(Node):
     CLASS = "LoraLoader"
     DISPLAY = "Load LoRA"
     CATEGORY = "loaders"
+    DESCRIPTION = LORA_DESCRIPTION
     RETURN_TYPES = ("MODEL", "CLIP")
+    OUTPUT_TOOLTIPS = LORA_OUTPUT_TOOLTIPS
 
     @classmethod
     def input_types(cls, env: NodeEnv) -> InputTypes:
+        strength = "How strongly to modify the {} model. This value can be negative."
         return {
             "required": {
-                "model": LINK("MODEL"),
-                "clip": LINK("CLIP"),
-                "lora_name": COMBO(env.models("loras")),
-                "strength_model": FLOAT(1.0, min=-100.0, max=100.0, step=0.01),
-                "strength_clip": FLOAT(1.0, min=-100.0, max=100.0, step=0.01),
+                "model": LINK("MODEL", tooltip="The diffusion model the LoRA will be applied to."),
+                "clip": LINK("CLIP", tooltip="The CLIP model the LoRA will be applied to."),
+                "lora_name": COMBO(env.models("loras"), tooltip="The name of the LoRA."),
+                "strength_model": FLOAT(
+                    1.0, min=-100.0, max=100.0, step=0.01, tooltip=strength.format("diffusion")
+                ),
+                "strength_clip": FLOAT(
+                    1.0, min=-100.0, max=100.0, step=0.01, tooltip=strength.format("CLIP")
+                ),
             }
         }
 
@@ -204,7 +218,10 @@ class LoraLoader(Node):
 class LoraLoaderModelOnly(Node):
     CLASS = "LoraLoaderModelOnly"
     CATEGORY = "loaders"
+    DESCRIPTION = LORA_DESCRIPTION
     RETURN_TYPES = ("MODEL",)
+    #: ComfyUI 0.3.64 inherits both of LoraLoader's tooltips for its one output.
+    OUTPUT_TOOLTIPS = LORA_OUTPUT_TOOLTIPS
 
     @classmethod
     def input_types(cls, env: NodeEnv) -> InputTypes:

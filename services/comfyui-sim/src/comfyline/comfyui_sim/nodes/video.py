@@ -32,6 +32,7 @@ from comfyline.comfyui_sim.paths import save_target
 
 class CreateVideo(Node):
     CLASS = "CreateVideo"
+    V3 = True
     DISPLAY = "Create Video"
     CATEGORY = "image/video"
     DESCRIPTION = "Create a video from images."
@@ -57,6 +58,7 @@ class CreateVideo(Node):
 
 class SaveVideo(Node):
     CLASS = "SaveVideo"
+    V3 = True
     DISPLAY = "Save Video"
     CATEGORY = "image/video"
     DESCRIPTION = "Saves the input images to your ComfyUI output directory."
@@ -93,6 +95,8 @@ class SaveVideo(Node):
 
 class SaveWEBM(Node):
     CLASS = "SaveWEBM"
+    V3 = True
+    EXPERIMENTAL = True
     CATEGORY = "image/video"
     MODULE = "comfy_extras.nodes_video"
     OUTPUT_NODE = True

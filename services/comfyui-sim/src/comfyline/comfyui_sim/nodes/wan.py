@@ -48,6 +48,7 @@ class EmptyHunyuanLatentVideo(Node):
 
 class WanImageToVideo(Node):
     CLASS = "WanImageToVideo"
+    V3 = True
     CATEGORY = "conditioning/video_models"
     MODULE = "comfy_extras.nodes_wan"
     RETURN_TYPES = ("CONDITIONING", "CONDITIONING", "LATENT")
@@ -96,6 +97,7 @@ class WanImageToVideo(Node):
 
 class Wan22ImageToVideoLatent(Node):
     CLASS = "Wan22ImageToVideoLatent"
+    V3 = True
     CATEGORY = "conditioning/inpaint"
     MODULE = "comfy_extras.nodes_wan"
     RETURN_TYPES = ("LATENT",)
