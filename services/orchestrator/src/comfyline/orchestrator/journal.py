@@ -139,11 +139,15 @@ class Journal:
         stop_worker: bool = False,
         reason: str = "the job has ended",
     ) -> None:
-        """Announce a finished job, tell any worker holding it to stop, drop its deadlines."""
+        """Announce a finished job and tell any worker holding it to stop.
+
+        Its deadline timers are left armed: when due they find the job ended and are acked.
+        (Purging them here, under the consumer that holds them nak-delayed, made the server drop
+        other jobs' timers from the consumer's state.)
+        """
         await self.announce(record, record.last_event, replay=replay)
         if stop_worker:
             await self.stop_worker(record.id, reason)
-        await self.timers.disarm_deadlines(record.id)
 
     async def stop_worker(self, job_id: str, reason: str) -> None:
         """``control.cancel.<job_id>``: the worker holding the job interrupts it or skips it."""

@@ -38,6 +38,7 @@ from .prompts import PromptGate
 from .records import JobStore
 from .runs import RunReports, run_job_key
 from .settings import Settings
+from .sweep import DeadlineSweep
 from .timers import Timers
 from .topology import PIPELINES, RUNS, SUBMISSIONS, TIMERS, USAGE, declare, publish_catalogue
 from .usage import UsageBook
@@ -84,6 +85,12 @@ class Orchestrator:
         self.dead_letters = DeadLetters(bus, self.store, self.journal)
         self.canceller = Canceller(bus, self.store, self.journal, self.pipelines.cancelled)
         self.timers.on("webhook", self.webhooks.fire)
+        self.sweep = DeadlineSweep(
+            self.store,
+            self.deadlines,
+            interval_s=settings.sweep_interval_s,
+            grace_s=settings.sweep_grace_s,
+        )
         self._stop = asyncio.Event()
         self._consumers: list[asyncio.Task[None]] = []
 
@@ -103,6 +110,7 @@ class Orchestrator:
         self._spawn("RUNS", RUNS, self.runs.handle, s.runs_concurrency, key=run_job_key)
         self._spawn("TIMERS", TIMERS, self.timers.handle, s.timers_concurrency)
         self._spawn("JOBS", USAGE, self.usage.handle, 1)
+        self.sweep.start()
         self._spawn(
             "JOBS",
             PIPELINES,
@@ -144,6 +152,7 @@ class Orchestrator:
     async def stop(self) -> None:
         """Stop fetching, let in-flight work finish within the grace period, stop serving."""
         self._stop.set()
+        await self.sweep.stop()
         await self.canceller.stop()
         await self.dead_letters.stop()
         if self._consumers:

@@ -73,6 +73,12 @@ class Settings(ServiceSettings):
         default=10_000, ge=1, description="queued submissions held while no worker is live"
     )
     timers_max_pending: int = Field(default=100_000, ge=1, description="armed timers at once")
+    sweep_interval_s: float = Field(
+        default=15.0, gt=0, description="how often live jobs are checked against their deadlines"
+    )
+    sweep_grace_s: float = Field(
+        default=2.0, ge=0, description="how long past a deadline the sweep leaves it to its timer"
+    )
 
     policy_timeout_s: float = Field(default=2.0, gt=0, description="one policy.v1 request")
     policy_attempts: int = Field(default=3, ge=1, description="then the job fails closed")

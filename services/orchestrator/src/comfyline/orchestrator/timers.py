@@ -11,7 +11,6 @@ once with any number of orchestrators and across restarts.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -65,13 +64,6 @@ class Timers:
         except NotFoundError:
             return False
         return True
-
-    async def disarm_deadlines(self, job_id: str) -> None:
-        """Drop a finished job's deadline timers (best effort: a stray one finds it terminal)."""
-        stream = self.names.stream("TIMERS")
-        for kind in DEADLINE_KINDS:
-            with contextlib.suppress(Exception):
-                await self.bus.js.purge_stream(stream, subject=self.names.timer(kind, job_id))
 
     async def handle(self, delivery: Delivery) -> None:
         """Fire one timer if due, or hand it back to the server until it is."""
