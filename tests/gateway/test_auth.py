@@ -186,3 +186,11 @@ async def test_cli_creates_a_key_that_the_api_accepts(
     assert (await client.get("/v1/keys", params={"owner": "*"}, headers=gina)).status_code == 200
     assert await asyncio.to_thread(cli_main, ["keys", "revoke", printed["key_id"]]) == 0
     assert (await client.get("/v1/jobs", headers=gina)).status_code == 401
+
+
+async def test_a_jwt_must_name_a_non_empty_subject(client: httpx.AsyncClient) -> None:
+    for sub in ("", "   ", 42, ["alice"]):
+        answer = await client.get("/v1/jobs", headers=hs256({"sub": sub}))
+        assert answer.status_code == 401, (sub, answer.text)
+        assert answer.json()["code"] == "unauthorized"
+    assert (await client.get("/v1/jobs", headers=hs256({"sub": "alice"}))).status_code == 200

@@ -8,7 +8,16 @@ from typing import Any
 
 import httpx
 
-from comfyline.contracts import CancelReply, CancelRequest, EventKind, JobEvent, JobState
+from comfyline.contracts import (
+    CancelReply,
+    CancelRequest,
+    EventKind,
+    JobEvent,
+    JobRecord,
+    JobState,
+    Submission,
+    new_job_id,
+)
 from comfyline.runtime import Bus, serve
 from comfyline.runtime.consume import Delivery
 
@@ -279,3 +288,58 @@ async def test_webhook_is_kept_and_internal_targets_refused(
         assert refused.status_code == 422, url
     bad_event = await submit(client, alice, {**SMOKE, "webhook": {**hook, "events": ["nope"]}})
     assert bad_event.status_code == 422
+
+
+async def test_a_status_filter_finds_a_rare_state_behind_many_other_jobs(
+    client: httpx.AsyncClient, alice: dict[str, str], orchestrator: Orchestrator
+) -> None:
+    """Two old timed-out jobs behind 1,100 newer succeeded ones: a full page, no empty ones."""
+
+    async def seed(kind: EventKind, status: JobState) -> str:
+        job_id = new_job_id()
+        submitted = JobEvent(
+            job_id=job_id,
+            owner="alice",
+            model="cpu-smoke",
+            kind=EventKind.SUBMITTED,
+            status=JobState.QUEUED,
+            submission=Submission(model="cpu-smoke", template_version=1, input={}),
+        )
+        record = JobRecord.from_submitted(submitted).model_copy(update={"status": status})
+        await orchestrator.write(record)
+        subject = orchestrator.names.job_event("alice", job_id, "submitted")
+        await orchestrator.bus.publish(subject, submitted, msg_id=f"{job_id}:submitted")
+        await orchestrator.event(record, kind)
+        return job_id
+
+    old = [await seed(EventKind.TIMED_OUT, JobState.TIMED_OUT) for _ in range(2)]
+    for start in range(0, 1100, 100):
+        await asyncio.gather(
+            *(seed(EventKind.COMPLETED, JobState.SUCCEEDED) for _ in range(start, start + 100))
+        )
+    page = await client.get("/v1/jobs", params={"status": "timed_out", "limit": 5}, headers=alice)
+    assert page.status_code == 200, page.text
+    body = page.json()
+    assert [j["id"] for j in body["data"]] == old[::-1] and body["has_more"] is False
+    live = await client.get("/v1/jobs", params={"status": "queued"}, headers=alice)
+    assert live.json()["data"] == []
+
+
+async def test_a_lone_surrogate_is_refused_with_422_and_the_connection_stays_usable(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    headers = {**alice, "Content-Type": "application/json"}
+    for body in (
+        b'{"model": "cpu-smoke", "input": {}, "metadata": {"note": "\\ud800"}}',
+        b'{"model": "txt2img-sdxl", "input": {"prompt": "a fox \\uDFFF"}}',
+        b'{"model": "cpu-smoke", "input": {}, "metadata": {"\\ud800": "key"}}',
+    ):
+        refused = await client.post("/v1/jobs", content=body, headers=headers)
+        assert refused.status_code == 422, refused.text
+        error = refused.json()
+        assert error["code"] == "validation_error" and "surrogate" in error["error"]
+    # A surrogate pair is one character (an emoji), not an error; the connection still works.
+    pair = b'{"model": "cpu-smoke", "input": {}, "metadata": {"note": "\\ud83e\\udd8a"}}'
+    accepted = await client.post("/v1/jobs", content=pair, headers=headers)
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["metadata"] == {"note": "\U0001f98a"}

@@ -16,6 +16,7 @@ from comfyline.gateway.ssrf import (
     check_webhook_url,
     checked_target,
 )
+from comfyline.runtime.ssrf import Policy
 
 PUBLIC = "93.184.216.34"
 
@@ -126,8 +127,27 @@ async def test_fetch_connects_to_the_checked_address_and_rechecks_redirects() ->
     ],
 )
 def test_webhook_urls(url: str, allow_http: bool, ok: bool) -> None:
+    policy = Policy(allow_http=allow_http)
     if ok:
-        check_webhook_url(url, allow_http)
+        check_webhook_url(url, policy)
     else:
         with pytest.raises(ApiError):
-            check_webhook_url(url, allow_http)
+            check_webhook_url(url, policy)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://2130706433/",
+        "http://0x7f.1/",
+        "http://2852039166/",
+        "http://hooks.example.com/\r\nX-Injected: 1",
+        "https://metadata/",
+        "https://printer.local/",
+    ],
+)
+def test_webhook_urls_refused_at_submit_in_every_spelling(url: str) -> None:
+    """The forms an input URL is refused in are refused for webhooks too (one policy table)."""
+    with pytest.raises(ApiError) as refused:
+        check_webhook_url(url, Policy(allow_http=True))
+    assert refused.value.code.value == "url_not_allowed"

@@ -14,7 +14,6 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from comfyline.catalogue import Catalogue
 from comfyline.contracts import EventKind, JobState, WebhookSecret, WebhookSpec
 from comfyline.orchestrator import Orchestrator, Settings, WebhookSettings, sign, wants
-from comfyline.orchestrator.ssrf import Policy, UrlNotAllowed, refusal, resolve_target
 from comfyline.orchestrator.testing import (
     ScriptedWorker,
     WebhookReceiver,
@@ -25,6 +24,7 @@ from comfyline.orchestrator.testing import (
     wait_record,
 )
 from comfyline.runtime import Bus, NatsSettings
+from comfyline.runtime.ssrf import Policy, UrlNotAllowed, refusal, resolve_target
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
@@ -86,7 +86,9 @@ async def test_a_webhook_to_a_private_address_is_refused(
 ) -> None:
     """With loopback not allowed, nothing is sent; the refusal is recorded and not retried."""
     settings: Settings = quick_settings(
-        nats_settings, namespace, webhook=WebhookSettings(backoff_s=[0.1], default_secret=SECRET)
+        nats_settings,
+        namespace,
+        webhook=WebhookSettings(backoff_s=[0.1], default_secret=SECRET, allow_http=True),
     )
     async with Orchestrator(bus, catalogue, settings), WebhookReceiver() as receiver:
         worker = ScriptedWorker(bus, "cpu-smoke", succeed())
@@ -131,10 +133,14 @@ def test_event_filters_accept_kinds_and_webhook_names() -> None:
         ("10.1.2.3", "private address"),
         ("192.168.0.10", "private address"),
         ("172.16.5.4", "private address"),
-        ("100.100.100.200", "private address"),  # carrier-grade NAT, a cloud metadata service
-        ("fd00:ec2::254", "private address"),
-        ("169.254.169.254", "link-local address (cloud metadata)"),
-        ("::ffff:169.254.169.254", "link-local address (cloud metadata)"),
+        ("100.64.0.1", "private address"),  # carrier-grade NAT
+        ("fd00::1", "private address"),
+        ("100.100.100.200", "cloud metadata address"),
+        ("fd00:ec2::254", "cloud metadata address"),
+        ("169.254.169.254", "cloud metadata address"),
+        ("::ffff:169.254.169.254", "cloud metadata address"),
+        ("64:ff9b::a9fe:a9fe", "cloud metadata address"),  # NAT64 of 169.254.169.254
+        ("169.254.10.10", "link-local address"),
         ("0.0.0.0", "reserved address"),
         ("224.0.0.1", "reserved address"),
         ("93.184.215.14", None),
@@ -174,9 +180,28 @@ async def test_the_ssrf_guard_refuses_urls(url: str) -> None:
 async def test_the_ssrf_guard_pins_the_checked_address() -> None:
     """The request goes to the address that was checked, with the name in Host and SNI."""
     target = await resolve_target("https://93.184.215.14:8443/a?b=1", Policy())
-    assert str(target.url) == "https://93.184.215.14:8443/a?b=1"
+    assert target.url == "https://93.184.215.14:8443/a?b=1"
     assert target.host_header == "93.184.215.14:8443"
     assert target.extensions == {"sni_hostname": "93.184.215.14"}
-    assert (await resolve_target("http://[::1]:9/x", Policy(allow_loopback=True))).url.host == "::1"
+    loopback = Policy(allow_loopback=True, allow_http=True)
+    assert str((await resolve_target("http://[::1]:9/x", loopback)).address) == "::1"
     with pytest.raises(UrlNotAllowed):
         await resolve_target("http://93.184.215.14/x", Policy(allow_http=False))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://2130706433/",  # 127.0.0.1 as one number
+        "http://0x7f.1/",
+        "http://127.1/",
+        "http://2852039166/",  # 169.254.169.254
+        "http://hooks.example.com/a\r\nX-Injected: 1",
+        "http://hooks.example.com/a b",
+        "http://[::ffff:7f00:1]/",
+    ],
+)
+async def test_legacy_address_forms_and_header_injection_are_refused(url: str) -> None:
+    """The spellings a resolver accepts for an internal address are judged as that address."""
+    with pytest.raises(UrlNotAllowed):
+        await resolve_target(url, Policy(allow_http=True))

@@ -24,7 +24,13 @@ from .kv import cas_pause, follow_bucket, scan
 from .lifecycle import install_stop_signals, run
 from .logs import job_id_var, model_var, setup_logging
 from .models import LiveCatalogue
-from .settings import NatsSettings, OtelSettings, S3Settings, ServiceSettings
+from .settings import (
+    NatsSettings,
+    OtelSettings,
+    S3Settings,
+    ServiceSettings,
+    UrlPolicySettings,
+)
 from .storage import ObjectInfo, ObjectNotFound, ObjectStore, StorageError
 from .tracing import (
     current_trace_id,
@@ -53,6 +59,7 @@ __all__ = [
     "S3Settings",
     "ServiceSettings",
     "StorageError",
+    "UrlPolicySettings",
     "backoff_delay",
     "cas_pause",
     "current_trace_id",

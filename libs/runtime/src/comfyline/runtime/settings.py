@@ -47,6 +47,22 @@ class S3Settings(BaseModel):
     part_size: int = Field(default=5 * 1024 * 1024, ge=5 * 1024 * 1024)
 
 
+class UrlPolicySettings(BaseModel):
+    """Which targets the SSRF guard lets a user's URL reach (see ``comfyline.runtime.ssrf``).
+
+    The gateway (when it accepts a webhook URL) and the orchestrator (when it sends) read the
+    same block, ``GATEWAY_WEBHOOK__*`` and ``ORCHESTRATOR_WEBHOOK__*``, so both judge alike.
+    """
+
+    allow_loopback: bool = Field(
+        default=False, description="let URLs reach 127.0.0.0/8 and ::1 (tests, the local stack)"
+    )
+    allow_private: bool = Field(
+        default=False, description="let URLs reach private networks (an internal deployment)"
+    )
+    allow_http: bool = Field(default=False, description="accept http:// as well as https://")
+
+
 class OtelSettings(BaseModel):
     """OpenTelemetry export (OTLP over HTTP); off unless an endpoint is set."""
 

@@ -66,9 +66,15 @@ class Credentials:
             api_key=f"cl_dev_{secrets.token_urlsafe(24)}",
             events_secret=secrets.token_urlsafe(32),
         )
-        path.write_text(json.dumps(made.__dict__, indent=2))
-        path.chmod(0o600)
+        write_private(path, json.dumps(made.__dict__, indent=2))
         return made
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (it holds a key or a secret)."""
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(text)
 
 
 @dataclass
@@ -129,7 +135,7 @@ class LocalStack:
             | {name: child.pid for name, child in self.children.items()},
             "started_in_s": round(time.monotonic() - started, 2),
         }
-        (self.state_dir / "stack.json").write_text(json.dumps(self.info, indent=2))
+        write_private(self.state_dir / "stack.json", json.dumps(self.info, indent=2))
         return self.info
 
     def _start_simulator(self) -> str:
@@ -179,8 +185,10 @@ class LocalStack:
             env[f"{p}_OTEL__ENDPOINT"] = otel
         if name == "worker":
             env["WORKER_COMFYUI_URLS"] = comfyui
-        if name == "orchestrator":
-            env["ORCHESTRATOR_WEBHOOKS__ALLOW_LOOPBACK"] = "true"
+        if name in ("orchestrator", "gateway"):
+            # Webhooks to a receiver on this machine: both judge URLs by the same policy.
+            env[f"{p}_WEBHOOK__ALLOW_LOOPBACK"] = "true"
+            env[f"{p}_WEBHOOK__ALLOW_HTTP"] = "true"
         if name == "gateway":
             env |= {
                 "GATEWAY_HOST": self.host,

@@ -255,7 +255,10 @@ class SeaweedS3(_Managed):
                 }
             ]
         }
-        (self.data_dir / "s3.json").write_text(json.dumps(identity))
+        config = self.data_dir / "s3.json"
+        config.touch(mode=0o600, exist_ok=True)
+        config.chmod(0o600)  # it holds the S3 secret
+        config.write_text(json.dumps(identity))
         self.child.spawn()
         client = Minio(
             self.endpoint,

@@ -165,12 +165,15 @@ class Authenticator:
             raise unauthorized(f"invalid token: {exc}") from exc
         if claims.get("scope") == "events":
             raise unauthorized("an events token only opens its event stream")
+        subject = claims["sub"]
+        if not isinstance(subject, str) or not subject.strip() or len(subject) > 256:
+            raise unauthorized("the token's subject (sub) must be a non-empty string")
         role_value = _claim(claims, self.settings.role_claim)
         roles = role_value if isinstance(role_value, list) else [role_value]
         role: Role = "admin" if any(r in self.settings.admin_roles for r in roles) else "user"
         tier = _claim(claims, self.settings.tier_claim)
         return Principal(
-            owner_id=str(claims["sub"]),
+            owner_id=subject,
             role=role,
             via="jwt",
             content_tier=tier if tier in TIER_ORDER else "general",

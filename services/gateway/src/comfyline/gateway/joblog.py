@@ -22,8 +22,11 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from comfyline.contracts import (
+    EVENT_NAMES,
+    TERMINAL_EVENTS,
     JobEvent,
     JobRecord,
+    JobState,
 )
 from comfyline.runtime import Bus
 
@@ -70,14 +73,26 @@ class JobLog:
         event = await self.submitted(job_id)
         return JobRecord.from_submitted(event) if event and event.submission else None
 
-    async def job_ids(self, owner: str) -> list[str]:
-        """Every job id of ``owner`` still in the log, newest first."""
+    async def job_ids(self, owner: str, kind: str = "submitted") -> list[str]:
+        """Every job id of ``owner`` with an event of ``kind`` still in the log, newest first
+        (answered from the server's per-subject index: no message is read)."""
         async with nats_errors("listing jobs"):
             info = await self.bus.js.stream_info(
-                self.stream, subjects_filter=self.names.job_kind_filter("submitted", owner)
+                self.stream, subjects_filter=self.names.job_kind_filter(kind, owner)
             )
         subjects = info.state.subjects or {}
         return sorted((parse_subject(s)[1] for s in subjects), reverse=True)
+
+    async def ids_in_state(self, owner: str, status: JobState) -> list[str]:
+        """The ids of ``owner``'s jobs that may be in ``status``, newest first: for an ending, the
+        jobs with that terminal event; for a live state, the jobs with no terminal event yet."""
+        endings = {EVENT_NAMES[kind].state: kind for kind in TERMINAL_EVENTS}
+        if status in endings:
+            return await self.job_ids(owner, EVENT_NAMES[endings[status]].subject)
+        ended: set[str] = set()
+        for kind in TERMINAL_EVENTS:
+            ended.update(await self.job_ids(owner, EVENT_NAMES[kind].subject))
+        return [i for i in await self.job_ids(owner) if i not in ended]
 
     async def replay(
         self, subject_filter: str, after: int

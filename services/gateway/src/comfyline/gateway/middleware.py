@@ -17,6 +17,7 @@ from comfyline.contracts import ErrorCode, new_request_id
 
 from .errors import error_payload
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 #: Dependencies put headers here (e.g. ``RateLimit-*``); they are added to the response start.
 EXTRA_HEADERS = "extra_headers"
@@ -76,17 +77,71 @@ class BodyLimitMiddleware:
             await _too_large(scope, send, limit)
             return
         received = 0
+        is_json = "json" in (_header(scope, b"content-type") or "")
+        chunks: list[bytes] = []
 
         async def limited_receive() -> Message:
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                chunk = message.get("body", b"")
+                received += len(chunk)
                 if received > limit:
                     raise BodyTooLarge(limit)
+                if is_json:
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        refuse_lone_surrogates(b"".join(chunks))
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+class UnencodableText(HTTPException):
+    """A JSON string with a lone surrogate (``"\\ud800"``): text that has no UTF-8 form, so it
+    can be neither stored nor sent on; refused as 422 before any route sees it."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(422, f"text at {where} has a lone surrogate (\\ud800-\\udfff)")
+
+
+def refuse_lone_surrogates(body: bytes) -> None:
+    """Raise :class:`UnencodableText` when a JSON body's strings cannot be encoded as UTF-8.
+
+    Only bodies with a surrogate escape (``\\ud800`` to ``\\udfff``) are parsed here, so
+    ordinary requests pay one scan of their bytes.
+    """
+    if _SURROGATE_ESCAPE.search(body) is None:
+        return
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return  # not JSON: the route's own parsing answers
+    where = _lone_surrogate(parsed, "body")
+    if where is not None:
+        raise UnencodableText(where)
+
+
+def _lone_surrogate(value: object, path: str) -> str | None:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _lone_surrogate(key, f"{path} (a key)") or _lone_surrogate(
+                item, f"{path}.{key}"
+            )
+            if found:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _lone_surrogate(item, f"{path}[{index}]")
+            if found:
+                return found
+    return None
 
 
 class BodyTooLarge(HTTPException):

@@ -12,7 +12,7 @@ import secrets
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from comfyline.runtime import ServiceSettings
+from comfyline.runtime import ServiceSettings, UrlPolicySettings
 from comfyline.runtime.settings import PLACEHOLDER_SECRETS
 
 MIN_SECRET_CHARS = 32
@@ -98,6 +98,10 @@ class Settings(ServiceSettings):
     request_timeout_s: float = Field(default=5, gt=0, description="cancel and other requests")
     enhance_timeout_s: float = Field(default=15, gt=0)
     fetch_timeout_s: float = Field(default=15, gt=0, description="fetching https input URLs")
+    webhook: UrlPolicySettings = Field(
+        default_factory=UrlPolicySettings,
+        description="which webhook URLs are accepted; set as the orchestrator's webhook block",
+    )
     status_cache_s: float = Field(default=1.0, ge=0, description="queue depth / workers cache")
 
     @model_validator(mode="after")

@@ -1,9 +1,8 @@
 """Fetching a job input from an https URL without letting it reach inside our network (SSRF).
 
-A URL is refused unless it is ``https``, has no credentials, and *every* address its host
-resolves to is a global unicast address: loopback, private, link-local, CGNAT, multicast,
-reserved and unspecified ranges are refused, as are the cloud metadata addresses, IPv4-mapped
-and NAT64 forms included. The fetch then connects to the address that was checked (never
+The rules are ``comfyline.runtime.ssrf``'s one policy table (inputs: ``ssrf.INPUTS``, https to
+public addresses only); webhook URLs are checked against the same table at submission. The
+fetch connects to the address that was checked (never
 resolving again, so DNS rebinding cannot swap it), sends the real host name for TLS (SNI and
 certificate check) and ``Host``, follows at most three redirects (each checked the same way),
 and stops at the size limit.
@@ -11,28 +10,20 @@ and stops at the size limit.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
-import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 
 from comfyline.contracts import ErrorCode
+from comfyline.runtime import ssrf
 
 from .errors import ApiError
 
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
-Resolver = Callable[[str, int], Awaitable[list[str]]]
-
-METADATA_ADDRESSES = {
-    ipaddress.ip_address("169.254.169.254"),  # AWS, GCP, Azure, OpenStack
-    ipaddress.ip_address("169.254.170.2"),  # ECS task metadata
-    ipaddress.ip_address("100.100.100.200"),  # Alibaba Cloud
-    ipaddress.ip_address("fd00:ec2::254"),  # AWS IPv6
-}
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+Resolver = ssrf.Resolver
+system_resolver = ssrf.system_resolver
 MAX_REDIRECTS = 3
 
 
@@ -42,79 +33,30 @@ def refused(message: str, url: str) -> ApiError:
 
 
 def address_allowed(address: IP) -> bool:
-    """True only for a global unicast address that is no metadata endpoint."""
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return address_allowed(address.ipv4_mapped)
-        if address in _NAT64:
-            return address_allowed(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
-    if address in METADATA_ADDRESSES:
-        return False
-    return bool(address.is_global) and not address.is_multicast
-
-
-async def system_resolver(host: str, port: int) -> list[str]:
-    """Every address ``host`` resolves to (the event loop's resolver, in a thread)."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [str(info[4][0]) for info in infos]
+    """True only for an address an input URL may reach (a global unicast, no metadata)."""
+    return ssrf.refusal(address, ssrf.INPUTS) is None
 
 
 async def checked_target(url: str, resolver: Resolver, timeout: float) -> tuple[str, str, int]:  # noqa: ASYNC109
     """``(host, address, port)`` to connect to for ``url``, or raise ``url_not_allowed``."""
     try:
-        parts = urlsplit(url)
-        port = parts.port or 443
-    except ValueError as exc:
-        raise refused("not a valid URL", url) from exc
-    if parts.scheme != "https":
-        raise refused("only https URLs are fetched", url)
-    if parts.username or parts.password:
-        raise refused("URLs with credentials are not fetched", url)
-    host = (parts.hostname or "").rstrip(".")
-    if not host:
-        raise refused("the URL has no host", url)
+        target = await ssrf.resolve_target(url, ssrf.INPUTS, timeout, resolver)
+    except ssrf.UrlNotAllowed as exc:
+        raise refused(exc.message, url) from exc
+    except ssrf.HostUnresolved as exc:
+        raise ApiError(
+            422, ErrorCode.INPUT_FETCH_FAILED, exc.message, details={"url": url[:300]}
+        ) from exc
+    return target.host, str(target.address), target.port
+
+
+def check_webhook_url(url: str, policy: ssrf.Policy) -> None:
+    """Refuse a webhook URL the orchestrator would refuse to call (no DNS here: literal
+    addresses and plainly internal names; the orchestrator resolves and checks at send time)."""
     try:
-        literal: IP | None = ipaddress.ip_address(host)
-    except ValueError:
-        literal = None
-    if literal is not None:
-        addresses = [str(literal)]
-    else:
-        try:
-            async with asyncio.timeout(timeout):
-                addresses = await resolver(host, port)
-        except (OSError, TimeoutError) as exc:
-            raise ApiError(
-                422, ErrorCode.INPUT_FETCH_FAILED, f"cannot resolve {host}", details={"url": url}
-            ) from exc
-    if not addresses:
-        raise refused(f"{host} has no address", url)
-    for address in addresses:
-        if not address_allowed(ipaddress.ip_address(address.split("%", 1)[0])):
-            raise refused(f"{host} resolves to a non-public address", url)
-    return host, addresses[0], port
-
-
-def check_webhook_url(url: str, allow_http: bool) -> None:
-    """Refuse webhook targets that are plainly internal (no DNS here: the sender re-checks).
-
-    Literal non-public addresses and local names are refused at submission; ``http`` only in
-    development. The orchestrator, which delivers, must still resolve and check at send time.
-    """
-    parts = urlsplit(url)
-    if parts.scheme != "https" and not (allow_http and parts.scheme == "http"):
-        raise refused("webhook URLs must be https", url)
-    if parts.username or parts.password:
-        raise refused("webhook URLs with credentials are not allowed", url)
-    host = (parts.hostname or "").rstrip(".").lower()
-    if not host or host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
-        raise refused("webhook URLs must name a public host", url)
-    try:
-        literal = ipaddress.ip_address(host)
-    except ValueError:
-        return
-    if not address_allowed(literal):
-        raise refused("webhook URLs must not point at a non-public address", url)
+        ssrf.check_url(url, policy)
+    except ssrf.UrlNotAllowed as exc:
+        raise refused(f"webhook: {exc.message}", url) from exc
 
 
 class Fetcher:

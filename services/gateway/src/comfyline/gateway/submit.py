@@ -37,6 +37,7 @@ from comfyline.contracts import (
     utcnow,
 )
 from comfyline.runtime import Bus, LiveCatalogue
+from comfyline.runtime.ssrf import Policy
 
 from .auth import Principal
 from .errors import ApiError
@@ -182,7 +183,7 @@ class Submitter:
         if template.engine == "pipeline":
             check_pipeline(template, self.registry)
         if body.webhook is not None:
-            check_webhook_url(body.webhook.url, self.settings.environment == "development")
+            check_webhook_url(body.webhook.url, Policy.of(self.settings.webhook))
         raw = await self.inputs.resolve(template, principal, body.input)
         check_prompts(template, raw)
         data = validate_input(template, raw)

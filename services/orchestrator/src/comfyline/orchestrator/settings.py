@@ -11,14 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from comfyline.contracts import Retention
-from comfyline.runtime import ServiceSettings
+from comfyline.runtime import ServiceSettings, UrlPolicySettings
 
 
-class WebhookSettings(BaseModel):
+class WebhookSettings(UrlPolicySettings):
     """How webhooks are sent: timeouts, retries, and which targets the SSRF guard lets through."""
 
     timeout_s: float = Field(default=10.0, gt=0, description="read/write timeout of one POST")
@@ -28,13 +28,6 @@ class WebhookSettings(BaseModel):
         default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 1800.0],
         description="delay before each retry; attempts = len(backoff_s) + 1",
     )
-    allow_loopback: bool = Field(
-        default=False, description="let webhooks reach 127.0.0.0/8 and ::1 (tests, local stack)"
-    )
-    allow_private: bool = Field(
-        default=False, description="let webhooks reach private networks (an internal deployment)"
-    )
-    allow_http: bool = Field(default=True, description="accept http:// as well as https://")
     default_secret: str | None = Field(
         default=None,
         description="whsec_ secret for owners without their own (None: their deliveries fail)",

@@ -38,10 +38,10 @@ from comfyline.contracts import (
     webhook_secret_key,
 )
 from comfyline.runtime import Bus
+from comfyline.runtime.ssrf import HostUnresolved, Policy, UrlNotAllowed, resolve_target
 
 from .records import JobStore
 from .settings import WebhookSettings
-from .ssrf import HostUnresolved, Policy, UrlNotAllowed, resolve_target
 from .timers import Timers
 from .transitions import Verdict
 
@@ -95,7 +95,7 @@ class Webhooks:
         self.store = store
         self.timers = timers
         self.settings = settings
-        self.policy = Policy(settings.allow_loopback, settings.allow_private, settings.allow_http)
+        self.policy = Policy.of(settings)
         self._http: httpx.AsyncClient | None = None
 
     def start(self) -> None:
@@ -171,7 +171,7 @@ class Webhooks:
         except HostUnresolved as exc:
             return result(False, error=exc.message)
         headers = signed_headers(secret, webhook_id, body, int(utcnow().timestamp()))
-        headers["host"] = target.host_header
+        headers["host"] = target.host_header  # the checked address is in target.url
         assert self._http is not None, "Webhooks.start() was not called"
         try:
             async with self._http.stream(

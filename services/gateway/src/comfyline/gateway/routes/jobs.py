@@ -157,7 +157,9 @@ async def list_jobs(
 ) -> JobList:
     """The caller's jobs, newest first, a page at a time (filters: status, model, since)."""
     who = owner_token(owner_param(user, owner))
-    ids = await gw.jobs.job_ids(who)
+    # A status filter starts from the jobs that can be in that state (from the log's subject
+    # index), so a rare state is found however many other jobs the owner has.
+    ids = await (gw.jobs.ids_in_state(who, status) if status else gw.jobs.job_ids(who))
     if cursor:
         ids = [i for i in ids if i < cursor]
     if since is not None:

@@ -193,7 +193,7 @@ def quick_settings(nats: NatsSettings, namespace: str, **updates: Any) -> Settin
         "no_worker_recheck_s": 0.3,
         "progress_min_interval_s": 0.0,
         "shutdown_grace_s": 2.0,
-        "webhook": WebhookSettings(allow_loopback=True, backoff_s=[0.2, 0.4]),
+        "webhook": WebhookSettings(allow_loopback=True, allow_http=True, backoff_s=[0.2, 0.4]),
     }
     values.update(updates)
     return Settings(**values)
