@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from comfyline.contracts import JobEvent
+from comfyline.contracts import JobEvent, RunJob
 from comfyline.gateway import Settings, create_app
 from comfyline.runtime import Bus
 
@@ -155,3 +155,27 @@ async def test_a_key_limited_to_a_lane_submits_only_there(
     assert default.json()["priority"] == "interactive"
     own_key = await client.post("/v1/keys", json={"lane": "interactive"}, headers=bulk)
     assert own_key.status_code == 403  # a key cannot leave its lane
+
+
+async def test_each_lane_has_its_own_queue_cap(client: httpx.AsyncClient, bus: Bus) -> None:
+    """A full batch lane refuses batch work and leaves room for interactive work."""
+    user = await new_key(client, "ivy", limits={"submit_per_min": 100})
+    body = {"model": "test-sdxl", "input": {"prompt": "a fox"}}
+    for n in range(2):  # the test model's max_queue is 2: fill its batch lane
+        work = RunJob(
+            job_id=f"job_{n:026d}",
+            owner="x",
+            model="test-sdxl",
+            template_version=3,
+            input={},
+            output_prefix="o/",
+        )
+        await bus.publish(bus.names.work("test-sdxl", "batch"), work, msg_id=f"b{n}")
+    full = await client.post("/v1/jobs", json={**body, "priority": "batch"}, headers=user)
+    assert full.status_code == 503 and full.json()["code"] == "queue_full"
+    in_batch = await client.post("/v1/batches", json={"jobs": [body]}, headers=user)
+    assert in_batch.status_code == 503
+    interactive = await client.post("/v1/jobs", json=body, headers=user)
+    assert interactive.status_code == 202, interactive.text
+    status = (await client.get("/v1/status", headers=ADMIN)).json()
+    assert status["models"]["test-sdxl"]["queue_depth"] == 2  # both lanes are the backlog

@@ -120,12 +120,12 @@ class Batches:
         return prepared
 
     async def _check_capacity(self, principal: Principal, prepared: list[Prepared]) -> None:
-        """Spend quota, and room in each model's queue for all of the batch's jobs."""
+        """Spend quota, and room in each model's queue (of each lane) for all of the jobs."""
         await self.limits.check_quota(principal)
-        per_model = Counter(p.template.name for p in prepared)
+        per_queue = Counter((p.template.name, p.priority) for p in prepared)
         templates = {p.template.name: p.template for p in prepared}
-        for name, count in per_model.items():
-            depth = await self.fleet.queue_depth(name, fresh=True)
+        for (name, lane), count in per_queue.items():
+            depth = await self.fleet.queue_depth(name, fresh=True, lane=lane)
             self.limits.check_queue(principal, templates[name], depth + count - 1)
 
     async def get(self, principal: Principal, batch_id: str) -> BatchRecord:

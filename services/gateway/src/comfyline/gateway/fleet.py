@@ -46,6 +46,7 @@ class _Cached:
     at: float = 0.0
     workers: list[WorkerHeartbeat] = field(default_factory=list)
     depth: dict[str, int] = field(default_factory=dict)
+    lanes: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 class Fleet:
@@ -73,15 +74,20 @@ class Fleet:
                 names.stream("WORK"), subjects_filter=names.all_work()
             )
         depth: dict[str, int] = {}
+        lanes: dict[tuple[str, str], int] = {}
         for subject, count in (info.state.subjects or {}).items():
-            model, _ = names.work_key(subject)  # both lanes count
+            model, lane = names.work_key(subject)
             depth[model] = depth.get(model, 0) + int(count)
-        self._cache = _Cached(time.monotonic(), workers, depth)
+            lanes[model, lane] = int(count)
+        self._cache = _Cached(time.monotonic(), workers, depth, lanes)
         return self._cache
 
-    async def queue_depth(self, model: str, fresh: bool = False) -> int:
-        """Messages waiting on ``work.<model>``."""
-        return (await self._refresh(force=fresh)).depth.get(model, 0)
+    async def queue_depth(self, model: str, fresh: bool = False, lane: str | None = None) -> int:
+        """Jobs of ``model`` waiting in ``WORK``: in one lane, or in both (``lane`` None)."""
+        cached = await self._refresh(force=fresh)
+        if lane is None:
+            return cached.depth.get(model, 0)
+        return cached.lanes.get((model, lane), 0)
 
     async def workers(self, fresh: bool = False) -> list[WorkerHeartbeat]:
         """Every live worker (``fresh``: read now, not from the cache)."""

@@ -161,7 +161,10 @@ class Submitter:
                     return Submitted(record, replayed=True)
                 job_id = earlier.job_id  # recorded, never published: publish it now
         await self.limits.check_quota(principal)
-        self.limits.check_queue(principal, template, await self.fleet.queue_depth(template.name))
+        # Each lane has its own cap: a batch backlog never fills the interactive queue.
+        lane = lane_of(principal, body.priority)
+        depth = await self.fleet.queue_depth(template.name, lane=lane)
+        self.limits.check_queue(principal, template, depth)
         prepared = await self.prepare(principal, body)
         if job_id is None:
             job_id = new_job_id()
