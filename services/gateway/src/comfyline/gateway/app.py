@@ -31,6 +31,7 @@ from .fleet import Fleet
 from .fleetwatch import FleetWatch
 from .inputs import InputResolver
 from .joblog import JobLog
+from .jobs import JobService
 from .keys import KeyStore
 from .limits import Limits
 from .middleware import BodyLimitMiddleware, RequestContextMiddleware
@@ -181,6 +182,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 await bus.kv(names.bucket("batches")),
                 settings.max_batch_jobs,
             ),
+            job_service=JobService(bus, settings, store, joblog, fleet, fanout, submitter),
         )
         try:
             yield

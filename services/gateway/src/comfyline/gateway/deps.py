@@ -11,6 +11,7 @@ route class; the ``RateLimit-*`` headers reach the response through the request 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
@@ -32,6 +33,7 @@ from .fleet import Fleet
 from .fleetwatch import FleetWatch
 from .inputs import InputResolver
 from .joblog import JobLog
+from .jobs import JobService
 from .keys import KeyStore
 from .limits import Limits, RouteClass
 from .middleware import EXTRA_HEADERS
@@ -63,6 +65,22 @@ class Gateway:
     fleetwatch: FleetWatch
     deadletters: DeadLetterBook
     batches: Batches
+    job_service: JobService
+
+    async def readiness(self) -> tuple[bool, bool]:
+        """Whether NATS (JetStream) and S3 answer, each within 2 s."""
+        try:
+            async with asyncio.timeout(2):
+                await self.bus.js.account_info()
+            nats_ok = self.bus.nc.is_connected
+        except Exception:
+            nats_ok = False
+        try:
+            async with asyncio.timeout(2):
+                s3_ok = await self.store.ping()
+        except TimeoutError:
+            s3_ok = False
+        return nats_ok, s3_ok
 
     def base_url(self, request: HTTPConnection) -> str:
         """The URL clients reach the API at (``public_url``, else the request's own)."""

@@ -203,6 +203,16 @@ class Limits:
                 )
                 raise self._over("month", spent, month_cap, first - now)
 
+    async def usage_records(self, owner: str) -> list[UsageRecord]:
+        """The owner's usage records (``owner`` as an owner token), unreadable ones skipped."""
+        records = []
+        for _, raw in await scan(self.usage, f"{owner}.>"):
+            try:
+                records.append(UsageRecord.from_bytes(raw))
+            except ValueError:
+                continue
+        return records
+
     async def spend(self, pattern: str, period_prefix: str) -> float:
         """The cost of the usage records under ``pattern`` in the period ``period_prefix``."""
         total = 0.0

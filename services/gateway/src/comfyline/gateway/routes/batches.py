@@ -10,7 +10,6 @@ from ..auth import Principal
 from ..deps import Gateway, GatewayDep, StatusUser, SubmitUser
 from ..errors import ApiError, error_responses, request_id_of
 from ..schemas import BatchCounts, BatchCreate, BatchPublic
-from .jobs import ask_cancel
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 _COUNTED = {
@@ -95,7 +94,7 @@ async def cancel_batch(
     record = await gw.batches.get(user, batch_id)
     for job in await gw.batches.members(record):
         if not job.status.terminal:
-            reply = await ask_cancel(gw, user, job.id)
+            reply = await gw.job_service.ask_cancel(user, job.id)
             if not reply.ok and reply.code != ErrorCode.JOB_ALREADY_TERMINAL.value:
                 raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, reply.error or "cancel refused")
     await gw.batches.mark_cancelled(record)

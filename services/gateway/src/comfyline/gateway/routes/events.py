@@ -36,7 +36,6 @@ from ..deps import Credentials, Gateway, GatewayDep, StatusUser, charge, owner_p
 from ..errors import ApiError, error_responses
 from ..fleetwatch import merged
 from ..follow import Overflow, Tick, follow
-from ..routes.jobs import load_job
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["events"])
@@ -160,11 +159,10 @@ async def job_events(
     if user.via == "events_token" and user.events_scope not in {job_id, "*"}:
         raise ApiError(403, ErrorCode.FORBIDDEN, "this events token is for another stream")
     await charge(request, gw, user, "status")
-    record = await load_job(gw, user, job_id)
+    record = await gw.job_service.load(user, job_id)
     after = last_event_id(last_event_id_header, last_event_id_query)
     if record.status.terminal and after is not None:
-        missed = [e async for e in gw.jobs.replay(gw.names.job_events_filter(job_id), after)]
-        if not missed:
+        if not await gw.job_service.has_events_after(job_id, after):
             return Response(status_code=204)
     return StreamingResponse(
         _stream(gw, request, job_id=job_id, owner=None, after=after),
@@ -243,7 +241,7 @@ async def websocket_events(
         if job_id is not None:
             if user.via == "events_token" and user.events_scope not in {job_id, "*"}:
                 raise ApiError(403, ErrorCode.FORBIDDEN, "this events token is for another job")
-            record = await load_job(gw, user, job_id)
+            record = await gw.job_service.load(user, job_id)
             owner = None
         else:
             if user.via == "events_token" and user.events_scope != "*":

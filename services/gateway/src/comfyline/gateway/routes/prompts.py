@@ -5,8 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from comfyline.catalogue import UnknownModel
-from comfyline.contracts import EnhanceReply, EnhanceRequest, ErrorCode
-from comfyline.runtime import BusError
+from comfyline.contracts import EnhanceRequest
 
 from ..deps import EnhanceUser, GatewayDep
 from ..errors import ApiError, error_responses
@@ -35,28 +34,4 @@ async def enhance(body: EnhanceCreate, user: EnhanceUser, gw: GatewayDep) -> Enh
         enhance=body.enhance,
         use_llm=body.use_llm,
     )
-    try:
-        reply = await gw.bus.request(
-            gw.names.enhance(), request, EnhanceReply, timeout=gw.settings.enhance_timeout_s
-        )
-    except BusError as exc:
-        if exc.code is ErrorCode.TIMEOUT:
-            raise ApiError(504, ErrorCode.TIMEOUT, "the enhancer did not answer in time") from exc
-        raise ApiError(
-            503,
-            ErrorCode.ENHANCER_UNAVAILABLE,
-            "the enhancer is unavailable",
-            headers={"Retry-After": "5"},
-        ) from exc
-    if not reply.ok or reply.enhancement is None:
-        code = _code(reply.code)
-        status = 422 if code in {ErrorCode.VALIDATION_ERROR, ErrorCode.CONTENT_POLICY} else 503
-        raise ApiError(status, code, reply.error or "the enhancer refused the prompt")
-    return EnhancePublic(enhancement=reply.enhancement)
-
-
-def _code(value: str | None) -> ErrorCode:
-    try:
-        return ErrorCode(value or "")
-    except ValueError:
-        return ErrorCode.ENHANCER_UNAVAILABLE
+    return EnhancePublic(enhancement=await gw.job_service.enhance(request))

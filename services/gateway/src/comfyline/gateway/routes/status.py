@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -33,19 +31,7 @@ async def healthz() -> Health:
 async def readyz(request: Request) -> Response:
     """NATS (JetStream) and S3 both answer (503 in the error envelope otherwise)."""
     gw = getattr(request.app.state, "gateway", None)
-    nats_ok = s3_ok = False
-    if gw is not None:
-        try:
-            async with asyncio.timeout(2):
-                await gw.bus.js.account_info()
-            nats_ok = gw.bus.nc.is_connected
-        except Exception:
-            nats_ok = False
-        try:
-            async with asyncio.timeout(2):
-                s3_ok = await gw.store.ping()
-        except TimeoutError:
-            s3_ok = False
+    nats_ok, s3_ok = await gw.readiness() if gw is not None else (False, False)
     if nats_ok and s3_ok:
         return JSONResponse(Readiness(status="ready", nats=True, s3=True).model_dump())
     return error_response(

@@ -9,11 +9,10 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from comfyline.contracts import ErrorCode, UsageRecord, owner_token
+from comfyline.contracts import ErrorCode, owner_token
 
 from ..deps import GatewayDep, StatusUser, owner_param
 from ..errors import ApiError, error_responses
-from ..kv import scan
 from ..schemas import UsageItem, UsagePublic
 
 router = APIRouter(prefix="/v1/usage", tags=["usage"])
@@ -38,13 +37,8 @@ async def usage(
     for value in (first, last):
         if not DAY.match(value):
             raise ApiError(422, ErrorCode.VALIDATION_ERROR, "since/until are YYYY-MM-DD")
-    kv = await gw.bus.kv(gw.names.bucket("usage"))
     sums: dict[tuple[str, str], UsageItem] = defaultdict(lambda: UsageItem(period="", model=""))
-    for _, raw in await scan(kv, f"{owner_token(who)}.>"):
-        try:
-            record = UsageRecord.from_bytes(raw)
-        except ValueError:
-            continue
+    for record in await gw.limits.usage_records(owner_token(who)):
         if not first <= record.day <= last or (model and record.model != model):
             continue
         key = (record.day if period == "day" else record.day[:7], record.model)
