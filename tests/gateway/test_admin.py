@@ -138,7 +138,12 @@ async def keys_of(kv: Any) -> list[str]:
         return []
 
 
-async def test_pause_and_resume_a_model(client: httpx.AsyncClient, bus: Bus) -> None:
+async def test_pause_and_resume_a_model(
+    client: httpx.AsyncClient, bus: Bus, orchestrator: Orchestrator, alice: dict[str, str]
+) -> None:
+    job = (await client.post("/v1/jobs", json={"model": "cpu-smoke"}, headers=alice)).json()
+    record = await orchestrator.queued(job["id"])
+    await orchestrator.write(record.model_copy(update={"status": JobState.DISPATCHED}))
     paused = await client.post(
         "/v1/models/cpu-smoke/pause", json={"reason": "new checkpoint"}, headers=ADMIN
     )
@@ -149,12 +154,16 @@ async def test_pause_and_resume_a_model(client: httpx.AsyncClient, bus: Bus) -> 
     assert pause.reason == "new checkpoint"
     status = (await client.get("/v1/status", headers=ADMIN)).json()
     assert status["models"]["cpu-smoke"]["paused"] is True
+    waiting = (await client.get(f"/v1/jobs/{job['id']}", headers=alice)).json()
+    assert waiting["waiting_reason"] == "model_paused: new checkpoint"  # dispatched, in WORK
     assert (await client.post("/v1/models/nope/pause", headers=ADMIN)).status_code == 404
     resumed = await client.post("/v1/models/cpu-smoke/resume", headers=ADMIN)
     assert resumed.status_code == 200 and resumed.json()["paused"] is False
     assert "pause.cpu-smoke" not in await keys_of(kv)
     status = (await client.get("/v1/status", headers=ADMIN)).json()
     assert status["models"]["cpu-smoke"]["paused"] is False
+    going = (await client.get(f"/v1/jobs/{job['id']}", headers=alice)).json()
+    assert going.get("waiting_reason") is None
 
 
 async def test_a_model_served_only_by_draining_workers_is_not_available(

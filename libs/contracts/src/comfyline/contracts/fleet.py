@@ -47,6 +47,11 @@ class ModelPause(WireModel):
     paused_at: datetime
     paused_by: str = Field(default="", description="the admin's owner id")
 
+    @property
+    def waiting_reason(self) -> str:
+        """What a job of the paused model says while it waits: ``model_paused[: <reason>]``."""
+        return f"model_paused: {self.reason}" if self.reason else "model_paused"
+
 
 WorkerEventKind = Literal[
     "worker_joined", "worker_left", "worker_draining", "worker_resumed", "server_down", "server_up"

@@ -174,7 +174,7 @@ class Dispatcher:
         pause = self.orders.paused(record.model) if self.orders else None
         if pause is None:
             return
-        reason = f"model_paused: {pause.reason}" if pause.reason else "model_paused"
+        reason = pause.waiting_reason
         if record.waiting_reason != reason:
 
             def step(current: JobRecord) -> JobRecord | Verdict:

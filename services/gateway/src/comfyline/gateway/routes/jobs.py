@@ -32,13 +32,17 @@ _WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
 async def public(
     gw: Gateway, request: Request, user: Principal, record: JobRecord, inline: bool = True
 ) -> JobPublic:
-    return await gw.views.job(
+    view = await gw.views.job(
         record,
         base=gw.base_url(request),
         principal=user,
         inline=inline,
         queue_position=await gw.job_service.queue_position(record),
     )
+    pause = gw.orders.paused(record.model) if record.status in WAITING else None
+    if pause is not None and view.waiting_reason is None:  # dispatched, waiting in WORK
+        view.waiting_reason = pause.waiting_reason
+    return view
 
 
 def prefer_wait(prefer: str | None, cap: float) -> float | None:
