@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
 
-from comfyline.contracts import JobEvent, RunJob
+from comfyline.contracts import (
+    ActiveJobs,
+    BatchRecord,
+    JobEvent,
+    RunJob,
+    active_jobs_key,
+    new_job_id,
+)
 from comfyline.gateway import Settings, create_app
 from comfyline.runtime import Bus
 
@@ -179,3 +187,32 @@ async def test_each_lane_has_its_own_queue_cap(client: httpx.AsyncClient, bus: B
     assert interactive.status_code == 202, interactive.text
     status = (await client.get("/v1/status", headers=ADMIN)).json()
     assert status["models"]["test-sdxl"]["queue_depth"] == 2  # both lanes are the backlog
+
+
+async def test_jobs_a_dead_gateway_never_published_are_counted_lost_once(
+    client: httpx.AsyncClient, bus: Bus
+) -> None:
+    """A batch recorded with a job that was never published (its gateway died): after a while
+    the job counts as lost, the batch can complete, and the job's active slot comes back."""
+    user = await new_key(client, "jon", limits={"submit_per_min": 100, "active_jobs": 2})
+    made = (await client.post("/v1/batches", json={"jobs": [smoke(1)]}, headers=user)).json()
+    kv = await bus.kv(bus.names.bucket("batches"))
+    record = BatchRecord.from_bytes((await kv.get(made["id"])).value or b"")
+    ghost = new_job_id()  # recorded and its slot taken, as create does, but never published
+    usage = await bus.kv(bus.names.bucket("usage"))
+    active = ActiveJobs.from_bytes((await usage.get(active_jobs_key("jon"))).value or b"")
+    await usage.put(active_jobs_key("jon"), active.model_copy(update={"count": 2}).to_bytes())
+    old = record.model_copy(
+        update={
+            "job_ids": [*record.job_ids, ghost],
+            "created_at": record.created_at - timedelta(minutes=5),
+        }
+    )
+    await kv.put(old.id, old.to_bytes())
+
+    read = (await client.get(f"/v1/batches/{made['id']}", headers=user)).json()
+    assert read["total"] == 2 and read["counts"]["lost"] == 1 and read["done"] == 1
+    again = (await client.get(f"/v1/batches/{made['id']}", headers=user)).json()
+    assert again["counts"]["lost"] == 1
+    count = ActiveJobs.from_bytes((await usage.get(active_jobs_key("jon"))).value or b"").count
+    assert count == 1  # the ghost's slot came back, once

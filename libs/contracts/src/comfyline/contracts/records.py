@@ -207,8 +207,9 @@ class WebhookSecret(WireModel):
 class BatchRecord(WireModel):
     """A batch of jobs submitted together (bucket ``batches``, key ``<batch_id>``).
 
-    The gateway writes it once, before any of its jobs is published, and again only to mark it
-    cancelled; the jobs themselves carry ``batch_id`` and live in ``jobs`` like any other.
+    The gateway writes it once, before any of its jobs is published, and again (compare-and-set)
+    only to mark it cancelled or some jobs lost; the jobs themselves carry ``batch_id`` and live
+    in ``jobs`` like any other.
     """
 
     id: str
@@ -218,3 +219,7 @@ class BatchRecord(WireModel):
     created_at: datetime
     metadata: dict[str, str] = Field(default_factory=dict)
     cancelled_at: datetime | None = None
+    lost: list[str] = Field(
+        default_factory=list,
+        description="job ids never published (the gateway died while submitting the batch)",
+    )

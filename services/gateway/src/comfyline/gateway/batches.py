@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 
+from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from comfyline.contracts import (
@@ -25,6 +27,7 @@ from comfyline.contracts import (
     new_job_id,
     utcnow,
 )
+from comfyline.runtime import cas_pause
 
 from .auth import Principal
 from .errors import ApiError, not_found
@@ -36,6 +39,9 @@ from .schemas import BatchCreate
 from .submit import Prepared, Submitter, lane_of
 
 BATCH_ID = re.compile(r"^bat_[0-9a-z]{26}$")
+#: A batch's job with no trace this long after the batch was made was never published.
+LOST_AFTER_S = 60.0
+_CAS_ATTEMPTS = 25
 
 
 class Batches:
@@ -137,16 +143,62 @@ class Batches:
             raise not_found("batch", batch_id=batch_id[:64])
         return found[0]
 
-    async def members(self, record: BatchRecord) -> list[JobRecord]:
-        """The batch's jobs as they are now, in submission order (unpublished ones left out)."""
+    async def members(self, record: BatchRecord) -> tuple[BatchRecord, list[JobRecord]]:
+        """The batch's jobs as they are now, in submission order, and the batch.
+
+        A job id that still has neither a record nor a submission :data:`LOST_AFTER_S` after the
+        batch was made was never published (its gateway died mid-batch): it is recorded as lost,
+        once, and its active-job slot given back, so the batch can still complete.
+        """
         found = [await self.jobs.find(job_id) for job_id in record.job_ids]
-        return [job for job in found if job is not None]
+        jobs = [job for job in found if job is not None]
+        missing = [
+            job_id
+            for job_id, job in zip(record.job_ids, found, strict=True)
+            if job is None and job_id not in record.lost
+        ]
+        if missing and (utcnow() - record.created_at).total_seconds() > LOST_AFTER_S:
+            record = await self._mark_lost(record, missing)
+        return record, jobs
+
+    async def _mark_lost(self, record: BatchRecord, missing: list[str]) -> BatchRecord:
+        newly: list[str] = []
+
+        def step(current: BatchRecord) -> BatchRecord | None:
+            newly[:] = [job_id for job_id in missing if job_id not in current.lost]
+            return current.model_copy(update={"lost": [*current.lost, *newly]}) if newly else None
+
+        record = await self._change(record.id, step)
+        if newly:
+            await self.limits.release_active(Principal(owner_id=record.owner), len(newly))
+        return record
 
     async def mark_cancelled(self, record: BatchRecord) -> BatchRecord:
         """Record that the batch was cancelled (the first time only)."""
-        if record.cancelled_at is not None:
-            return record
-        cancelled = record.model_copy(update={"cancelled_at": utcnow()})
-        async with nats_errors("recording the cancel"):
-            await self.kv.put(record.id, cancelled.to_bytes())
-        return cancelled
+
+        def step(current: BatchRecord) -> BatchRecord | None:
+            if current.cancelled_at is not None:
+                return None
+            return current.model_copy(update={"cancelled_at": utcnow()})
+
+        return await self._change(record.id, step)
+
+    async def _change(
+        self, batch_id: str, step: Callable[[BatchRecord], BatchRecord | None]
+    ) -> BatchRecord:
+        """Apply ``step`` to the stored batch with compare-and-set (None: nothing to write)."""
+        for attempt in range(1, _CAS_ATTEMPTS + 1):
+            found = await get_model(self.kv, batch_id, BatchRecord)
+            if found is None:
+                raise not_found("batch", batch_id=batch_id)
+            current, revision = found
+            changed = step(current)
+            if changed is None:
+                return current
+            try:
+                async with nats_errors("updating the batch"):
+                    await self.kv.update(batch_id, changed.to_bytes(), last=revision)
+                return changed
+            except KeyWrongLastSequenceError:
+                await cas_pause(attempt)
+        raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "the batch is contended; try again")

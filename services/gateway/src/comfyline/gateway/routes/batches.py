@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from comfyline.contracts import ErrorCode, JobRecord, JobState
+from comfyline.contracts import BatchRecord, ErrorCode, JobRecord, JobState
 
 from ..auth import Principal
 from ..deps import Gateway, GatewayDep, StatusUser, SubmitUser
@@ -25,15 +25,14 @@ _COUNTED = {
 
 
 async def _public(
-    gw: Gateway, request: Request, user: Principal, batch_id: str, jobs: list[JobRecord]
+    gw: Gateway, request: Request, user: Principal, record: BatchRecord, jobs: list[JobRecord]
 ) -> BatchPublic:
-    record = await gw.batches.get(user, batch_id)
-    counts = BatchCounts()
+    counts = BatchCounts(lost=len(record.lost))
     for job in jobs:
         name = _COUNTED[job.status]
         setattr(counts, name, getattr(counts, name) + 1)
     total = len(record.job_ids)
-    done = sum(1 for job in jobs if job.status.terminal)
+    done = sum(1 for job in jobs if job.status.terminal) + len(record.lost)
     base = gw.base_url(request)
     if record.cancelled_at is not None:
         status: str = "cancelled"
@@ -69,7 +68,7 @@ async def create_batch(
     `index`); the owner's quotas and each model's queue cap must hold all of them. Each becomes
     a job with its own id, at `batch` priority unless the batch or the job says otherwise."""
     record, jobs = await gw.batches.create(user, body, request_id_of(request))
-    return await _public(gw, request, user, record.id, jobs)
+    return await _public(gw, request, user, record, jobs)
 
 
 @router.get("/{batch_id}", summary="Read a batch", responses=error_responses(401, 404, 429, 503))
@@ -77,8 +76,8 @@ async def get_batch(
     batch_id: str, request: Request, user: StatusUser, gw: GatewayDep
 ) -> BatchPublic:
     """Progress (jobs per state, percent ended) and every job with its outputs."""
-    record = await gw.batches.get(user, batch_id)
-    return await _public(gw, request, user, batch_id, await gw.batches.members(record))
+    record, jobs = await gw.batches.members(await gw.batches.get(user, batch_id))
+    return await _public(gw, request, user, record, jobs)
 
 
 @router.delete(
@@ -91,11 +90,11 @@ async def cancel_batch(
     batch_id: str, request: Request, user: StatusUser, gw: GatewayDep
 ) -> BatchPublic:
     """Cancel every job of the batch that has not ended (ended ones keep their outcome)."""
-    record = await gw.batches.get(user, batch_id)
-    for job in await gw.batches.members(record):
+    record, jobs = await gw.batches.members(await gw.batches.get(user, batch_id))
+    for job in jobs:
         if not job.status.terminal:
             reply = await gw.job_service.ask_cancel(user, job.id)
             if not reply.ok and reply.code != ErrorCode.JOB_ALREADY_TERMINAL.value:
                 raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, reply.error or "cancel refused")
-    await gw.batches.mark_cancelled(record)
-    return await _public(gw, request, user, batch_id, await gw.batches.members(record))
+    record, jobs = await gw.batches.members(await gw.batches.mark_cancelled(record))
+    return await _public(gw, request, user, record, jobs)

@@ -49,6 +49,7 @@ class BatchCounts(BaseModel):
     failed: int = 0
     cancelled: int = 0
     timed_out: int = 0
+    lost: int = Field(default=0, description="never submitted: the gateway died mid-batch")
 
 
 class BatchPublic(BaseModel):
@@ -81,7 +82,7 @@ class BatchPublic(BaseModel):
     )
     priority: Priority
     total: int
-    done: int = Field(description="jobs that have ended, whatever the outcome")
+    done: int = Field(description="jobs that have ended, whatever the outcome (and lost ones)")
     progress: float = Field(description="percent of jobs ended")
     counts: BatchCounts
     created_at: datetime
