@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
-from comfyline.contracts import DeadLetter, ErrorCode, JobError, JobState, RunJob
+from comfyline.contracts import (
+    DeadLetter,
+    ErrorCode,
+    EventKind,
+    JobError,
+    JobEvent,
+    JobRecord,
+    JobState,
+    RunJob,
+)
 from comfyline.orchestrator import Orchestrator
 from comfyline.orchestrator.testing import (
     Outcome,
@@ -30,12 +39,24 @@ async def test_a_transient_failure_is_retried_then_succeeds(
         await worker.report(job, "started", attempt)
         if attempt == 1:
             await worker.report(
-                job, "failed", attempt, error=TRANSIENT, final=False, gpu_seconds=0.5
+                job,
+                "failed",
+                attempt,
+                error=TRANSIENT,
+                final=False,
+                gpu_seconds=0.5,
+                retry_in_s=0.25,
+            )
+            between.append(
+                await wait_record(
+                    bus, job.job_id, lambda r: any(a.finished_at for a in r.attempt_log)
+                )
             )
             return "nak"
         await worker.report(job, "completed", attempt, outputs=[output_of(job)], gpu_seconds=1.0)
         return "ack"
 
+    between: list[JobRecord] = []
     worker = ScriptedWorker(bus, "cpu-smoke", flaky, max_deliver=3)
     await worker.start()
     try:
@@ -57,6 +78,24 @@ async def test_a_transient_failure_is_retried_then_succeeds(
     assert counts[f"{job_id}.started"] == 2  # one per delivery: <job>:started, <job>:started:2
     assert counts[f"{job_id}.completed"] == 1
     assert f"{job_id}.failed" not in counts
+    # The failed attempt is visible: one retrying event with its attempt, code and delay, and
+    # between the attempts the job shows no progress and says what it waits for.
+    assert counts[f"{job_id}.retrying"] == 1
+    msg = await bus.js.get_last_msg(
+        bus.names.stream("JOBS"), bus.names.job_event("u1", job_id, "retrying")
+    )
+    retrying = JobEvent.from_bytes(msg.data or b"")
+    assert (retrying.kind, retrying.status, retrying.attempt) == (
+        EventKind.RETRYING,
+        JobState.RUNNING,
+        1,
+    )
+    assert retrying.error is not None and retrying.error.code is ErrorCode.COMFY_UNAVAILABLE
+    assert retrying.error.message == "ComfyUI is restarting" and retrying.retry_in_s == 0.25
+    [gap] = between
+    assert gap.status is JobState.RUNNING and gap.progress is None
+    assert gap.waiting_reason is not None and "comfy_unavailable" in gap.waiting_reason
+    assert record.waiting_reason is None
 
 
 async def test_a_permanent_failure_is_not_retried(bus: Bus, orchestrator: Orchestrator) -> None:

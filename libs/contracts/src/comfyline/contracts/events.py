@@ -61,6 +61,9 @@ class JobEvent(Message):
     preview: PreviewRef | None = None
     outputs: list[OutputRef] = Field(default_factory=list)
     error: JobError | None = None
+    retry_in_s: float | None = Field(
+        default=None, ge=0, description="for retrying: seconds until the next attempt may start"
+    )
     queue_position: int | None = None
     parent: ParentRef | None = Field(default=None, description="set on a pipeline's step job")
     step: StepState | None = Field(default=None, description="for step: the step that changed")
@@ -100,6 +103,9 @@ class RunEvent(Message):
     gpu_seconds: float | None = Field(default=None, description="ComfyUI execution time")
     final: bool = Field(
         default=True, description="for failed: False when the worker will retry (nak)"
+    )
+    retry_in_s: float | None = Field(
+        default=None, ge=0, description="for failed with final=False: the delay before the retry"
     )
 
 

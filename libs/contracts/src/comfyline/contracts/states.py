@@ -81,6 +81,7 @@ class EventKind(StrEnum):
     PROGRESS = "progress"
     PREVIEW = "preview"
     STEP = "step"
+    RETRYING = "retrying"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -120,6 +121,9 @@ EVENT_NAMES: dict[EventKind, EventNames] = {
     ),
     EventKind.STEP: EventNames(
         JobState.RUNNING, "step", "step_update", "step_update", "job.step_update"
+    ),
+    EventKind.RETRYING: EventNames(
+        JobState.RUNNING, "retrying", "retrying", "job_update", "job.retrying"
     ),
     EventKind.COMPLETED: EventNames(
         JobState.SUCCEEDED, "completed", "completed", "job_completed", "job.completed"

@@ -94,13 +94,16 @@ async def outcome(
     """Report a failed attempt and say what becomes of the message."""
     retry = error.transient and attempt < max_deliver
     job_error = error.job_error().model_copy(update={"retryable": retry})
+    delay = backoff_delay(attempt, retry_base_s)
     try:
-        await reporter.failed(job_error, final=not retry, gpu_seconds=gpu_seconds)
+        await reporter.failed(
+            job_error, final=not retry, gpu_seconds=gpu_seconds, retry_in_s=delay if retry else None
+        )
     except ComfylineError as exc:
         # Nobody heard of the failure: the job must come back rather than vanish.
         return Retry(f"failure not reported: {exc.message}", delay=backoff_delay(attempt, 1.0))
     if retry:
-        return Retry(error.message, delay=backoff_delay(attempt, retry_base_s), code=error.code)
+        return Retry(error.message, delay=delay, code=error.code)
     return Reject(error.message, code=error.code, details={"node_id": error.node_id})
 
 

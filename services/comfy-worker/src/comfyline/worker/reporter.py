@@ -153,11 +153,23 @@ class RunReporter:
             "completed", self._id("completed"), outputs=outputs, gpu_seconds=gpu_seconds
         )
 
-    async def failed(self, error: JobError, final: bool, gpu_seconds: float | None) -> None:
-        """The attempt failed; ``final=False`` when the job will be tried again."""
+    async def failed(
+        self,
+        error: JobError,
+        final: bool,
+        gpu_seconds: float | None,
+        retry_in_s: float | None = None,
+    ) -> None:
+        """The attempt failed; ``final=False`` when the job will be tried again, after
+        ``retry_in_s``."""
         await self.stop_progress()
         await self._publish(
-            "failed", self._id("failed"), error=error, final=final, gpu_seconds=gpu_seconds
+            "failed",
+            self._id("failed"),
+            error=error,
+            final=final,
+            gpu_seconds=gpu_seconds,
+            retry_in_s=retry_in_s,
         )
 
     async def cancelled(self, reason: str, gpu_seconds: float | None) -> None:

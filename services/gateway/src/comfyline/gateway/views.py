@@ -136,7 +136,7 @@ class Views:
             batch_id=record.batch_id,
             retry_of=record.retry_of,
             replaced_by=record.replaced_by,
-            waiting_reason=record.waiting_reason if record.status in WAITING else None,
+            waiting_reason=record.waiting_reason if not record.status.terminal else None,
             links=self.links(base, record.id, principal),
         )
 
@@ -155,6 +155,7 @@ class Views:
             preview=self.preview(event.preview) if event.preview else None,
             outputs=[self.output(base, event.job_id, o) for o in event.outputs],
             error=event.error,
+            retry_in_s=event.retry_in_s,
             queue_position=event.queue_position,
             enhancement=event.enhancement,
             parent=event.parent,

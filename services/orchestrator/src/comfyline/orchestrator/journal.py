@@ -26,6 +26,7 @@ from comfyline.contracts import (
     TERMINAL_EVENTS,
     CancelCommand,
     EventKind,
+    JobError,
     JobEvent,
     JobRecord,
     PreviewRef,
@@ -52,6 +53,8 @@ def event_msg_id(job_id: str, kind: EventKind, attempt: int = 1, seq: int | None
         return f"{job_id}:{kind.value}:{seq}"
     if kind is EventKind.STARTED and attempt > 1:
         return f"{job_id}:started:{attempt}"
+    if kind is EventKind.RETRYING:
+        return f"{job_id}:retrying:{attempt}"
     return f"{job_id}:{kind.value}"
 
 
@@ -62,6 +65,8 @@ def job_event(
     progress: Progress | None = None,
     preview: PreviewRef | None = None,
     step: StepState | None = None,
+    error: JobError | None = None,
+    retry_in_s: float | None = None,
 ) -> JobEvent:
     """The event that announces ``record`` after an event of ``kind``."""
     ended = kind in TERMINAL_EVENTS
@@ -77,7 +82,8 @@ def job_event(
         progress=progress or (record.progress if kind is EventKind.COMPLETED else None),
         preview=preview,
         outputs=record.outputs if kind is EventKind.COMPLETED else [],
-        error=record.error if ended else None,
+        error=record.error if ended else error,
+        retry_in_s=retry_in_s,
         parent=record.parent,
         step=step,
         steps=record.steps if (ended or step is not None) else [],
@@ -107,10 +113,20 @@ class Journal:
         progress: Progress | None = None,
         preview: PreviewRef | None = None,
         step: StepState | None = None,
+        error: JobError | None = None,
+        retry_in_s: float | None = None,
     ) -> JobEvent:
         """Publish the event of ``kind`` for ``record`` (once) and schedule its webhook."""
         msg_id = msg_id or event_msg_id(record.id, kind, record.attempts)
-        event = job_event(record, kind, progress=progress, preview=preview, step=step)
+        event = job_event(
+            record,
+            kind,
+            progress=progress,
+            preview=preview,
+            step=step,
+            error=error,
+            retry_in_s=retry_in_s,
+        )
         subject = self.subject(record, kind)
         published_at = await self.published(subject, msg_id) if replay else None
         if published_at is None:

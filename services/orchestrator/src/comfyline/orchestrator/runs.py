@@ -130,6 +130,14 @@ class RunReports:
                 msg_id=event_msg_id(record.id, EventKind.PROGRESS, seq=seq),
             )
         elif event.kind == "failed" and not event.final:
+            await self.journal.announce(
+                record,
+                EventKind.RETRYING,
+                replay=change.replay,
+                msg_id=event_msg_id(record.id, EventKind.RETRYING, event.attempt),
+                error=event.error,
+                retry_in_s=event.retry_in_s,
+            )
             await self.deadlines.arm_queue(record, event.attempt + 1)
         elif record.status.terminal:
             await self.journal.conclude(record, replay=change.replay)
@@ -158,6 +166,7 @@ class RunReports:
             "started_at": record.started_at or now,
             "run_deadline_at": run_due,
             "progress": None,
+            "waiting_reason": None,
             "attempt_log": with_attempt(
                 record,
                 event.attempt,
@@ -255,9 +264,16 @@ class RunReports:
             return Verdict.DROP
         # Not a transition: the job stays where it is while JetStream redelivers it, and the next
         # delivery must start within the queue limit (unless a later one is already under way).
-        updates = {"updated_at": now}
+        updates: dict[str, Any] = {"updated_at": now}
         if event.attempt >= record.attempts:
             updates["queue_deadline_at"] = self.deadlines.queue_due(now, record)
+            # Between attempts the job waits for a worker: no progress, and a reason that says so.
+            after = f" in {event.retry_in_s:g} s" if event.retry_in_s is not None else ""
+            updates["progress"] = None
+            updates["waiting_reason"] = (
+                f"waiting for a worker: attempt {event.attempt} failed ({error.code.value}); "
+                f"attempt {event.attempt + 1} may start{after}"
+            )
         return record.model_copy(
             update={
                 **updates,

@@ -30,6 +30,7 @@ WebhookEvent = Literal[
     "progress",
     "preview",
     "step",
+    "retrying",
     "completed",
     "failed",
     "cancelled",
@@ -268,6 +269,9 @@ class JobEventPublic(BaseModel):
     preview: PreviewPublic | None = None
     outputs: list[OutputPublic] = Field(default_factory=list)
     error: JobError | None = None
+    retry_in_s: float | None = Field(
+        default=None, description="retrying: seconds until the next attempt may start"
+    )
     queue_position: int | None = None
     enhancement: Enhancement | None = None
     parent: ParentRef | None = None
