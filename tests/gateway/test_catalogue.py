@@ -62,6 +62,8 @@ async def test_models_with_schema_limits_and_live_availability(
         "running": 1,
         "queue_depth": 0,
         "paused": False,
+        "reason": None,
+        "missing": {},
     }
     missing = await client.get("/v1/models/nope", headers=user)
     assert missing.status_code == 404 and missing.json()["code"] == "unknown_model"
@@ -95,6 +97,8 @@ async def test_health_and_readiness(client: httpx.AsyncClient, settings: Setting
         "status": "ready",
         "nats": True,
         "s3": True,
+        "workers": 0,
+        "notes": ["no worker is live: jobs are accepted and wait for one"],
     }
     cold = create_app(settings)  # not started: nothing to be ready with
     async with httpx.AsyncClient(
@@ -292,3 +296,44 @@ async def test_playground_and_cors(settings: Settings, bus: Bus) -> None:
             )
             evil = await client.get("/healthz", headers={"Origin": "https://evil.example"})
             assert "access-control-allow-origin" not in evil.headers
+
+
+async def test_a_model_no_live_server_can_run_is_refused_at_once_with_what_is_missing(
+    client: httpx.AsyncClient, bus: Bus
+) -> None:
+    """Servers have reported: one can run cpu-smoke only. txt2img-sdxl is 503 naming the node
+    class and model file it lacks; /v1/models and /readyz say the same; cpu-smoke is accepted."""
+    lacks = ["model CheckpointLoaderSimple.ckpt_name=sd_xl_base_1.0.safetensors", "node KSampler"]
+    beat = WorkerHeartbeat(
+        worker_id="w-small",
+        models=["cpu-smoke"],
+        servers=[
+            ServerStatus(
+                url="http://10.0.0.5:8188",
+                healthy=True,
+                busy=False,
+                models=["cpu-smoke"],
+                missing={"txt2img-sdxl": lacks},
+            )
+        ],
+        started_at=datetime.now(UTC),
+    )
+    kv = await bus.kv(bus.names.bucket("workers"))
+    await kv.put(beat.worker_id, beat.to_bytes())
+    user = await new_key(client, "ursula")
+    body = {"model": "txt2img-sdxl", "input": {"prompt": "a red fox in snow"}}
+    refused = await client.post("/v1/jobs", json=body, headers=user)
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["retry-after"] == "30"
+    error = refused.json()
+    assert error["code"] == "model_unavailable" and "node KSampler" in error["error"]
+    assert error["details"]["missing"] == {"http://10.0.0.5:8188": lacks}
+    smoke = {"model": "cpu-smoke", "input": {"width": 64, "height": 64}}
+    assert (await client.post("/v1/jobs", json=smoke, headers=user)).status_code == 202
+    model = (await client.get("/v1/models/txt2img-sdxl", headers=user)).json()
+    availability = model["availability"]
+    assert availability["available"] is False and "node KSampler" in availability["reason"]
+    assert availability["missing"] == {"http://10.0.0.5:8188": lacks}
+    ready = (await client.get("/readyz")).json()
+    assert ready["workers"] == 1
+    assert any(note.startswith("txt2img-sdxl: no live ComfyUI server") for note in ready["notes"])

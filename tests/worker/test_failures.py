@@ -9,7 +9,7 @@ from comfyline.comfyui_sim import SimulatorProcess
 from comfyline.contracts import ModelTemplate
 from comfyline.runtime import Bus, NatsSettings, ObjectStore, S3Settings
 
-from .helpers import RunWatch, SimFactory, Workers, publish_job
+from .helpers import RunWatch, SimFactory, Workers, heartbeats, publish_job
 
 
 async def settled(bus: Bus, model: str) -> tuple[int, int]:
@@ -98,6 +98,16 @@ async def test_a_model_no_server_can_run_is_not_bound(
     assert "tts" not in server.models and "cpu-smoke" in server.models
     assert server.missing["tts"] == ["node F5TTSAudioInputs"]
     assert "tts" not in running.worker.fetcher.bound
+    # The heartbeat says why, so the gateway can refuse tts at once and name the class.
+    for _ in range(50):
+        beats = await heartbeats(bus)
+        reported = [s for b in beats.values() for s in b.servers if s.missing]
+        if reported:
+            break
+        await asyncio.sleep(0.1)
+    [status] = reported
+    assert status.url == sim.url and status.missing["tts"] == ["node F5TTSAudioInputs"]
+    assert "cpu-smoke" not in status.missing
     job = await publish_job(bus, "tts", {"text": "hi", "voice": "ast_" + "0" * 26})
     await asyncio.sleep(1.0)
     assert runs.of(job.job_id) == [], "left for a worker that can run it"

@@ -35,6 +35,7 @@ class ErrorCode(StrEnum):
     INPUT_FETCH_FAILED = "input_fetch_failed"
     URL_NOT_ALLOWED = "url_not_allowed"
     QUEUE_FULL = "queue_full"
+    MODEL_UNAVAILABLE = "model_unavailable"
     LANE_NOT_ALLOWED = "lane_not_allowed"
     ALREADY_RETRIED = "already_retried"
     SERVICE_UNAVAILABLE = "service_unavailable"

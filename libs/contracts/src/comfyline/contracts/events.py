@@ -168,6 +168,11 @@ class ServerStatus(WireModel):
         description="model files (checkpoints, ...) loaded by the last job run here",
     )
     last_model: str | None = Field(default=None, description="the model of the last job run")
+    missing: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="catalogue models this server cannot run, each with the node classes and "
+        "model files it lacks (from its /object_info)",
+    )
 
 
 class WorkerHeartbeat(Message):

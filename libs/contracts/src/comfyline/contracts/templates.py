@@ -123,6 +123,11 @@ class ModelTemplate(WireModel):
     retry_limit: int = Field(default=2, ge=0)
     cost_per_gpu_second: float = Field(default=0.0, ge=0)
     max_queue: int = Field(default=1000, ge=1, description="backlog cap (503 when full)")
+    queue_without_capacity: bool = Field(
+        default=False,
+        description="accept jobs even when live servers report they cannot run it (capacity "
+        "that is coming, such as a server being provisioned); otherwise 503 model_unavailable",
+    )
     required_nodes: list[str] = Field(default_factory=list)
     required_models: list[RequiredModel] = Field(default_factory=list)
     enhance: bool = True

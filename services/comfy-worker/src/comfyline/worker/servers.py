@@ -81,6 +81,7 @@ class Server:
             models=self.models,
             loaded=self.loaded,
             last_model=self.last_model,
+            missing={name: lacks for name, lacks in self.missing.items() if lacks},
         )
 
     def claim(self, job_id: str) -> None:

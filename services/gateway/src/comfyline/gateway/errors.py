@@ -49,6 +49,7 @@ STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.URL_NOT_ALLOWED: 422,
     ErrorCode.CONTENT_POLICY: 422,
     ErrorCode.QUEUE_FULL: 503,
+    ErrorCode.MODEL_UNAVAILABLE: 503,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
     ErrorCode.STORAGE_UNAVAILABLE: 503,
     ErrorCode.ENHANCER_UNAVAILABLE: 503,

@@ -29,6 +29,10 @@ class ModelAvailability:
     running: int = 0
     queue_depth: int = 0
     paused: bool = False
+    reason: str | None = None
+    missing: dict[str, list[str]] = field(default_factory=dict)
+    #: Live servers have reported, and none of them can run the model.
+    refused_by_fleet: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,28 @@ class _Cached:
     workers: list[WorkerHeartbeat] = field(default_factory=list)
     depth: dict[str, int] = field(default_factory=dict)
     lanes: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+def _reason(
+    available: bool,
+    paused: bool,
+    serving: list[WorkerHeartbeat],
+    workers: list[WorkerHeartbeat],
+    missing: dict[str, list[str]],
+) -> str | None:
+    """Why a model cannot run now, in words a user can act on (None when it can)."""
+    if paused:
+        return "paused by an admin: its jobs stay queued until it is resumed"
+    if available:
+        return None
+    if not workers:
+        return "no worker is live"
+    if serving:
+        return "every worker that serves it is draining or its servers are down"
+    if missing:
+        lacks = sorted({item for items in missing.values() for item in items})
+        return "no live ComfyUI server can run it: missing " + ", ".join(lacks)
+    return "no live worker serves it"
 
 
 class Fleet:
@@ -97,10 +123,14 @@ class Fleet:
         """Availability, capacity and backlog of each model."""
         cached = await self._refresh()
         out = {}
+        comfy = [s for w in cached.workers for s in w.servers if s.healthy and s.provider is None]
         for model in models:
             serving = [w for w in cached.workers if model in w.models]
             # A draining worker finishes its jobs but takes no more: it is no capacity.
             taking = [s for w in serving if not w.draining for s in w.servers if s.healthy]
+            paused = bool(self.orders and self.orders.paused(model))
+            missing = {s.url: s.missing[model] for s in comfy if model in s.missing}
+            refused = bool(comfy) and not serving and len(missing) == len(comfy)
             out[model] = ModelAvailability(
                 available=bool(taking),
                 workers=sum(1 for w in serving if not w.draining),
@@ -108,7 +138,10 @@ class Fleet:
                 idle_servers=sum(1 for s in taking if not s.busy),
                 running=sum(1 for w in serving for s in w.servers if s.healthy and s.busy),
                 queue_depth=cached.depth.get(model, 0),
-                paused=bool(self.orders and self.orders.paused(model)),
+                paused=paused,
+                reason=_reason(bool(taking), paused, serving, cached.workers, missing),
+                missing=missing,
+                refused_by_fleet=refused,
             )
         return out
 

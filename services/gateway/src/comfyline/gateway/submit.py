@@ -141,6 +141,23 @@ class Submitter:
         self.inputs = inputs
         self.idempotency = idempotency
 
+    async def check_capacity(self, template: ModelTemplate) -> None:
+        """503 ``model_unavailable`` at once when live servers have reported and none of them can
+        run the model, naming what each lacks. While no server has reported yet (a fleet that is
+        starting) the job is queued: capacity may be coming. A model may opt into queueing
+        always (``queue_without_capacity``)."""
+        if template.engine != "comfyui" or template.queue_without_capacity:
+            return
+        found = (await self.fleet.availability([template.name]))[template.name]
+        if found.refused_by_fleet and not found.paused:
+            raise ApiError(
+                503,
+                ErrorCode.MODEL_UNAVAILABLE,
+                f"{template.name} cannot run now: {found.reason}",
+                details={"model": template.name, "reason": found.reason, "missing": found.missing},
+                headers={"Retry-After": "30"},
+            )
+
     async def submit(
         self,
         principal: Principal,
@@ -165,6 +182,7 @@ class Submitter:
         lane = lane_of(principal, body.priority)
         depth = await self.fleet.queue_depth(template.name, lane=lane)
         self.limits.check_queue(principal, template, depth)
+        await self.check_capacity(template)
         prepared = await self.prepare(principal, body)
         if job_id is None:
             job_id = new_job_id()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from comfyline.contracts import ErrorCode
 
-from ..deps import GatewayDep, StatusUser
+from ..deps import Gateway, GatewayDep, StatusUser
 from ..errors import error_response, error_responses
 from ..schemas import (
     Availability,
@@ -27,13 +29,30 @@ async def healthz() -> Health:
     return Health()
 
 
+async def _fleet_notes(gw: Gateway) -> tuple[int | None, list[str]]:
+    """The fleet's gaps, for the readiness body (never a reason to be unready)."""
+    try:
+        async with asyncio.timeout(2):
+            workers = await gw.fleet.workers()
+            templates = [t for t in gw.registry if t.engine == "comfyui"]
+            available = await gw.fleet.for_templates(templates)
+    except Exception:
+        return None, ["the fleet could not be read"]
+    if not workers:
+        return 0, ["no worker is live: jobs are accepted and wait for one"]
+    notes = [f"{name}: {a.reason}" for name, a in sorted(available.items()) if a.reason is not None]
+    return len(workers), notes
+
+
 @router.get("/readyz", summary="Ready", response_model=Readiness, responses=error_responses(503))
 async def readyz(request: Request) -> Response:
     """NATS (JetStream) and S3 both answer (503 in the error envelope otherwise)."""
     gw = getattr(request.app.state, "gateway", None)
     nats_ok, s3_ok = await gw.readiness() if gw is not None else (False, False)
-    if nats_ok and s3_ok:
-        return JSONResponse(Readiness(status="ready", nats=True, s3=True).model_dump())
+    if nats_ok and s3_ok and gw is not None:
+        workers, notes = await _fleet_notes(gw)
+        ready = Readiness(status="ready", nats=True, s3=True, workers=workers, notes=notes)
+        return JSONResponse(ready.model_dump())
     return error_response(
         request,
         503,

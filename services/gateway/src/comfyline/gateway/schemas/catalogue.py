@@ -18,6 +18,11 @@ class Availability(BaseModel):
     running: int = 0
     queue_depth: int = 0
     paused: bool = Field(default=False, description="an admin paused it: its jobs stay queued")
+    reason: str | None = Field(default=None, description="why it cannot run now, if it cannot")
+    missing: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="per live ComfyUI server: the node classes and model files it lacks for it",
+    )
 
 
 class ProviderPublic(BaseModel):
@@ -170,3 +175,11 @@ class Readiness(BaseModel):
     status: Literal["ready"]
     nats: bool
     s3: bool
+    workers: int | None = Field(
+        default=None, description="live workers (ComfyUI and provider); None when unknown"
+    )
+    notes: list[str] = Field(
+        default_factory=list,
+        description="what this gateway can serve but the fleet cannot run now (no live worker, "
+        "models without capacity); readiness stays 200: the gateway itself can serve",
+    )
