@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -110,6 +111,27 @@ def test_one_job_end_to_end_and_it_survives_a_restart(stack: Stack) -> None:
         assert png.status_code == 200
         assert png_size(png.content) == (192, 128)
         assert len(png.content) == output["size"]
+
+        # A crashed part is started again, and says so in stack.json; jobs keep running.
+        worker_pid = stack.info["pids"]["worker"]
+        os.kill(worker_pid, signal.SIGKILL)
+        stack_json = stack.state_dir / "stack.json"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            now = json.loads(stack_json.read_text())
+            if now.get("restarts", {}).get("worker") == 1:
+                break
+            time.sleep(0.2)
+        assert now.get("restarts") == {"worker": 1}, stack.log_tail()
+        assert now["pids"]["worker"] != worker_pid and pid_alive(now["pids"]["worker"])
+        assert stack_json.stat().st_mode & 0o777 == 0o600
+        stack.info = now
+        body = {"model": "cpu-smoke", "input": {"width": 32, "height": 32}}
+        after = client.post("/v1/jobs", json=body, headers={"Prefer": "wait=60"}).json()
+        while after["status"] not in ("succeeded", "failed", "cancelled", "timed_out"):
+            time.sleep(0.3)
+            after = client.get(f"/v1/jobs/{after['id']}").json()
+        assert after["status"] == "succeeded", after
 
     pids = list(stack.info["pids"].values())
     # `comfyline down` (from another shell) stops the running `up` and every child.

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .local import LocalStack
 from .servers import ServerError
+from .supervisor import Supervisor
 
 DEFAULT_STATE = Path(".comfyline")
 
@@ -60,12 +61,14 @@ Comfyline is up in {info["started_in_s"]} s.
 """,
         flush=True,
     )
+    supervisor = Supervisor(stack.all_children, lambda line: print(line, file=sys.stderr))
     try:
         while not stop.wait(0.5):
-            dead = stack.dead_child()
-            if dead:
-                print(f"{dead} stopped unexpectedly; see {stack.logs}", file=sys.stderr)
+            before = supervisor.restarts
+            if supervisor.check() is not None:
                 return 1
+            if supervisor.restarts != before:
+                stack.record_pids(supervisor.restarts)
         return 0
     finally:
         print("Comfyline: stopping", flush=True)

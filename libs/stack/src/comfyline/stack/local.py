@@ -225,6 +225,19 @@ class LocalStack:
         assert self.nats is not None
         asyncio.run(_wait_for_consumers(self.nats.url, timeout_s=60))
 
+    def all_children(self) -> dict[str, ChildProcess]:
+        """Every process of the stack by name: the servers and the parts started on them."""
+        found = {server.child.name: server.child for server in (self.nats, self.s3) if server}
+        return found | self.children
+
+    def record_pids(self, restarts: dict[str, int]) -> None:
+        """Rewrite ``stack.json`` with the current PIDs (after a restart) and restart counts."""
+        if not self.info:
+            return
+        self.info["pids"] = {name: child.pid for name, child in self.all_children().items()}
+        self.info["restarts"] = restarts
+        write_private(self.state_dir / "stack.json", json.dumps(self.info, indent=2))
+
     def dead_child(self) -> str | None:
         """The name of a part that stopped on its own, if any."""
         for name, child in self.children.items():
