@@ -9,7 +9,15 @@ from .assets import (
     parse_asset_ref,
 )
 from .catalogue import Catalogue, UnknownModel
-from .render import TemplateError, compose_prompt, prepare_input, render, wan_frames
+from .render import (
+    TemplateError,
+    compose_prompt,
+    output_specs,
+    prepare_input,
+    render,
+    wan_frames,
+    workflow_graph,
+)
 from .validation import InputInvalid, apply_choices, validate_input
 
 __all__ = [
@@ -24,9 +32,11 @@ __all__ = [
     "asset_params",
     "asset_schema",
     "compose_prompt",
+    "output_specs",
     "parse_asset_ref",
     "prepare_input",
     "render",
     "validate_input",
     "wan_frames",
+    "workflow_graph",
 ]

@@ -63,7 +63,10 @@ class Catalogue:
         if template is None:
             raise UnknownModel(
                 f"unknown model {name!r}" + (f" version {version}" if version else ""),
-                details={"model": name, "available": sorted(self._latest)},
+                details={
+                    "model": name,
+                    "available": sorted(n for n, t in self._latest.items() if t.kind != "workflow"),
+                },
             )
         return template
 

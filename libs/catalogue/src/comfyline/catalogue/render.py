@@ -6,7 +6,7 @@ import copy
 import math
 from typing import Any
 
-from comfyline.contracts import Binding, ComfylineError, ErrorCode, ModelTemplate
+from comfyline.contracts import Binding, ComfylineError, ErrorCode, ModelTemplate, OutputSpec
 
 from .validation import apply_choices, random_seed
 
@@ -90,6 +90,8 @@ def render(
         data: the validated input (``validate_input``), with the final prompt.
         assets: parameter -> file name as ComfyUI named it on upload.
     """
+    if template.kind == "workflow":
+        return workflow_graph(data)
     graph = copy.deepcopy(template.graph)
     for binding in template.bindings:
         if binding.param not in data and binding.transform != "asset":
@@ -99,3 +101,21 @@ def render(
             raise TemplateError(f"binding {binding.param!r} names missing node {binding.node!r}")
         node.setdefault("inputs", {})[binding.input] = _value(binding, data, assets or {})
     return graph
+
+
+def workflow_graph(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A workflow job's graph: the client's own API-format graph, as validated at submission."""
+    graph = data.get("workflow")
+    if not isinstance(graph, dict):
+        raise TemplateError("a workflow job carries its graph as input.workflow")
+    return copy.deepcopy(graph)
+
+
+def output_specs(template: ModelTemplate, data: dict[str, Any]) -> list[OutputSpec]:
+    """The output nodes to collect: the template's, or those found in a workflow job's graph."""
+    if template.kind != "workflow":
+        return list(template.outputs)
+    try:
+        return [OutputSpec.model_validate(item) for item in data.get("outputs") or []]
+    except ValueError as exc:
+        raise TemplateError(f"a workflow job's outputs are malformed: {exc}") from exc

@@ -39,6 +39,8 @@ class ErrorCode(StrEnum):
     LANE_NOT_ALLOWED = "lane_not_allowed"
     ALREADY_RETRIED = "already_retried"
     SERVICE_UNAVAILABLE = "service_unavailable"
+    INVALID_WORKFLOW = "invalid_workflow"
+    WORKFLOW_UNSERVABLE = "workflow_unservable"
     TIMEOUT = "timeout"
     # content policy and prompts
     CONTENT_POLICY = "content_policy"

@@ -167,6 +167,9 @@ class ServerStatus(WireModel):
         default_factory=list,
         description="model files (checkpoints, ...) loaded by the last job run here",
     )
+    object_info: str | None = Field(
+        default=None, description="storage key of the server's /object_info (content-addressed)"
+    )
     last_model: str | None = Field(default=None, description="the model of the last job run")
     missing: dict[str, list[str]] = Field(
         default_factory=dict,

@@ -152,6 +152,10 @@ class ApiKeyRecord(WireModel):
     lane: Priority | None = Field(
         default=None, description="the only priority this key may submit at (None: any)"
     )
+    scopes: list[Literal["workflows"]] = Field(
+        default_factory=list,
+        description="extra rights an admin granted: workflows (submit any ComfyUI graph)",
+    )
 
 
 class UsageRecord(WireModel):

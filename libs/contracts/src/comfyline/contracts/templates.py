@@ -16,7 +16,9 @@ from .jobs import OutputKind
 from .subjects import token
 from .wire import WireModel
 
-JobKind = Literal["image", "inpaint", "portrait", "tts", "lipsync", "video", "smoke", "pipeline"]
+JobKind = Literal[
+    "image", "inpaint", "portrait", "tts", "lipsync", "video", "smoke", "pipeline", "workflow"
+]
 Engine = Literal["comfyui", "provider", "pipeline"]
 Transform = Literal["asset", "frames", "int", "float"]
 

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from pydantic import ValidationError
 
-from comfyline.catalogue import Catalogue, TemplateError, prepare_input, render
+from comfyline.catalogue import Catalogue, TemplateError, output_specs, prepare_input, render
 from comfyline.contracts import (
     ComfylineError,
     ErrorCode,
@@ -240,12 +240,13 @@ class JobHandler:
         )
         try:
             graph = render(template, data, assets)
+            outputs_wanted = output_specs(template, data)
         except TemplateError as exc:
             raise WorkerError(exc.message, code=ErrorCode.TEMPLATE_ERROR, transient=False) from exc
         run = ComfyRun(
             server.client,
             graph,
-            template.outputs,
+            outputs_wanted,
             reporter,
             RunOptions(
                 deadline_s=deadline_s,
@@ -269,7 +270,7 @@ class JobHandler:
             raise WorkerError("the run made no output files", code=ErrorCode.COMFY_NO_OUTPUT)
         with _tracer.start_as_current_span("store outputs", attributes=attributes):
             outputs = await store_outputs(
-                server.client, self.store, run_job, result.files, template.outputs
+                server.client, self.store, run_job, result.files, outputs_wanted
             )
         await reporter.completed(outputs, result.gpu_seconds)
         log.info(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -61,6 +62,8 @@ class Server:
         self.missing: dict[str, list[str]] = {}
         self.last_model: str | None = None
         self.loaded: list[str] = []
+        self.object_info: bytes | None = None  # the last /object_info, as canonical JSON
+        self.object_info_key: str | None = None  # where it is stored (content-addressed)
         self._ready = asyncio.Event()
         self._wake = asyncio.Event()
 
@@ -80,6 +83,7 @@ class Server:
             vram_total=self.vram_total,
             models=self.models,
             loaded=self.loaded,
+            object_info=self.object_info_key,
             last_model=self.last_model,
             missing={name: lacks for name, lacks in self.missing.items() if lacks},
         )
@@ -135,6 +139,7 @@ class Server:
         """Learn what the server can run (``/object_info``) against the allowed models."""
         info = await self.client.object_info()
         self.capability = Capability.from_object_info(info)
+        self.object_info = json.dumps(info, sort_keys=True, separators=(",", ":")).encode()
         self.match_models()
         log.info(
             "ComfyUI server capability",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import Awaitable
 
@@ -106,9 +107,25 @@ class Worker:
         await self.store.ensure_bucket()
 
     async def _on_up(self, server: Server) -> None:
+        await self._share_object_info(server)
         for name in server.models:
             await self.fetcher.bind(self.catalogue.get(name))
         self.registry.poke()
+
+    async def _share_object_info(self, server: Server) -> None:
+        """Store the server's ``/object_info`` where the gateway reads it (to validate and route
+        ComfyUI graphs); content-addressed, so identical servers share one object."""
+        info = server.object_info
+        if info is None:
+            return
+        key = f"fleet/object_info/{hashlib.sha256(info).hexdigest()}.json"
+        if key != server.object_info_key:
+            try:
+                await self.store.put_bytes(key, info, "application/json")
+            except Exception as exc:  # the fleet runs templates without it
+                log.warning("could not store object_info", extra={"error": str(exc)})
+                return
+            server.object_info_key = key
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then stop cleanly."""

@@ -53,6 +53,7 @@ from .settings import Settings
 from .ssrf import Fetcher
 from .submit import Submitter
 from .views import Views
+from .workflows import FleetNodes, Workflows
 
 STREAMS = ("JOBS", "WORK", "DEADLETTER")
 BUCKETS = (
@@ -152,6 +153,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             limits,
             inputs,
             await bus.kv(names.bucket("idempotency")),
+            Workflows(
+                bus, registry, FleetNodes(fleet, store), settings.workflow_cost_per_gpu_second
+            ),
         )
         app.state.gateway = Gateway(
             settings=settings,

@@ -45,6 +45,7 @@ class Principal:
     limits: dict[str, float] = field(default_factory=dict)
     events_scope: str | None = None  # events tokens: the job id, or "*" for all of the owner's
     lane: Priority | None = None  # the only job priority this caller may use (None: any)
+    scopes: frozenset[str] = frozenset()  # extra rights an admin granted ("workflows")
 
     @property
     def owner(self) -> str:
@@ -54,6 +55,12 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    @property
+    def may_run_workflows(self) -> bool:
+        """Admins, and keys an admin granted the ``workflows`` scope: an arbitrary graph reads
+        whatever its ComfyUI server can."""
+        return self.is_admin or "workflows" in self.scopes
 
     def may_see(self, owner: str) -> bool:
         """True for the owner's own resources (by owner token), and for admins."""
@@ -134,6 +141,7 @@ class Authenticator:
             content_tier=record.content_tier,
             limits=dict(record.limits),
             lane=record.lane,
+            scopes=frozenset(record.scopes),
         )
 
     async def _jwt(self, token: str) -> Principal:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+from typing import Literal
 
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -63,6 +64,7 @@ class KeyStore:
         content_tier: Tier = "general",
         limits: dict[str, float] | None = None,
         lane: Priority | None = None,
+        scopes: list[Literal["workflows"]] | None = None,
     ) -> tuple[str, ApiKeyRecord]:
         """A new key for ``owner``: the secret (show it once) and its record."""
         secret = new_secret()
@@ -75,6 +77,7 @@ class KeyStore:
             content_tier=content_tier,
             limits=dict(limits or {}),
             lane=lane,
+            scopes=list(scopes or []),
         )
         hashed = digest(secret)
         async with nats_errors("creating a key"):

@@ -93,6 +93,9 @@ class Settings(ServiceSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     bodies: BodySettings = Field(default_factory=BodySettings)
     prefer_wait_max_s: float = Field(default=60, ge=0)
+    workflow_cost_per_gpu_second: float = Field(
+        default=0.0, ge=0, description="what a GPU second of a workflow job costs (usage)"
+    )
     sse_heartbeat_s: float = Field(default=15, gt=0)
     sse_retry_ms: int = Field(default=2000, ge=0)
     request_timeout_s: float = Field(default=5, gt=0, description="cancel and other requests")

@@ -20,7 +20,7 @@ from typing import Any
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from comfyline.catalogue import validate_input
+from comfyline.catalogue import UnknownModel, validate_input
 from comfyline.catalogue.pipelines import PipelineInvalid, validate_pipeline
 from comfyline.contracts import (
     ErrorCode,
@@ -49,6 +49,7 @@ from .limits import Limits
 from .schemas import JobCreate
 from .settings import Settings
 from .ssrf import check_webhook_url
+from .workflows import Workflows, is_workflow_model
 
 MAX_PROMPT_CHARS = 2000
 
@@ -131,6 +132,7 @@ class Submitter:
         limits: Limits,
         inputs: InputResolver,
         idempotency: KeyValue,
+        workflows: Workflows | None = None,
     ) -> None:
         self.bus = bus
         self.settings = settings
@@ -140,6 +142,7 @@ class Submitter:
         self.limits = limits
         self.inputs = inputs
         self.idempotency = idempotency
+        self.workflows = workflows
 
     async def check_capacity(self, template: ModelTemplate) -> None:
         """503 ``model_unavailable`` at once when live servers have reported and none of them can
@@ -147,6 +150,8 @@ class Submitter:
         starting) the job is queued: capacity may be coming. A model may opt into queueing
         always (``queue_without_capacity``)."""
         if template.engine != "comfyui" or template.queue_without_capacity:
+            return
+        if is_workflow_model(template):  # checked against the servers' /object_info already
             return
         found = (await self.fleet.availability([template.name]))[template.name]
         if found.refused_by_fleet and not found.paused:
@@ -166,7 +171,7 @@ class Submitter:
         request_id: str | None,
     ) -> Submitted:
         """Validate and publish one job (or find the job an earlier identical request made)."""
-        template = self.registry.get(body.model)
+        template, raw = await self.model_of(principal, body)
         digest = body_digest(body)
         idem_key = self._idem_key(principal, idempotency_key) if idempotency_key else None
         job_id = None
@@ -183,7 +188,7 @@ class Submitter:
         depth = await self.fleet.queue_depth(template.name, lane=lane)
         self.limits.check_queue(principal, template, depth)
         await self.check_capacity(template)
-        prepared = await self.prepare(principal, body)
+        prepared = await self.prepare(principal, body, (template, raw))
         if job_id is None:
             job_id = new_job_id()
             if idem_key and not await self._claim(idem_key, digest, job_id):
@@ -197,15 +202,43 @@ class Submitter:
             raise
         return Submitted(JobRecord.from_submitted(event), replayed=False)
 
-    async def prepare(self, principal: Principal, body: JobCreate) -> Prepared:
+    async def model_of(
+        self, principal: Principal, body: JobCreate
+    ) -> tuple[ModelTemplate, dict[str, Any]]:
+        """The model a request runs and its input: a catalogue model and the request's input,
+        or, for a workflow, the model of its requirement set and the checked graph."""
+        if body.workflow is None:
+            template = self.registry.get(str(body.model))
+            if is_workflow_model(template):  # its input is a graph: the workflows scope's
+                raise UnknownModel(f"unknown model {body.model!r}", details={"model": body.model})
+            return template, body.input
+        if not principal.may_run_workflows:
+            raise ApiError(
+                403,
+                ErrorCode.FORBIDDEN,
+                "this key may not submit workflows (an admin grants the workflows scope)",
+                details={"scope": "workflows"},
+            )
+        if self.workflows is None:
+            raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "workflows are not served here")
+        checked = await self.workflows.check(body.workflow)
+        outputs = [spec.model_dump(mode="json") for spec in checked.outputs]
+        return checked.template, {"workflow": checked.graph, "outputs": outputs}
+
+    async def prepare(
+        self,
+        principal: Principal,
+        body: JobCreate,
+        resolved: tuple[ModelTemplate, dict[str, Any]] | None = None,
+    ) -> Prepared:
         """Check the lane and the webhook, resolve asset inputs and validate the input."""
-        template = self.registry.get(body.model)
+        template, given = resolved or await self.model_of(principal, body)
         priority = lane_of(principal, body.priority)
         if template.engine == "pipeline":
             check_pipeline(template, self.registry)
         if body.webhook is not None:
             check_webhook_url(body.webhook.url, Policy.of(self.settings.webhook))
-        raw = await self.inputs.resolve(template, principal, body.input)
+        raw = await self.inputs.resolve(template, principal, given)
         check_prompts(template, raw)
         data = validate_input(template, raw)
         check_prompts(template, data)

@@ -39,6 +39,7 @@ from comfyline.runtime import (
     Bus,
     Delivery,
     FleetOrders,
+    LiveCatalogue,
     Retry,
     heartbeat,
     job_id_var,
@@ -122,6 +123,10 @@ class Dispatcher:
         if created:
             log.info("job accepted")
         template = template_of(self.catalogue, record)
+        if template is None and isinstance(self.catalogue, LiveCatalogue):
+            # Just published (a workflow's requirement set, a new model): read the bucket now.
+            await self.catalogue.refresh()
+            template = template_of(self.catalogue, record)
         if template is not None and template.engine == "pipeline" and self.pipelines:
             # Its steps are jobs with their own deadlines; the pipeline waits on them.
             if created or utcnow() - record.updated_at < REDRIVE_WINDOW:

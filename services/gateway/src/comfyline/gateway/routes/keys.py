@@ -33,8 +33,15 @@ async def create_key(body: KeyCreate, user: KeysUser, gw: GatewayDep) -> KeyCrea
     own role and tier; admins may set `owner`, `role`, `content_tier` and `limits`."""
     owner = owner_param(user, body.owner)
     if not user.is_admin:
-        if body.role == "admin" or body.limits or (body.lane and body.lane != user.lane):
-            raise ApiError(403, ErrorCode.FORBIDDEN, "only admins set roles, limits and lanes")
+        if (
+            body.role == "admin"
+            or body.limits
+            or (body.lane and body.lane != user.lane)
+            or body.scopes
+        ):
+            raise ApiError(
+                403, ErrorCode.FORBIDDEN, "only admins set roles, limits, lanes and scopes"
+            )
         wanted = body.content_tier or user.content_tier
         if TIER_ORDER.index(wanted) > TIER_ORDER.index(user.content_tier):
             raise ApiError(403, ErrorCode.FORBIDDEN, "a key cannot exceed your own content tier")
@@ -49,6 +56,7 @@ async def create_key(body: KeyCreate, user: KeysUser, gw: GatewayDep) -> KeyCrea
         or (user.content_tier if owner == user.owner_id else "general"),
         limits=limits,
         lane=body.lane if user.is_admin else user.lane,
+        scopes=body.scopes,
     )
     return KeyCreated(key=KeyPublic.of(record), secret=secret)
 

@@ -8,10 +8,11 @@ from comfyline.catalogue import UnknownModel
 from comfyline.contracts import ModelTemplate
 
 from ..deps import GatewayDep, StatusUser
-from ..errors import ApiError, error_responses
+from ..errors import ApiError, error_responses, not_found
 from ..fleet import ModelAvailability
 from ..schemas import Availability, ModelLimits, ModelList, ModelPublic, StepTemplatePublic
 from ..submit import MAX_PROMPT_CHARS
+from ..workflows import is_workflow_model
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -49,7 +50,7 @@ def model_public(template: ModelTemplate, availability: ModelAvailability) -> Mo
 @router.get("", summary="List models", responses=error_responses(401, 429, 503))
 async def list_models(user: StatusUser, gw: GatewayDep) -> ModelList:
     """Every model, its parameter schema, limits and availability."""
-    templates = list(gw.registry)
+    templates = [t for t in gw.registry if not is_workflow_model(t)]
     available = await gw.fleet.for_templates(templates)
     return ModelList(data=[model_public(t, available[t.name]) for t in templates])
 
@@ -61,5 +62,7 @@ async def get_model(name: str, user: StatusUser, gw: GatewayDep) -> ModelPublic:
         template = gw.registry.get(name)
     except UnknownModel as exc:
         raise ApiError(404, exc.code, exc.message, details=exc.details) from exc
+    if is_workflow_model(template):
+        raise not_found("model", model=name)
     available = await gw.fleet.for_templates([template])
     return model_public(template, available[template.name])

@@ -47,6 +47,10 @@ class KeyCreate(BaseModel):
     lane: Priority | None = Field(
         default=None, description="admins: the only job priority the key may use (None: any)"
     )
+    scopes: list[Literal["workflows"]] = Field(
+        default_factory=list,
+        description="admins: extra rights; workflows: submit any ComfyUI graph",
+    )
 
     @field_validator("limits")
     @classmethod
@@ -73,6 +77,7 @@ class KeyPublic(BaseModel):
     content_tier: Tier = "general"
     limits: dict[str, float] = Field(default_factory=dict)
     lane: Priority | None = None
+    scopes: list[Literal["workflows"]] = Field(default_factory=list)
 
     @classmethod
     def of(cls, record: ApiKeyRecord) -> KeyPublic:

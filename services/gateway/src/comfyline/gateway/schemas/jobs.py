@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from comfyline.contracts import (
     Cost,
@@ -77,7 +77,19 @@ class JobCreate(Incoming):
         },
     )
 
-    model: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="a catalogue model (or give `workflow` instead)",
+    )
+    workflow: dict[str, Any] | None = Field(
+        default=None,
+        description="instead of `model`: a ComfyUI API-format graph (node id -> "
+        "`{class_type, inputs}`), checked against the live fleet; keys need the `workflows` "
+        "scope",
+    )
     input: dict[str, Any] = Field(default_factory=dict, description="see the model's parameters")
     webhook: WebhookCreate | None = None
     metadata: dict[str, str] = Field(default_factory=dict, max_length=16)
@@ -89,6 +101,14 @@ class JobCreate(Incoming):
         description="interactive (the default) or batch: batch work never delays interactive "
         "work by more than the job already running; a key may be limited to one lane",
     )
+
+    @model_validator(mode="after")
+    def _model_or_workflow(self) -> JobCreate:
+        if (self.model is None) == (self.workflow is None):
+            raise ValueError("give either model or workflow")
+        if self.workflow is not None and self.input:
+            raise ValueError("a workflow carries its inputs in its graph; input must be empty")
+        return self
 
     @field_validator("metadata")
     @classmethod
