@@ -20,9 +20,10 @@ from comfyline.stack import free_port
 class Stack:
     """``comfyline up`` in a child process, driven through its ``stack.json``."""
 
-    def __init__(self, state_dir: Path, port: int) -> None:
+    def __init__(self, state_dir: Path, port: int, args: list[str] | None = None) -> None:
         self.state_dir = state_dir
         self.port = port
+        self.args = args or []
         self.env: dict[str, str] = {}
         self.process: subprocess.Popen[bytes] | None = None
         self.info: dict[str, Any] = {}
@@ -40,6 +41,7 @@ class Stack:
                 str(self.state_dir),
                 "--port",
                 str(self.port),
+                *self.args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -1,7 +1,9 @@
-"""``comfyline``: run the whole system locally.
+"""``comfyline``: the command line, with ``up`` and ``down`` to run the whole system locally.
 
 comfyline up [--state-dir DIR] [--port 8000]      start everything, Ctrl-C stops it
 comfyline down [--state-dir DIR]                  stop a stack started elsewhere
+
+Every other command (``run``, ``jobs``, ``models``, ...) is :mod:`comfyline.client.cli`'s.
 """
 
 from __future__ import annotations
@@ -13,6 +15,12 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from comfyline.client.cli import EPILOG, app
+from comfyline.client.cli import main as client_main
 
 from .local import LocalStack
 from .servers import ServerError
@@ -50,6 +58,7 @@ Comfyline is up in {info["started_in_s"]} s.
   S3          {info["s3_endpoint"]} (bucket {info["s3_bucket"]})
   NATS        {info["nats_url"]}
   ComfyUI     {info["comfyui_url"]}{sim_note}
+  CORS        browsers may call the API from {info["cors_origins"]}
 
   Dev API key {info["api_key"]}
   Try it:     curl -s -H "Authorization: Bearer {info["api_key"]}" \\
@@ -90,21 +99,37 @@ def _down(args: argparse.Namespace) -> int:
     return 0
 
 
+StateDir = Annotated[
+    Path, typer.Option("--state-dir", help="Where the stack keeps its data, logs and stack.json.")
+]
+
+
+@app.command(epilog=EPILOG)
+def up(
+    state_dir: StateDir = DEFAULT_STATE,
+    port: Annotated[int, typer.Option(help="The gateway's port (another if taken).")] = 8000,
+    host: Annotated[str, typer.Option(help="The address the gateway listens on.")] = "127.0.0.1",
+    sim_step_time: Annotated[
+        float, typer.Option(help="Seconds per sampling step in the ComfyUI simulator.")
+    ] = 0.0,
+) -> None:
+    """Start the whole system on this machine (NATS, S3, ComfyUI or its simulator, the
+    services); Ctrl-C stops it. Writes STATE_DIR/stack.json, which the other commands read."""
+    args = argparse.Namespace(
+        state_dir=state_dir, port=port, host=host, sim_step_time=sim_step_time
+    )
+    raise typer.Exit(_up(args))
+
+
+@app.command(epilog=EPILOG)
+def down(state_dir: StateDir = DEFAULT_STATE) -> None:
+    """Stop the stack that `comfyline up` started with this state folder."""
+    raise typer.Exit(_down(argparse.Namespace(state_dir=state_dir)))
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="comfyline", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="start the whole system locally")
-    up.add_argument("--state-dir", type=Path, default=DEFAULT_STATE)
-    up.add_argument("--port", type=int, default=8000, help="the gateway's port")
-    up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--sim-step-time", type=float, default=0.0, help="simulator s per step")
-    up.set_defaults(run=_up)
-    down = sub.add_parser("down", help="stop the stack recorded in the state folder")
-    down.add_argument("--state-dir", type=Path, default=DEFAULT_STATE)
-    down.set_defaults(run=_down)
-    args = parser.parse_args(argv)
-    code: int = args.run(args)
-    return code
+    """``comfyline ...``: the exit code."""
+    return client_main(argv)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ PREFIX = {
     "gateway": "GATEWAY",
 }
 BUCKET = "comfyline"
+# Pages served from this machine (the playground, a dev server on any port) may call the API.
+LOCAL_ORIGINS = r"^https?://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]+)?$"
 
 
 def _port(preferred: int) -> int:
@@ -129,6 +131,7 @@ class LocalStack:
             "comfyui_url": comfyui,
             "comfyui_is_simulator": self.comfyui_url is None,
             "api_key": creds.api_key,
+            "cors_origins": "http(s)://localhost, 127.0.0.1 and [::1], any port",
             "state_dir": str(self.state_dir),
             "up_pid": os.getpid(),
             "pids": {"nats-server": self.nats.pid, "weed": self.s3.pid}
@@ -201,6 +204,7 @@ class LocalStack:
                 "GATEWAY_LIMITS__STATUS_PER_MIN": "60000",
                 "GATEWAY_LIMITS__ACTIVE_JOBS": "1000",
                 "GATEWAY_EVENTS_TOKEN_SECRET": creds.events_secret,
+                "GATEWAY_CORS_ORIGIN_REGEX": LOCAL_ORIGINS,
             }
         return env
 

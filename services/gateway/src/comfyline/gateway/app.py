@@ -233,10 +233,11 @@ def create_app(settings: Settings) -> FastAPI:
         return upload_limit if path.rstrip("/") == "/v1/assets" else json_limit
 
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
-    if settings.cors_origins:
+    if settings.cors_origins or settings.cors_origin_regex:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
+            allow_origin_regex=settings.cors_origin_regex,
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
             allow_headers=[
                 "Authorization",

@@ -80,7 +80,13 @@ class Settings(ServiceSettings):
     public_url: str | None = Field(
         default=None, description="base URL clients use, for links (default: the request's)"
     )
-    cors_origins: list[str] = Field(default_factory=list)
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description='browser origins allowed to call the API, e.g. ["https://app.example.com"]',
+    )
+    cors_origin_regex: str | None = Field(
+        default=None, description="origins matching this regex are allowed too (local stacks)"
+    )
     events_token_secret: SecretStr | None = Field(
         default=None, description="signs events links; shared by every replica"
     )
