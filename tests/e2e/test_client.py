@@ -236,3 +236,24 @@ def test_the_cli_exit_codes(stack: Stack, tmp_path: Path) -> None:
     assert cancelled.returncode == 0, cancelled.stderr
     watched = comfyline(stack, "jobs", "watch", job_id, cwd=tmp_path)
     assert watched.returncode == 1 and "cancelled" in watched.stderr
+
+
+def test_the_local_stack_lets_local_pages_call_the_api(stack: Stack) -> None:
+    import httpx
+
+    def preflight(origin: str) -> httpx.Response:
+        return httpx.options(
+            f"{stack.info['gateway_url']}/v1/jobs",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type,idempotency-key",
+            },
+        )
+
+    local = preflight("http://localhost:5173")
+    assert local.status_code == 200
+    assert local.headers["access-control-allow-origin"] == "http://localhost:5173"
+    foreign = preflight("https://elsewhere.example")
+    assert "access-control-allow-origin" not in foreign.headers
+    assert "localhost" in stack.log_tail()  # `up` says which origins it allows
