@@ -1,3 +1,3 @@
-"""Fixtures shared by every test: real NATS and S3 servers (see comfyline.stack.testing)."""
+"""Fixtures shared by every test: real NATS and S3 servers (see comfyline.testkit.fixtures)."""
 
-pytest_plugins = ["comfyline.stack.testing"]
+pytest_plugins = ["comfyline.testkit.fixtures"]

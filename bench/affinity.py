@@ -22,7 +22,7 @@ from comfyline.comfyui_sim import SimulatorProcess
 from comfyline.contracts import Names, bucket_spec, stream_spec
 from comfyline.runtime import Bus, NatsSettings, ObjectStore, S3Settings
 from comfyline.stack.servers import NatsServer, SeaweedS3
-from comfyline.worker.testing import MixedRun, mixed_run
+from comfyline.testkit.worker import MixedRun, mixed_run
 
 
 async def _measure(

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 
 from comfyline.comfyui_sim.launcher import SimulatorProcess
-from comfyline.comfyui_sim.testing import ComfyClient, ServerInfo, of_type
+from comfyline.testkit.comfyui import ComfyClient, ServerInfo, of_type
 
 #: ImageBlur stands in for slow work: ~1 s per node on a real CPU, this much in the simulator.
 SIMULATOR_ARGS = ("--node-delay", "ImageBlur=0.25")

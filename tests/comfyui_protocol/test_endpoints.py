@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 import uuid
 
-from comfyline.comfyui_sim.testing import ComfyClient, ServerInfo, empty_image_graph
+from comfyline.testkit.comfyui import ComfyClient, ServerInfo, empty_image_graph
 
 JSON = "application/json; charset=utf-8"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from comfyline.comfyui_sim.testing import (
+from comfyline.testkit.comfyui import (
     ComfyClient,
     empty_image_graph,
     fresh_color,

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from comfyline.comfyui_sim.testing import ComfyClient, empty_image_graph, is_done, slow_graph
+from comfyline.testkit.comfyui import ComfyClient, empty_image_graph, is_done, slow_graph
 
 ABSENT = "this server has no /api/jobs (ComfyUI 0.3.64 answers with its static 404/405)"
 

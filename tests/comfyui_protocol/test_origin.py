@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
-from comfyline.comfyui_sim.testing import ComfyClient, empty_image_graph
+from comfyline.testkit.comfyui import ComfyClient, empty_image_graph
 
 
 def _port(comfy: ComfyClient) -> int:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from comfyline.comfyui_sim.testing import (
+from comfyline.testkit.comfyui import (
     ComfyClient,
     empty_image_graph,
     fresh_color,

@@ -18,8 +18,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from comfyline.comfyui_sim import SimConfig, create_app
-from comfyline.comfyui_sim.testing import ComfyClient, empty_image_graph
-from comfyline.comfyui_sim.testing.replay import replay
+from comfyline.testkit.comfyui import ComfyClient, empty_image_graph
+from comfyline.testkit.comfyui.replay import replay
 
 TRANSCRIPTS = sorted((Path(__file__).parent / "transcripts").glob("*.json"))
 

@@ -8,7 +8,7 @@ import uuid
 import aiohttp
 from PIL import Image
 
-from comfyline.comfyui_sim.testing import ComfyClient, empty_image_graph, fresh_color, is_done
+from comfyline.testkit.comfyui import ComfyClient, empty_image_graph, fresh_color, is_done
 
 
 def png(color: tuple[int, int, int], size: tuple[int, int] = (24, 16)) -> bytes:

@@ -7,7 +7,7 @@ import struct
 import uuid
 from collections.abc import Callable
 
-from comfyline.comfyui_sim.testing import (
+from comfyline.testkit.comfyui import (
     ComfyClient,
     Frame,
     empty_image_graph,

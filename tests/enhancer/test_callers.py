@@ -22,8 +22,8 @@ from comfyline.contracts import (
     parse_strict,
 )
 from comfyline.enhancer import Enhancer, Settings, prompt_tokens, tokenizer_for
-from comfyline.enhancer.testing import running, sample_catalogue
 from comfyline.runtime import Bus, NatsSettings
+from comfyline.testkit.enhancer import running, sample_catalogue
 
 PROMPT = (
     "a lighthouse on black cliffs at dusk, crashing waves, (sea spray:1.2), long exposure, "

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 from comfyline.contracts import EnhanceReply, EnhanceRequest, Names, PolicyReply, PolicyRequest
-from comfyline.enhancer.testing import sample_template
 from comfyline.runtime import Bus, BusError
 from comfyline.stack.servers import NatsServer
+from comfyline.testkit.enhancer import sample_template
 
 
 async def test_the_service_runs_and_stops_on_sigterm(

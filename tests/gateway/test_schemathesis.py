@@ -36,7 +36,7 @@ from comfyline.contracts import (
 from comfyline.runtime import Bus, NatsSettings, serve
 from comfyline.runtime.consume import Delivery
 from comfyline.stack import NatsServer, SeaweedS3, free_port
-from comfyline.stack.testing import TEST_ACCESS_KEY, TEST_SECRET_KEY
+from comfyline.testkit.fixtures import TEST_ACCESS_KEY, TEST_SECRET_KEY
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 SCHEMATHESIS = Path(sys.prefix) / "bin" / "schemathesis"

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from comfyline.contracts import JobState, utcnow
 from comfyline.orchestrator import JobStore, UsageBook
-from comfyline.orchestrator.testing import (
+from comfyline.runtime import Bus, NatsSettings
+from comfyline.testkit.orchestrator import (
     ScriptedWorker,
     event_counts,
     orchestrator_process,
@@ -19,7 +20,6 @@ from comfyline.orchestrator.testing import (
     until,
     wait_record,
 )
-from comfyline.runtime import Bus, NatsSettings
 
 BEFORE, DURING = 60, 20
 

@@ -12,7 +12,8 @@ import pytest
 from comfyline.catalogue import Catalogue
 from comfyline.contracts import ErrorCode, JobError, JobState, RunJob, utcnow
 from comfyline.orchestrator import JobStore, Orchestrator, UsageBook
-from comfyline.orchestrator.testing import (
+from comfyline.runtime import Bus, Delivery, NatsSettings
+from comfyline.testkit.orchestrator import (
     Outcome,
     ScriptedWorker,
     event_counts,
@@ -22,7 +23,6 @@ from comfyline.orchestrator.testing import (
     until,
     wait_record,
 )
-from comfyline.runtime import Bus, Delivery, NatsSettings
 
 JOBS = 200
 FLAKY = JOBS // 10  # every 10th job fails transiently on its first delivery

@@ -19,15 +19,15 @@ from comfyline.comfyui_sim import SimulatorProcess
 from comfyline.contracts import JobEvent, JobRecord, ModelTemplate
 from comfyline.enhancer import Enhancer
 from comfyline.enhancer import Settings as EnhancerSettings
-from comfyline.enhancer.testing import running
 from comfyline.gateway import Settings as GatewaySettings
 from comfyline.gateway import create_app
 from comfyline.gateway.settings import AuthSettings, LimitSettings
 from comfyline.orchestrator import JobStore, Orchestrator
-from comfyline.orchestrator.testing import quick_settings
 from comfyline.provider import ProviderConfig, ProviderWorker
 from comfyline.provider import Settings as ProviderSettings
 from comfyline.runtime import Bus, NatsSettings, ObjectStore, S3Settings
+from comfyline.testkit.enhancer import running
+from comfyline.testkit.orchestrator import quick_settings
 from comfyline.worker import Settings as WorkerSettings
 from comfyline.worker import Worker
 

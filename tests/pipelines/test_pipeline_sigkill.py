@@ -10,13 +10,13 @@ from pathlib import Path
 
 from comfyline.comfyui_sim import SimulatorProcess
 from comfyline.contracts import JobState
-from comfyline.orchestrator.testing import (
+from comfyline.runtime import NatsSettings
+from comfyline.testkit.orchestrator import (
     event_counts,
     orchestrator_process,
     orchestrator_ready,
     until,
 )
-from comfyline.runtime import NatsSettings
 from tests.worker.helpers import flac_bytes
 
 from .conftest import Services, Stack

@@ -16,9 +16,9 @@ from PIL import Image
 from comfyline.catalogue import Catalogue
 from comfyline.comfyui_sim import SimulatorProcess
 from comfyline.contracts import EventKind, JobState, ModelTemplate, PipelineStep
-from comfyline.orchestrator.testing import until
 from comfyline.provider import ProviderConfig
-from comfyline.provider.testing import KEY, FakeProviders, serving
+from comfyline.testkit.orchestrator import until
+from comfyline.testkit.providers import KEY, FakeProviders, serving
 
 from .conftest import Services, Stack
 

@@ -17,7 +17,8 @@ from comfyline.catalogue import Catalogue
 from comfyline.contracts import JobRecord, JobState, RunJob
 from comfyline.gateway import create_app
 from comfyline.orchestrator import Orchestrator
-from comfyline.orchestrator.testing import (
+from comfyline.runtime import Bus, NatsSettings, S3Settings
+from comfyline.testkit.orchestrator import (
     Outcome,
     ScriptedWorker,
     output_of,
@@ -25,7 +26,6 @@ from comfyline.orchestrator.testing import (
     until,
     wait_record,
 )
-from comfyline.runtime import Bus, NatsSettings, S3Settings
 
 from ..gateway.conftest import ADMIN, make_settings, new_key
 from .helpers import SimFactory, Workers

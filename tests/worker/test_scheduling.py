@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from comfyline.runtime import Bus, NatsSettings, ObjectStore, S3Settings
-from comfyline.worker.testing import mixed_run
+from comfyline.testkit.worker import mixed_run
 
 from .helpers import RunWatch, SimFactory, Workers, publish_job
 

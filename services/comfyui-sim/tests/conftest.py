@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestServer
 from comfyline.comfyui_sim import SimConfig, create_app
 from comfyline.comfyui_sim.nodes.encode import write_audio, write_video
 from comfyline.comfyui_sim.nodes.media import Images, speech
-from comfyline.comfyui_sim.testing import ComfyClient
+from comfyline.testkit.comfyui import ComfyClient
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from comfyline.comfyui_sim.testing import (
+from comfyline.testkit.comfyui import (
     ComfyClient,
     empty_image_graph,
     is_done,

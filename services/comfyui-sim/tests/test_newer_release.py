@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from comfyline.comfyui_sim.config import Release
-from comfyline.comfyui_sim.testing import ComfyClient, empty_image_graph, is_done, slow_graph
+from comfyline.testkit.comfyui import ComfyClient, empty_image_graph, is_done, slow_graph
 
 MakeSim = Callable[..., Awaitable[ComfyClient]]
 

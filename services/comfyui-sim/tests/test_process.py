@@ -14,7 +14,7 @@ import pytest
 
 from comfyline.comfyui_sim.config import build_parser
 from comfyline.comfyui_sim.launcher import SimulatorProcess, SimulatorStartError
-from comfyline.comfyui_sim.testing import ComfyClient, empty_image_graph, is_done
+from comfyline.testkit.comfyui import ComfyClient, empty_image_graph, is_done
 
 
 def test_help_lists_every_knob() -> None:

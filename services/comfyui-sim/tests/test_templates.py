@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from comfyline.comfyui_sim.testing import (
+from comfyline.testkit.comfyui import (
     ComfyClient,
     outputs_of,
     png_bytes,

@@ -15,8 +15,8 @@ from comfyline.comfyui_sim.graph import ExecutionList, Signatures
 from comfyline.comfyui_sim.history import History
 from comfyline.comfyui_sim.nodes import ALL_NODES, NodeEnv, NodeRegistry
 from comfyline.comfyui_sim.paths import DataDirs, SavePathError, save_target
-from comfyline.comfyui_sim.testing import txt2img_graph
 from comfyline.comfyui_sim.validation import Validator, validate_node_input
+from comfyline.testkit.comfyui import txt2img_graph
 
 
 @pytest.fixture
@@ -162,7 +162,7 @@ def test_command_line_builds_the_config(tmp_path: Path) -> None:
     assert config.release.has_jobs_api and config.history_delay == 0
 
 
-@pytest.mark.parametrize("module", ["comfyline.comfyui_sim", "comfyline.comfyui_sim.testing"])
+@pytest.mark.parametrize("module", ["comfyline.comfyui_sim", "comfyline.testkit.comfyui"])
 def test_all_lists_only_real_public_names(module: str) -> None:
     imported = importlib.import_module(module)
     assert imported.__all__ == sorted(imported.__all__, key=lambda n: (not n.isupper(), n))

@@ -9,8 +9,8 @@ import pytest
 from comfyline.catalogue import Catalogue
 from comfyline.contracts import Deadlines
 from comfyline.orchestrator import Orchestrator, Settings
-from comfyline.orchestrator.testing import quick_settings, sample_template
 from comfyline.runtime import Bus, NatsSettings
+from comfyline.testkit.orchestrator import quick_settings, sample_template
 
 
 @pytest.fixture

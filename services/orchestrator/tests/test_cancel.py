@@ -8,7 +8,8 @@ from nats.aio.msg import Msg
 
 from comfyline.contracts import CancelReply, CancelRequest, JobState, RunJob
 from comfyline.orchestrator import Orchestrator
-from comfyline.orchestrator.testing import (
+from comfyline.runtime import Bus
+from comfyline.testkit.orchestrator import (
     Outcome,
     ScriptedWorker,
     announce_worker,
@@ -19,7 +20,6 @@ from comfyline.orchestrator.testing import (
     until,
     wait_record,
 )
-from comfyline.runtime import Bus
 
 
 async def cancel(bus: Bus, job_id: str, owner: str = "u1") -> CancelReply:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from comfyline.catalogue import Catalogue
 from comfyline.contracts import ModelTemplate
 from comfyline.orchestrator import Orchestrator
-from comfyline.orchestrator.testing import sample_template
 from comfyline.orchestrator.topology import publish_catalogue
 from comfyline.runtime import Bus
+from comfyline.testkit.orchestrator import sample_template
 
 
 async def test_each_model_is_published_under_its_name(

@@ -17,7 +17,8 @@ from comfyline.contracts import (
     new_job_id,
 )
 from comfyline.orchestrator import JobStore, Orchestrator, dispatch
-from comfyline.orchestrator.testing import (
+from comfyline.runtime import Bus
+from comfyline.testkit.orchestrator import (
     Outcome,
     ScriptedWorker,
     announce_worker,
@@ -27,7 +28,6 @@ from comfyline.orchestrator.testing import (
     until,
     wait_record,
 )
-from comfyline.runtime import Bus
 
 
 async def test_queue_deadline_with_no_worker_times_the_job_out(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import comfyline.orchestrator as orchestrator
-import comfyline.orchestrator.testing as testing
+import comfyline.testkit.orchestrator as testing
 
 
 def test_every_export_exists() -> None:

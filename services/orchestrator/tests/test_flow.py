@@ -7,7 +7,8 @@ from typing import Any
 
 from comfyline.contracts import ErrorCode, JobState, RunJob
 from comfyline.orchestrator import Orchestrator
-from comfyline.orchestrator.testing import (
+from comfyline.runtime import Bus
+from comfyline.testkit.orchestrator import (
     Outcome,
     ScriptedWorker,
     announce_worker,
@@ -18,7 +19,6 @@ from comfyline.orchestrator.testing import (
     succeed,
     wait_record,
 )
-from comfyline.runtime import Bus
 
 
 class Recorder:

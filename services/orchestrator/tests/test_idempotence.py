@@ -20,7 +20,8 @@ from comfyline.contracts import (
     utcnow,
 )
 from comfyline.orchestrator import JobStore, Orchestrator, Settings
-from comfyline.orchestrator.testing import (
+from comfyline.runtime import Bus, NatsSettings
+from comfyline.testkit.orchestrator import (
     ScriptedWorker,
     announce_worker,
     event_counts,
@@ -30,7 +31,6 @@ from comfyline.orchestrator.testing import (
     until,
     wait_record,
 )
-from comfyline.runtime import Bus, NatsSettings
 
 
 async def report(bus: Bus, job_id: str, kind: RunEventKind, attempt: int, **fields: Any) -> None:

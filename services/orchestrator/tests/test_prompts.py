@@ -5,7 +5,7 @@ from __future__ import annotations
 from comfyline.catalogue import Catalogue
 from comfyline.contracts import Binding, PromptSpec
 from comfyline.orchestrator.prompts import job_texts
-from comfyline.orchestrator.testing import sample_template
+from comfyline.testkit.orchestrator import sample_template
 
 
 def test_prompt_and_negative_are_read_where_the_template_says() -> None:

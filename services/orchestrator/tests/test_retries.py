@@ -15,7 +15,8 @@ from comfyline.contracts import (
     RunJob,
 )
 from comfyline.orchestrator import Orchestrator
-from comfyline.orchestrator.testing import (
+from comfyline.runtime import Bus
+from comfyline.testkit.orchestrator import (
     Outcome,
     ScriptedWorker,
     event_counts,
@@ -24,7 +25,6 @@ from comfyline.orchestrator.testing import (
     until,
     wait_record,
 )
-from comfyline.runtime import Bus
 
 TRANSIENT = JobError(code=ErrorCode.COMFY_UNAVAILABLE, message="ComfyUI is restarting")
 PERMANENT = JobError(code=ErrorCode.COMFY_VALIDATION, message="bad input", node_id="3")

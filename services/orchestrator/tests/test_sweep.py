@@ -22,8 +22,8 @@ from comfyline.contracts import (
     utcnow,
 )
 from comfyline.orchestrator import JobStore, Orchestrator, Settings
-from comfyline.orchestrator.testing import submit, wait_record
 from comfyline.runtime import Bus
+from comfyline.testkit.orchestrator import submit, wait_record
 
 
 def _record(orchestrator: Orchestrator, **update: object) -> JobRecord:

@@ -14,7 +14,9 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from comfyline.catalogue import Catalogue
 from comfyline.contracts import EventKind, JobState, WebhookSecret, WebhookSpec
 from comfyline.orchestrator import Orchestrator, Settings, WebhookSettings, sign, wants
-from comfyline.orchestrator.testing import (
+from comfyline.runtime import Bus, NatsSettings
+from comfyline.runtime.ssrf import Policy, UrlNotAllowed, refusal, resolve_target
+from comfyline.testkit.orchestrator import (
     ScriptedWorker,
     WebhookReceiver,
     quick_settings,
@@ -23,8 +25,6 @@ from comfyline.orchestrator.testing import (
     until,
     wait_record,
 )
-from comfyline.runtime import Bus, NatsSettings
-from comfyline.runtime.ssrf import Policy, UrlNotAllowed, refusal, resolve_target
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 

@@ -10,8 +10,8 @@ import pytest
 
 from comfyline.contracts import Enhancement, EnhanceReply, EnhanceRequest, Names
 from comfyline.enhancer import Enhancer, LlmSettings, Settings
-from comfyline.enhancer.testing import FakeChatServer, running, sample_catalogue
 from comfyline.runtime import Bus, NatsSettings
+from comfyline.testkit.enhancer import FakeChatServer, running, sample_catalogue
 
 SettingsFor = Callable[..., Settings]
 Ask = Callable[..., Coroutine[Any, Any, Enhancement]]

@@ -10,7 +10,7 @@ import pytest
 
 from comfyline.contracts import Enhancement
 from comfyline.enhancer import Enhancer, clip_tokenizer, prompt_tokens, tokenizer_for
-from comfyline.enhancer.testing import FakeChatServer
+from comfyline.testkit.enhancer import FakeChatServer
 
 Ask = Callable[..., Coroutine[Any, Any, Enhancement]]
 CLIP = clip_tokenizer()

@@ -9,7 +9,7 @@ import pytest
 from pydantic import SecretStr
 
 from comfyline.enhancer import ChatClient, LlmSettings, LlmUnavailable, clean_reply
-from comfyline.enhancer.testing import FakeChatServer
+from comfyline.testkit.enhancer import FakeChatServer
 
 
 @pytest.fixture

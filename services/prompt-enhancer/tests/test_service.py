@@ -19,8 +19,8 @@ from comfyline.contracts import (
     parse_strict,
 )
 from comfyline.enhancer import Enhancer, Settings, clip_tokenizer, prompt_tokens
-from comfyline.enhancer.testing import FakeChatServer, running, sample_catalogue
 from comfyline.runtime import Bus, BusError
+from comfyline.testkit.enhancer import FakeChatServer, running, sample_catalogue
 
 AskRaw = Callable[[str, bytes], Awaitable[dict[str, Any]]]
 SettingsFor = Callable[..., Settings]

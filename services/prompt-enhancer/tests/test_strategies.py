@@ -10,7 +10,7 @@ from comfyline.contracts import EnhanceRequest, ErrorCode
 from comfyline.enhancer import Settings, Source, UnknownPreset, plan
 from comfyline.enhancer.settings import LlmSettings
 from comfyline.enhancer.strategies import NoPromptSpec, system_prompt_for
-from comfyline.enhancer.testing import sample_catalogue
+from comfyline.testkit.enhancer import sample_catalogue
 
 CATALOGUE = sample_catalogue()
 SDXL = CATALOGUE.get("test-sdxl")

@@ -10,7 +10,7 @@ import pytest
 
 from comfyline.provider import Gate, ProviderConfig, Settings
 from comfyline.provider.clients import image_size, retry_after
-from comfyline.provider.testing import png
+from comfyline.testkit.providers import png
 
 
 def test_retry_after_reads_seconds_and_http_dates() -> None:

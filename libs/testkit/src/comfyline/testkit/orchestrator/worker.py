@@ -2,7 +2,11 @@
 
 It binds ``work-<model>`` as the real worker does (``MaxDeliver`` = retries + 1), heartbeats in
 ``workers``, skips jobs whose record has ended, hears ``control.cancel.<job_id>``, and for each
-delivery plays a script that reports run events and says whether to ack, nak or term.
+delivery plays a script that reports run events and says how the delivery ends. It never acks by
+itself: :func:`comfyline.runtime.run_consumer` settles each delivery from the handler's outcome
+(``ack``: return; ``nak``: :class:`~comfyline.runtime.Retry`; ``term``:
+:class:`~comfyline.runtime.Reject`; ``none``: the handler hangs, as a dead worker's would, until
+the worker stops).
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ from typing import Any, Literal
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.errors import TimeoutError as NatsTimeout
 
 from comfyline.contracts import (
     CancelCommand,
@@ -28,9 +31,16 @@ from comfyline.contracts import (
     WorkerHeartbeat,
     utcnow,
 )
-from comfyline.runtime import Bus, durable_config, ensure_consumer
-
-from ..records import JobStore
+from comfyline.orchestrator.records import JobStore
+from comfyline.runtime import (
+    Bus,
+    Delivery,
+    Reject,
+    Retry,
+    durable_config,
+    ensure_consumer,
+    run_consumer,
+)
 
 Outcome = Literal["ack", "nak", "term", "none"]
 Script = Callable[["ScriptedWorker", RunJob, int], Awaitable[Outcome]]
@@ -93,13 +103,15 @@ class ScriptedWorker:
         self._beat = asyncio.create_task(self._heartbeat())
 
     async def stop(self) -> None:
-        """Stop pulling (in-flight scripts are cancelled)."""
+        """Stop pulling (in-flight scripts are cancelled, which naks their messages)."""
         self._stop.set()
-        for task in (self._task, self._beat):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._beat is not None:
+            self._beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beat
         if self._sub is not None:
             await self._sub.unsubscribe()
 
@@ -128,48 +140,34 @@ class ScriptedWorker:
 
     async def _pull(self) -> None:
         names = self.bus.names
-        psub = await self.bus.js.pull_subscribe_bind(
-            durable=names.work_consumer(self.model), stream=names.stream("WORK")
+        await run_consumer(
+            self.bus,
+            names.stream("WORK"),
+            names.work_consumer(self.model),
+            self._one,
+            self._stop,
+            concurrency=self.concurrency,
+            max_batch=1,
+            fetch_timeout_s=0.5,
+            grace_s=0,
         )
-        slots = asyncio.Semaphore(self.concurrency)
-        tasks: set[asyncio.Task[None]] = set()
-        try:
-            while not self._stop.is_set():
-                await slots.acquire()
-                try:
-                    msgs = await psub.fetch(1, timeout=0.5)
-                except (TimeoutError, NatsTimeout):
-                    slots.release()
-                    continue
-                task = asyncio.create_task(self._one(msgs[0], slots))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await psub.unsubscribe()
 
-    async def _one(self, msg: Msg, slots: asyncio.Semaphore) -> None:
-        try:
-            job = RunJob.from_bytes(msg.data)
-            attempt = int(msg.metadata.num_delivered or 1)
-            self.deliveries.append((job.job_id, attempt))
-            found = await JobStore(self.bus).get(job.job_id)
-            if found is None or found.record.status.terminal:
-                self.skipped.append(job.job_id)
-                await msg.ack()
-                return
-            outcome = await self.script(self, job, attempt)
-            if outcome == "ack":
-                await msg.ack()
-            elif outcome == "nak":
-                await msg.nak(delay=0.2)
-            elif outcome == "term":
-                await msg.term()
-        finally:
-            slots.release()
+    async def _one(self, delivery: Delivery) -> None:
+        job = delivery.parse(RunJob)
+        attempt = delivery.num_delivered
+        self.deliveries.append((job.job_id, attempt))
+        found = await JobStore(self.bus).get(job.job_id)
+        if found is None or found.record.status.terminal:
+            self.skipped.append(job.job_id)
+            return
+        outcome = await self.script(self, job, attempt)
+        if outcome == "nak":
+            raise Retry("scripted nak", delay=0.2)
+        if outcome == "term":
+            raise Reject("scripted term")
+        if outcome == "none":
+            await self._stop.wait()  # a dead worker says nothing; stopping naks the message
+            raise Retry("the scripted worker stopped", delay=0)
 
 
 def output_of(job: RunJob, index: int = 0) -> OutputRef:

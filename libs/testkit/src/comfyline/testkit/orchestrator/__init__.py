@@ -36,10 +36,10 @@ from comfyline.contracts import (
     new_job_id,
     owner_token,
 )
+from comfyline.orchestrator.records import JobStore
+from comfyline.orchestrator.settings import Settings, WebhookSettings
 from comfyline.runtime import Bus, NatsSettings
 
-from ..records import JobStore
-from ..settings import Settings, WebhookSettings
 from .process import orchestrator_process, orchestrator_ready
 from .stubs import Received, WebhookReceiver, serve_enhancer, serve_policy
 from .worker import Outcome, Script, ScriptedWorker, announce_worker, output_of, succeed

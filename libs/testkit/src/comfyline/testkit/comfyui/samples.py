@@ -7,7 +7,7 @@ import io
 import uuid
 from typing import Any
 
-from comfyline.comfyui_sim.testing.client import Frame
+from comfyline.testkit.comfyui.client import Frame
 
 
 def fresh_color() -> int:

@@ -9,7 +9,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from comfyline.comfyui_sim.testing.client import Frame
+from comfyline.testkit.comfyui.client import Frame
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 TEMP_NAME = re.compile(r"ComfyUI_temp_[a-z]{5}_")

@@ -20,8 +20,8 @@ from typing import Any
 import aiohttp
 from PIL import Image
 
-from comfyline.comfyui_sim.testing.client import ComfyClient, Reply, Socket
-from comfyline.comfyui_sim.testing.normalize import (
+from comfyline.testkit.comfyui.client import ComfyClient, Reply, Socket
+from comfyline.testkit.comfyui.normalize import (
     TEMP_NAME,
     describe_frame,
     expected_frame,

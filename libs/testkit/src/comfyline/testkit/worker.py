@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from comfyline.catalogue import Catalogue
-from comfyline.comfyui_sim.testing import txt2img_graph
 from comfyline.contracts import (
     Binding,
     Deadlines,
@@ -29,9 +28,9 @@ from comfyline.contracts import (
     new_job_id,
 )
 from comfyline.runtime import Bus, NatsSettings, ObjectStore, S3Settings
-
-from .service import Worker
-from .settings import Settings
+from comfyline.testkit.comfyui import txt2img_graph
+from comfyline.worker.service import Worker
+from comfyline.worker.settings import Settings
 
 CHECKPOINTS = {
     "swap-xl": "sd_xl_base_1.0.safetensors",

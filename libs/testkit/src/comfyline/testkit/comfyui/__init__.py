@@ -1,8 +1,8 @@
 """Test tooling for ComfyUI's protocol, usable against the simulator or a real ComfyUI:
 an HTTP + WebSocket client that records frames (`ComfyClient`, `Socket`, `Frame`), sample graphs
-and files, and a replayer of recorded transcripts (`comfyline.comfyui_sim.testing.replay`)."""
+and files, and a replayer of recorded transcripts (`comfyline.testkit.comfyui.replay`)."""
 
-from comfyline.comfyui_sim.testing.client import (
+from comfyline.testkit.comfyui.client import (
     DEFAULT_TIMEOUT,
     ComfyClient,
     Frame,
@@ -12,7 +12,7 @@ from comfyline.comfyui_sim.testing.client import (
     is_done,
     of_type,
 )
-from comfyline.comfyui_sim.testing.samples import (
+from comfyline.testkit.comfyui.samples import (
     empty_image_graph,
     fresh_color,
     outputs_of,

@@ -2,8 +2,8 @@
 started on a free loopback port, stopped by PID. Test infrastructure only, never part of the
 product: the services reach ComfyUI only through its URL.
 
-    python -m comfyline.stack.real_comfyui setup     # install (or reuse) and say where
-    python -m comfyline.stack.real_comfyui run       # start one, print its URL, stop on Ctrl-C
+    python -m comfyline.testkit.real_comfyui setup     # install (or reuse) and say where
+    python -m comfyline.testkit.real_comfyui run       # start one, print its URL, stop on Ctrl-C
 
 The tarball is ``$COMFYLINE_COMFYUI_TARBALL`` or ``../shared/vendor/comfyui-<version>.tar.gz``
 next to the repository. The cache is ``$COMFYLINE_CACHE`` (default ``~/.cache/comfyline``); the
@@ -31,7 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from .servers import free_port
+from comfyline.stack.servers import free_port
 
 VERSION = "0.3.64"
 #: torch and torchvision that run ComfyUI on a CPU-only machine (a newer torchvision needs them).
@@ -82,12 +82,12 @@ class Installation:
         if tarball() is None:
             return (
                 f"no real ComfyUI: not installed in {self.root} and no tarball "
-                f"(set COMFYLINE_COMFYUI_TARBALL or run `python -m comfyline.stack.real_comfyui "
+                f"(set COMFYLINE_COMFYUI_TARBALL or run `python -m comfyline.testkit.real_comfyui "
                 f"setup` where ../shared/vendor/comfyui-{VERSION}.tar.gz exists)"
             )
         return (
             f"no real ComfyUI installed in {self.root}: run "
-            "`uv run python -m comfyline.stack.real_comfyui setup` (about 2 min, 6 GB)"
+            "`uv run python -m comfyline.testkit.real_comfyui setup` (about 2 min, 6 GB)"
         )
 
     def ensure(self, log: IO[str] = sys.stderr) -> float:
@@ -239,7 +239,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m comfyline.stack.real_comfyui",
+        prog="python -m comfyline.testkit.real_comfyui",
         description=f"A real ComfyUI {VERSION} on the CPU, for tests and benchmarks.",
     )
     parser.add_argument("command", choices=["setup", "run"], help="install (or reuse), or run one")

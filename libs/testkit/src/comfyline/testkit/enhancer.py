@@ -32,8 +32,7 @@ from typing import Any
 
 from comfyline.catalogue import Catalogue
 from comfyline.contracts import ModelTemplate
-
-from .service import Enhancer
+from comfyline.enhancer.service import Enhancer
 
 Reply = str | Callable[[dict[str, Any]], str]
 

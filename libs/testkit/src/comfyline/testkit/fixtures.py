@@ -15,10 +15,10 @@ import pytest
 
 from comfyline.contracts import Names, bucket_spec, stream_spec
 from comfyline.runtime import Bus, NatsSettings, ObjectStore, S3Settings
+from comfyline.stack.containers import ContainerNats, ContainerS3, use_containers
+from comfyline.stack.servers import NatsServer, SeaweedS3
 
-from .containers import ContainerNats, ContainerS3, use_containers
 from .real_comfyui import Installation, RealComfyUI
-from .servers import NatsServer, SeaweedS3
 
 TEST_ACCESS_KEY = "comfyline-test"
 TEST_SECRET_KEY = "comfyline-test-secret-key"
@@ -104,7 +104,7 @@ def real_comfyui_required() -> bool:
 @pytest.fixture(scope="session")
 def real_comfyui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The URL of a real ComfyUI: ``COMFYUI_URL`` if set, else one started from the cache (see
-    ``comfyline.stack.real_comfyui``). Tests that need it skip with the reason where there is
+    ``comfyline.testkit.real_comfyui``). Tests that need it skip with the reason where there is
     none, and fail instead under ``COMFYLINE_REQUIRE_REAL_COMFYUI=1``."""
     url = os.environ.get("COMFYUI_URL", "").rstrip("/")
     if url:
