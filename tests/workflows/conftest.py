@@ -20,9 +20,9 @@ from comfyline.gateway import Settings as GatewaySettings
 from comfyline.gateway import create_app
 from comfyline.gateway.settings import AuthSettings, LimitSettings
 from comfyline.orchestrator import JobStore, Orchestrator
-from comfyline.orchestrator.testing import quick_settings
 from comfyline.runtime import Bus, LiveCatalogue, NatsSettings, ObjectStore, S3Settings
 from comfyline.runtime.kv import scan
+from comfyline.testkit.orchestrator import quick_settings
 from comfyline.worker import Settings as WorkerSettings
 from comfyline.worker import Worker
 
