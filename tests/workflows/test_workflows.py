@@ -128,3 +128,60 @@ async def test_scope_validation_and_unservable_graphs(
     assert not [m for m in listed if m["name"].startswith("workflow-")]
     direct = await submit(fleet, plain, {"model": record.model, "input": {"workflow": graph()}})
     assert direct.status_code == 422 and direct.json()["code"] == "unknown_model"
+
+
+async def test_a_published_workflow_is_a_model_that_lists_its_schema_and_runs(
+    fleet: Fleet, sims: Callable[..., SimulatorProcess]
+) -> None:
+    sim = sims("--disable-node", "ImageBlur")
+    await fleet.orchestrator()
+    await fleet.worker(sim.url, "worker-a")
+    await fleet.servers_known(1)
+    parameters = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "color": {"type": "integer", "minimum": 0, "maximum": 0xFFFFFF, "default": 0},
+            "size": {"type": "integer", "minimum": 8, "maximum": 256, "default": 32},
+        },
+    }
+    spec = {
+        "name": "inverted-square",
+        "title": "Inverted square",
+        "description": "A square of one color, inverted.",
+        "workflow": graph("ImageInvert"),
+        "parameters": parameters,
+        "bindings": [
+            {"param": "color", "node": "1", "input": "color"},
+            {"param": "size", "node": "1", "input": "width"},
+            {"param": "size", "node": "1", "input": "height"},
+        ],
+    }
+    user = await fleet.key("carol")
+    assert (await fleet.http.post("/v1/models", json=spec, headers=user)).status_code == 403
+
+    published = await fleet.http.post("/v1/models", json=spec, headers=ADMIN)
+    assert published.status_code == 201, published.text
+    assert published.json()["version"] == 1
+    again = await fleet.http.post("/v1/models", json=spec, headers=ADMIN)
+    assert again.status_code == 201 and again.json()["version"] == 2
+
+    listed = (await fleet.http.get("/v1/models", headers=user)).json()["data"]
+    model = next(m for m in listed if m["name"] == "inverted-square")
+    assert model["parameters"] == parameters
+
+    made = await submit(fleet, user, {"model": "inverted-square", "input": {"size": 16}})
+    assert made.status_code == 202, made.text
+    record = await fleet.wait(made.json()["id"])
+    assert record.status is JobState.SUCCEEDED, record.error
+    assert record.template_version == 2 and len(record.outputs) == 1
+    bad_input = await submit(fleet, user, {"model": "inverted-square", "input": {"size": 4}})
+    assert bad_input.status_code == 422
+
+    # Checked against the fleet on publish: a class no server has, a binding to nowhere.
+    blur = {**spec, "name": "blurred", "workflow": graph("ImageBlur")}
+    refused = await fleet.http.post("/v1/models", json=blur, headers=ADMIN)
+    assert refused.status_code == 503 and refused.json()["code"] == "workflow_unservable"
+    nowhere = {**spec, "bindings": [{"param": "color", "node": "77", "input": "color"}]}
+    refused = await fleet.http.post("/v1/models", json=nowhere, headers=ADMIN)
+    assert refused.status_code == 422, refused.text

@@ -6,6 +6,7 @@
     python -m comfyline.gateway admin workers show gpu-box-1
     python -m comfyline.gateway admin workers drain gpu-box-1 --reason "driver update"
     python -m comfyline.gateway admin workers resume gpu-box-1
+    python -m comfyline.gateway admin models publish solid-color.json   # a workflow as a model
     python -m comfyline.gateway admin models pause txt2img-sdxl --reason "new checkpoint"
     python -m comfyline.gateway admin models resume txt2img-sdxl
     python -m comfyline.gateway admin dead-letters [--model M]
@@ -31,7 +32,7 @@ app = typer.Typer(help="Operate the fleet (admin key): workers, model pauses, de
 workers_app = typer.Typer(
     help="Live workers: list, show, drain, resume.", invoke_without_command=True
 )
-models_app = typer.Typer(help="Pause and resume a model's queue.")
+models_app = typer.Typer(help="Publish workflows as models; pause and resume a model's queue.")
 letters_app = typer.Typer(help="Jobs that ran out of deliveries.", invoke_without_command=True)
 app.add_typer(workers_app, name="workers")
 app.add_typer(models_app, name="models")
@@ -106,6 +107,26 @@ def drain_worker(ctx: typer.Context, worker_id: str, reason: Reason = "") -> Non
 def resume_worker(ctx: typer.Context, worker_id: str) -> None:
     """Take work again."""
     _call(ctx, "POST", f"/v1/workers/{worker_id}/resume")
+
+
+@models_app.command("publish")
+def publish_model(
+    ctx: typer.Context,
+    spec: Annotated[
+        Path,
+        typer.Argument(
+            help="JSON: name, title, description, kind, workflow (API format), parameters "
+            "(JSON Schema), bindings ([{param, node, input}])"
+        ),
+    ],
+) -> None:
+    """Publish a workflow as the next version of a catalogue model (checked against the fleet)."""
+    try:
+        body = json.loads(spec.read_text())
+    except (OSError, ValueError) as exc:
+        typer.echo(f"cannot read {spec}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    _call(ctx, "POST", "/v1/models", body)
 
 
 @models_app.command("pause")

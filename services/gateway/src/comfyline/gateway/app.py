@@ -35,6 +35,7 @@ from .jobs import JobService
 from .keys import KeyStore
 from .limits import Limits
 from .middleware import BodyLimitMiddleware, RequestContextMiddleware
+from .publish import Publisher
 from .routes import (
     admin,
     assets,
@@ -144,6 +145,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         fleetwatch = FleetWatch(bus, settings.worker_ttl_s)
         await fleetwatch.start()
         stack.push_async_callback(fleetwatch.stop)
+        workflows = Workflows(
+            bus, registry, FleetNodes(fleet, store), settings.workflow_cost_per_gpu_second
+        )
         submitter = Submitter(
             bus,
             settings,
@@ -153,9 +157,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             limits,
             inputs,
             await bus.kv(names.bucket("idempotency")),
-            Workflows(
-                bus, registry, FleetNodes(fleet, store), settings.workflow_cost_per_gpu_second
-            ),
+            workflows,
         )
         app.state.gateway = Gateway(
             settings=settings,
@@ -187,6 +189,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 settings.max_batch_jobs,
             ),
             job_service=JobService(bus, settings, store, joblog, fleet, fanout, submitter),
+            publisher=Publisher(bus, registry, workflows),
         )
         try:
             yield

@@ -37,6 +37,7 @@ from .jobs import JobService
 from .keys import KeyStore
 from .limits import Limits, RouteClass
 from .middleware import EXTRA_HEADERS
+from .publish import Publisher
 from .settings import Settings
 from .submit import Submitter
 from .views import Views
@@ -66,6 +67,7 @@ class Gateway:
     deadletters: DeadLetterBook
     batches: Batches
     job_service: JobService
+    publisher: Publisher
 
     async def readiness(self) -> tuple[bool, bool]:
         """Whether NATS (JetStream) and S3 answer, each within 2 s."""

@@ -222,8 +222,9 @@ class Submitter:
         if self.workflows is None:
             raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "workflows are not served here")
         checked = await self.workflows.check(body.workflow)
+        template = await self.workflows.requirement_model(checked.needs)
         outputs = [spec.model_dump(mode="json") for spec in checked.outputs]
-        return checked.template, {"workflow": checked.graph, "outputs": outputs}
+        return template, {"workflow": checked.graph, "outputs": outputs}
 
     async def prepare(
         self,

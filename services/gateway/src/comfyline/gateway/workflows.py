@@ -65,12 +65,11 @@ class Needs:
 
 @dataclass(frozen=True, slots=True)
 class Checked:
-    """A graph that passed: what it needs, its output nodes, and the model that routes it."""
+    """A graph that passed: what it needs and its output nodes."""
 
     graph: dict[str, dict[str, Any]]
     needs: Needs
     outputs: list[OutputSpec]
-    template: ModelTemplate
 
 
 @dataclass
@@ -165,9 +164,7 @@ class Workflows:
         verdict = validate(graph, servable[0].info)
         if verdict is not None:
             raise ApiError(422, ErrorCode.INVALID_WORKFLOW, verdict[0], details=verdict[1])
-        outputs = output_specs(graph, servable[0].info)
-        template = await self.requirement_model(needs)
-        return Checked(graph, needs, outputs, template)
+        return Checked(graph, needs, output_specs(graph, servable[0].info))
 
     async def requirement_model(self, needs: Needs) -> ModelTemplate:
         """The hidden catalogue model of a requirement set, written once to the bucket."""
@@ -200,13 +197,15 @@ def requirement_template(name: str, needs: Needs, cost_per_gpu_second: float) ->
             },
         },
         required_nodes=sorted(needs.nodes),
-        required_models=[
-            RequiredModel(node_class=c, input=i, file=f) for c, i, f in sorted(needs.models)
-        ],
+        required_models=required_models(needs),
         enhance=False,
         cost_per_gpu_second=cost_per_gpu_second,
         notes="hidden: made by the gateway for workflow jobs",
     )
+
+
+def required_models(needs: Needs) -> list[RequiredModel]:
+    return [RequiredModel(node_class=c, input=i, file=f) for c, i, f in sorted(needs.models)]
 
 
 def is_workflow_model(template: ModelTemplate) -> bool:

@@ -7,10 +7,17 @@ from fastapi import APIRouter
 from comfyline.catalogue import UnknownModel
 from comfyline.contracts import ModelTemplate
 
-from ..deps import GatewayDep, StatusUser
+from ..deps import AdminUser, GatewayDep, StatusUser
 from ..errors import ApiError, error_responses, not_found
 from ..fleet import ModelAvailability
-from ..schemas import Availability, ModelLimits, ModelList, ModelPublic, StepTemplatePublic
+from ..schemas import (
+    Availability,
+    ModelLimits,
+    ModelList,
+    ModelPublic,
+    ModelPublish,
+    StepTemplatePublic,
+)
 from ..submit import MAX_PROMPT_CHARS
 from ..workflows import is_workflow_model
 
@@ -53,6 +60,23 @@ async def list_models(user: StatusUser, gw: GatewayDep) -> ModelList:
     templates = [t for t in gw.registry if not is_workflow_model(t)]
     available = await gw.fleet.for_templates(templates)
     return ModelList(data=[model_public(t, available[t.name]) for t in templates])
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Publish a workflow as a model (admins)",
+    responses=error_responses(401, 403, 409, 422, 503),
+)
+async def publish_model(body: ModelPublish, user: AdminUser, gw: GatewayDep) -> ModelPublic:
+    """Publish an API-format graph with a JSON Schema of its parameters and the bindings of
+    parameters to node inputs, as the next version of the model `name` (1 if new). The graph,
+    rendered with the parameters' defaults, is checked against the live fleet first (422
+    `invalid_workflow` with ComfyUI's `node_errors`, 503 `workflow_unservable` naming what is
+    missing). Every service serves it within the catalogue refresh, without a redeploy."""
+    template = await gw.publisher.publish(body)
+    available = await gw.fleet.for_templates([template])
+    return model_public(template, available[template.name])
 
 
 @router.get("/{name}", summary="One model", responses=error_responses(401, 404, 429, 503))

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from comfyline.contracts import Binding
+
 
 class Availability(BaseModel):
     """How ready a model is to run right now (from live workers and the work queue)."""
@@ -183,3 +185,55 @@ class Readiness(BaseModel):
         description="what this gateway can serve but the fleet cannot run now (no live worker, "
         "models without capacity); readiness stays 200: the gateway itself can serve",
     )
+
+
+class ModelPublish(BaseModel):
+    """A workflow to publish as a catalogue model (admins): the graph, its parameters, and which
+    parameter goes to which node input."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "solid-color",
+                    "title": "Solid color",
+                    "description": "A square of one color.",
+                    "kind": "image",
+                    "workflow": {
+                        "1": {
+                            "class_type": "EmptyImage",
+                            "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0},
+                        },
+                        "2": {
+                            "class_type": "SaveImage",
+                            "inputs": {"images": ["1", 0], "filename_prefix": "color"},
+                        },
+                    },
+                    "parameters": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "color": {
+                                "type": "integer",
+                                "minimum": 0,
+                                "maximum": 16777215,
+                                "default": 0,
+                            }
+                        },
+                    },
+                    "bindings": [{"param": "color", "node": "1", "input": "color"}],
+                }
+            ]
+        },
+    )
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    title: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=2000)
+    kind: Literal["image", "inpaint", "portrait", "tts", "lipsync", "video", "smoke"] = "image"
+    workflow: dict[str, dict[str, Any]] = Field(description="an API-format ComfyUI graph")
+    parameters: dict[str, Any] = Field(description='JSON Schema, "type": "object"')
+    bindings: list[Binding] = Field(default_factory=list)
+    cost_per_gpu_second: float = Field(default=0.0, ge=0)
+    max_queue: int = Field(default=1000, ge=1)
