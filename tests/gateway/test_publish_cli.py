@@ -7,6 +7,7 @@ import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 from typer.testing import CliRunner
@@ -42,7 +43,7 @@ OBJECT_INFO = {
         "output_node": True,
     },
 }
-SPEC = {
+SPEC: dict[str, Any] = {
     "name": "solid-color",
     "title": "Solid color",
     "workflow": {
