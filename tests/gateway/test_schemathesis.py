@@ -126,6 +126,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_break(
         "GATEWAY_S3__BUCKET": f"cl-{namespace}",
         "GATEWAY_AUTH__ADMIN_API_KEY": ADMIN_KEY,
         "GATEWAY_PREFER_WAIT_MAX_S": "1",
+        "GATEWAY_OPENAI__WAIT_S": "1",
         "GATEWAY_REQUEST_TIMEOUT_S": "2",
         "GATEWAY_ENHANCE_TIMEOUT_S": "2",
         "GATEWAY_LOG_LEVEL": "WARNING",

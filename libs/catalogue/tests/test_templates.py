@@ -14,13 +14,14 @@ from comfyline.catalogue import (
     Catalogue,
     InputInvalid,
     asset_params,
+    builtin_voices,
     compose_prompt,
     parse_asset_ref,
     prepare_input,
     render,
     validate_input,
 )
-from comfyline.catalogue.assets import AssetRef, JobOutputRef
+from comfyline.catalogue.assets import AssetRef, BuiltinVoice, JobOutputRef
 from comfyline.contracts import ModelTemplate
 
 CATALOGUE = Catalogue.builtin()
@@ -141,7 +142,9 @@ def test_template_is_consistent(template: ModelTemplate) -> None:
             Draft202012Validator(props[name]).validate(value)
     # asset parameters take exactly the documented references
     for param in asset_params(template):
-        assert props[param]["oneOf"] == ASSET_REF_FORMS
+        assert props[param]["oneOf"][:2] == ASSET_REF_FORMS
+        for extra in props[param]["oneOf"][2:]:  # built-in voices, by name
+            assert extra["enum"] == builtin_voices()
         assert props[param]["x-asset-kinds"]
     assert template.deadlines.run_s > 0 and template.retry_limit >= 0
 
@@ -303,3 +306,14 @@ def test_docs_describe_every_model_and_parameter() -> None:
             assert f"`{param}`" in body, f"{template.name}: {param} undocumented"
         for model in template.required_models:
             assert model.file in body, f"{template.name}: {model.file} undocumented"
+
+
+def test_tts_speaks_in_a_built_in_voice_when_given_none() -> None:
+    template = CATALOGUE.get("tts")
+    data = prepare_input(template, validate_input(template, {"text": "Hello."}))
+    assert data["voice"] in builtin_voices()
+    assert data["voice_transcript"].startswith("The quick brown fox")
+    ref = parse_asset_ref(data["voice"])
+    assert isinstance(ref, BuiltinVoice) and ref.path.read_bytes()[:4] == b"fLaC"
+    given = prepare_input(template, {"text": "Hi", "voice": "dune", "voice_transcript": "mine"})
+    assert given["voice_transcript"] == "mine"

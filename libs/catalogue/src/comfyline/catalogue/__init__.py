@@ -3,10 +3,13 @@
 from .assets import (
     ASSET_REF_FORMS,
     AssetRef,
+    BuiltinVoice,
     JobOutputRef,
     asset_params,
     asset_schema,
+    builtin_voices,
     parse_asset_ref,
+    voice_transcript,
 )
 from .catalogue import Catalogue, UnknownModel
 from .render import (
@@ -23,6 +26,7 @@ from .validation import InputInvalid, apply_choices, validate_input
 __all__ = [
     "ASSET_REF_FORMS",
     "AssetRef",
+    "BuiltinVoice",
     "Catalogue",
     "InputInvalid",
     "JobOutputRef",
@@ -31,12 +35,14 @@ __all__ = [
     "apply_choices",
     "asset_params",
     "asset_schema",
+    "builtin_voices",
     "compose_prompt",
     "output_specs",
     "parse_asset_ref",
     "prepare_input",
     "render",
     "validate_input",
+    "voice_transcript",
     "wan_frames",
     "workflow_graph",
 ]

@@ -7,11 +7,19 @@ A parameter bound with ``transform: "asset"`` takes either form; its JSON Schema
     {"job": "job_01j9zk3q8m6v0c2x7d4f5g6h7j", "output": 0}   output 0 of that job (same owner)
 
 ``x-asset-kinds`` says which kinds of file the parameter accepts (image, audio, video).
+
+A parameter may also offer Comfyline's built-in reference voices by name (``"amber"``): its
+``oneOf`` then has a third form, a string ``enum`` of :func:`builtin_voices`. They are
+recordings shipped in this package (``voices/``, made with espeak-ng; see ``voices.json``), each
+with its transcript, which :func:`voice_transcript` gives to a ``<param>_transcript`` left empty.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from comfyline.contracts import ModelTemplate
@@ -57,10 +65,53 @@ class JobOutputRef:
     output: int = 0
 
 
-def parse_asset_ref(value: Any) -> AssetRef | JobOutputRef:
+@dataclass(frozen=True, slots=True)
+class BuiltinVoice:
+    """One of the reference voices shipped with Comfyline, by name."""
+
+    name: str
+
+    @property
+    def path(self) -> Path:
+        return VOICES_DIR / str(_voices()["voices"][self.name]["file"])
+
+    @property
+    def transcript(self) -> str:
+        return str(_voices()["transcript"])
+
+
+VOICES_DIR = Path(__file__).parent / "voices"
+
+
+@cache
+def _voices() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((VOICES_DIR / "voices.json").read_text())
+    return loaded
+
+
+def builtin_voices() -> list[str]:
+    """The names of the built-in reference voices."""
+    return sorted(_voices()["voices"])
+
+
+def voice_transcript(template: ModelTemplate, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with the transcript of each built-in voice it names, where it gave none."""
+    properties = template.parameters.get("properties", {})
+    out = dict(data)
+    for param in asset_params(template):
+        value, field = out.get(param), f"{param}_transcript"
+        if isinstance(value, str) and value in _voices()["voices"] and field in properties:
+            if not out.get(field):
+                out[field] = BuiltinVoice(value).transcript
+    return out
+
+
+def parse_asset_ref(value: Any) -> AssetRef | JobOutputRef | BuiltinVoice:
     """Read an asset reference (already schema-valid at the gateway; checked again here)."""
     if isinstance(value, str) and value.startswith("ast_"):
         return AssetRef(value)
+    if isinstance(value, str) and value in _voices()["voices"]:
+        return BuiltinVoice(value)
     if isinstance(value, dict) and isinstance(value.get("job"), str):
         output = value.get("output", 0)
         if isinstance(output, int) and not isinstance(output, bool) and output >= 0:

@@ -8,6 +8,7 @@ from typing import Any
 
 from comfyline.contracts import Binding, ComfylineError, ErrorCode, ModelTemplate, OutputSpec
 
+from .assets import voice_transcript
 from .validation import apply_choices, random_seed
 
 
@@ -77,7 +78,7 @@ def prepare_input(template: ModelTemplate, data: dict[str, Any]) -> dict[str, An
     spec = template.prompt
     if spec is not None and spec.compose and not out.get(spec.param):
         out[spec.param] = compose_prompt(template, out)
-    return out
+    return voice_transcript(template, out)
 
 
 def render(

@@ -4,17 +4,26 @@ A reference names an upload (``"ast_..."`` -> ``inputs/<owner>/<asset_id>.<ext>`
 of an earlier job of the same owner (``{"job", "output"}`` -> that job's record in the ``jobs``
 KV, ``outputs[n].key``). Each file goes to ComfyUI under a deterministic name
 (``<asset_id>.<ext>`` or ``<job_id>-<n>.<ext>`` in the upload subfolder, ``overwrite=true``), so
-a redelivered job uploads the same name again instead of piling up copies.
+a redelivered job uploads the same name again instead of piling up copies. A built-in reference
+voice (``"amber"``) is read from the catalogue package instead of S3.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from comfyline.catalogue import AssetRef, JobOutputRef, asset_params, parse_asset_ref
+from comfyline.catalogue import (
+    AssetRef,
+    BuiltinVoice,
+    JobOutputRef,
+    asset_params,
+    parse_asset_ref,
+)
 from comfyline.catalogue import InputInvalid as _InputInvalid
 from comfyline.contracts import ErrorCode, JobRecord, JobState, ModelTemplate, Names, RunJob
 from comfyline.runtime import Bus, ObjectNotFound, ObjectStore, StorageError
@@ -35,6 +44,7 @@ class InputFile:
     size: int
     content_type: str
     upload_name: str
+    local: Path | None = None  # a file shipped with Comfyline, not an object in S3
 
 
 class InputResolver:
@@ -59,7 +69,9 @@ class InputResolver:
                 raise InputError(
                     f"{param}: {exc.message}", code=ErrorCode.VALIDATION_ERROR
                 ) from exc
-            if isinstance(ref, AssetRef):
+            if isinstance(ref, BuiltinVoice):
+                files.append(builtin(param, ref))
+            elif isinstance(ref, AssetRef):
                 files.append(await self._asset(run_job.owner, param, ref))
             else:
                 files.append(await self._job_output(run_job.owner, param, ref))
@@ -105,6 +117,19 @@ class InputResolver:
         return InputFile(param, out.key, out.size, out.content_type, name)
 
 
+def builtin(param: str, voice: BuiltinVoice) -> InputFile:
+    """A built-in voice as an input file (the same name in ComfyUI every time)."""
+    path = voice.path
+    name = f"comfyline-voice-{voice.name}{path.suffix}"
+    return InputFile(
+        param, f"builtin:{path.name}", path.stat().st_size, content_type(path.name), name, path
+    )
+
+
+async def _read(path: Path) -> AsyncIterator[bytes]:
+    yield await asyncio.to_thread(path.read_bytes)
+
+
 def _mime(stored: str, key: str) -> str:
     return stored if stored and stored != "application/octet-stream" else content_type(key)
 
@@ -118,7 +143,7 @@ async def upload_inputs(
         try:
             names[file.param] = await client.upload(
                 file.upload_name,
-                store.iter_object(file.key),
+                _read(file.local) if file.local else store.iter_object(file.key),
                 size=file.size,
                 content_type=file.content_type,
                 subfolder=subfolder,

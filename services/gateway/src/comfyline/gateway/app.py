@@ -25,7 +25,7 @@ from .auth import Authenticator
 from .batches import Batches
 from .deadletters import DeadLetterBook
 from .deps import Gateway
-from .errors import install_error_handlers
+from .errors import OPENAI_PATHS, install_error_handlers
 from .fanout import Fanout
 from .fleet import Fleet
 from .fleetwatch import FleetWatch
@@ -44,6 +44,7 @@ from .routes import (
     jobs,
     keys,
     models,
+    openai,
     playground,
     prompts,
     status,
@@ -217,6 +218,10 @@ def create_app(settings: Settings) -> FastAPI:
             {"name": "usage", "description": "Jobs, GPU seconds and cost."},
             {"name": "status", "description": "Health, readiness, fleet status."},
             {
+                "name": "openai",
+                "description": "OpenAI-compatible: images and speech for apps using its SDKs.",
+            },
+            {
                 "name": "admin",
                 "description": "Admins only: workers (drain, resume), model pauses, dead letters.",
             },
@@ -225,7 +230,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.gateway = None
     install_error_handlers(app)
-    routers = (jobs, batches, events, assets, models, prompts, keys, usage, status, admin)
+    routers = (jobs, batches, events, assets, models, prompts, keys, usage, status, admin, openai)
     for module in (*routers, playground):
         app.include_router(module.router)
 
@@ -233,6 +238,8 @@ def create_app(settings: Settings) -> FastAPI:
     json_limit = settings.bodies.max_json_bytes
 
     def limit_for(path: str) -> int:
+        if path.rstrip("/") == "/v1/images/edits":  # an image and its mask
+            return 2 * upload_limit
         return upload_limit if path.rstrip("/") == "/v1/assets" else json_limit
 
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
@@ -272,13 +279,20 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     envelope = {
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
     }
+    openai_envelope = {
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/OpenAIError"}}}
+    }
     for route, path in schema.get("paths", {}).items():
+        shape = openai_envelope if route in OPENAI_PATHS else envelope
         for operation in path.values():
             responses = operation.setdefault("responses", {})
             response = responses.get("422")
             if response and "HTTPValidationError" in str(response):
-                response.update(envelope)
-            if route.startswith("/v1/"):  # every API route can answer these
+                response.update(shape)
+            if route in OPENAI_PATHS:
+                for status, text in COMMON_ERRORS.items():
+                    responses.setdefault(status, {"description": text, **shape})
+            elif route.startswith("/v1/"):  # every API route can answer these
                 for status, text in COMMON_ERRORS.items():
                     responses.setdefault(status, {"description": text, **envelope})
     components = schema.setdefault("components", {}).setdefault("schemas", {})

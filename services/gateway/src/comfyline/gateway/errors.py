@@ -105,6 +105,27 @@ def error_payload(
     return {"error": message, "code": code, "details": details or {}, "request_id": request_id}
 
 
+#: Routes that speak OpenAI's dialect answer errors in OpenAI's shape (its SDKs parse it).
+OPENAI_PATHS = frozenset({"/v1/images/generations", "/v1/images/edits", "/v1/audio/speech"})
+_OPENAI_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    429: "rate_limit_error",
+}
+
+
+def openai_payload(
+    status: int, code: str, message: str, details: dict[str, Any] | None
+) -> dict[str, Any]:
+    """``{"error": {"message", "type", "param", "code"}}``, as OpenAI answers."""
+    errors = (details or {}).get("errors") or [{}]
+    param = errors[0].get("field") if isinstance(errors[0], dict) else None
+    kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": param or None, "code": code}}
+
+
 def error_response(
     request: Request,
     status: int,
@@ -113,10 +134,14 @@ def error_response(
     details: dict[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    """An error answer in the envelope."""
+    """An error answer in the envelope (in OpenAI's shape on its routes)."""
     rid = request_id_of(request)
+    if request.url.path.rstrip("/") in OPENAI_PATHS:
+        payload = openai_payload(status, code, message, details)
+    else:
+        payload = error_payload(code, message, rid, details)
     return JSONResponse(
-        error_payload(code, message, rid, details),
+        payload,
         status_code=status,
         headers={**(headers or {}), "X-Request-ID": rid},
     )

@@ -68,6 +68,18 @@ class BodySettings(BaseModel):
     max_b64_bytes: int = Field(default=4 * 1024 * 1024, ge=0, description="b64_json inline cap")
 
 
+class OpenAISettings(BaseModel):
+    """The OpenAI-compatible routes: which catalogue model serves each, how long they wait.
+
+    A request naming one of OpenAI's own models (``dall-e-3``, ``gpt-image-1``, ``tts-1``, ...)
+    or none gets the default here; a catalogue model's name is used as it is."""
+
+    image_model: str = Field(default="txt2img-sdxl", description="/v1/images/generations")
+    edit_model: str = Field(default="inpaint-sdxl", description="/v1/images/edits")
+    speech_model: str = Field(default="tts", description="/v1/audio/speech")
+    wait_s: float = Field(default=600, gt=0, description="how long a request waits for its job")
+
+
 class Settings(ServiceSettings):
     """Everything the gateway is configured by (env prefix ``GATEWAY_``)."""
 
@@ -96,6 +108,7 @@ class Settings(ServiceSettings):
         default=15.0, gt=0, description="heartbeat age after which a worker counts as gone"
     )
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     bodies: BodySettings = Field(default_factory=BodySettings)
     prefer_wait_max_s: float = Field(default=60, ge=0)
