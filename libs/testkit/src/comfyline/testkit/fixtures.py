@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from comfyline.comfyui_sim import SimulatorProcess
 from comfyline.contracts import Names, bucket_spec, stream_spec
 from comfyline.runtime import Bus, NatsSettings, ObjectStore, S3Settings
 from comfyline.stack.containers import ContainerNats, ContainerS3, use_containers
@@ -118,6 +119,29 @@ def real_comfyui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip(reason)
     with RealComfyUI(tmp_path_factory.mktemp("comfyui-real"), installation=installation) as server:
         yield server.url
+
+
+#: What the simulator of :func:`any_comfyui` is told, so its timings stand in for a real CPU's:
+#: ImageBlur takes about a second a node there.
+SIMULATOR_ARGS = ("--node-delay", "ImageBlur=1")
+
+
+@pytest.fixture(
+    scope="session",
+    params=["simulator", pytest.param("real", marks=pytest.mark.real_comfyui)],
+)
+def any_comfyui(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The URL of a ComfyUI, once the simulator (``[simulator]``) and once a real ComfyUI
+    (``[real]``, see :func:`real_comfyui`): a test taking it runs against both in the same run,
+    so the simulator cannot drift from the real server. Tests reach it only through the URL."""
+    if request.param == "real":
+        yield str(request.getfixturevalue("real_comfyui"))
+        return
+    process = SimulatorProcess(tmp_path_factory.mktemp("comfyui-sim"), args=SIMULATOR_ARGS)
+    with process:
+        yield process.url
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -95,10 +96,37 @@ class Installation:
         started = time.monotonic()
         if self.ready:
             return 0.0
+        if self.root.is_dir():
+            self._await_other_install(log)
+            if self.ready:
+                return time.monotonic() - started
         source = tarball()
         if source is None:
             raise RealComfyUIUnavailable(self.why_not_ready())
         self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / ".lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one installer at a time on this machine
+            if not self.ready:
+                self._install(source, log)
+        return time.monotonic() - started
+
+    def _await_other_install(self, log: IO[str], patience_s: float = 1800) -> None:
+        """An install by hand (its ``install.log`` ends with ``DONE`` when finished) may be
+        running: wait for it rather than install over it, and adopt it once it is done."""
+        record = self.root / "install.log"
+        deadline = time.monotonic() + patience_s
+        while record.is_file():
+            tail = record.read_bytes()[-400:].decode(errors="replace").strip()
+            if tail.endswith("DONE"):
+                if self.python.is_file() and self.source.is_dir():
+                    self.marker.write_text(json.dumps({"version": VERSION, "adopted": str(record)}))
+                return
+            if time.time() - record.stat().st_mtime > 600 or time.monotonic() > deadline:
+                return  # abandoned: install (pip skips what is already there)
+            print(f"waiting for the install under way in {self.root}", file=log, flush=True)
+            time.sleep(10)
+
+    def _install(self, source: Path, log: IO[str]) -> None:
         if not self.python.is_file():
             _run([sys.executable, "-m", "venv", str(self.venv)], log)
         pip = [str(self.python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
@@ -116,7 +144,6 @@ class Installation:
         requirements.write_text("\n".join([*wanted, "requests", ""]))
         _run([*pip, "-r", str(requirements)], log)
         self.marker.write_text(json.dumps({"version": VERSION, "tarball": str(source)}))
-        return time.monotonic() - started
 
 
 def _run(command: list[str], log: IO[str]) -> None:
