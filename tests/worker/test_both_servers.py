@@ -109,17 +109,18 @@ async def test_cancel_while_running_interrupts_the_prompt(
     await bus.send(bus.names.cancel(job.job_id), CancelCommand(job_id=job.job_id))
     ended = await runs.wait_for(job.job_id, "cancelled", "completed", "failed", timeout=60)
     assert ended.kind == "cancelled", ended
-    assert ended.prompt_id == started.prompt_id
+    prompt_id = started.prompt_id
+    assert prompt_id is not None and ended.prompt_id == prompt_id
     async with httpx.AsyncClient(timeout=10) as client:
         history: dict[str, Any] = {}
         for _ in range(100):  # the entry lands just after the last frame
-            history = (await client.get(f"{any_comfyui}/history/{started.prompt_id}")).json()
+            history = (await client.get(f"{any_comfyui}/history/{prompt_id}")).json()
             if history:
                 break
             await asyncio.sleep(0.05)
-        kinds = [m[0] for m in history[started.prompt_id]["status"]["messages"]]
+        kinds = [m[0] for m in history[prompt_id]["status"]["messages"]]
         assert "execution_interrupted" in kinds and "execution_success" not in kinds
-        assert not history[started.prompt_id]["outputs"]
+        assert not history[prompt_id]["outputs"]
     info = await bus.js.consumer_info(
         bus.names.stream("WORK"), bus.names.work_consumer("slow-blur")
     )
