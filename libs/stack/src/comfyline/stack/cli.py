@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -36,7 +37,9 @@ def _up(args: argparse.Namespace) -> int:
         port=args.port,
         host=args.host,
         comfyui_url=comfyui_url,
-        sim_args=["--step-time", str(args.sim_step_time)] if args.sim_step_time else [],
+        sim_args=(["--step-time", str(args.sim_step_time)] if args.sim_step_time else [])
+        # More simulator knobs for demos and fault tests, e.g. "--node-delay EmptyImage=0.05".
+        + shlex.split(os.environ.get("COMFYLINE_SIM_ARGS", "")),
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
