@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 from comfyline.catalogue import Catalogue
 from comfyline.comfyui_sim import SimulatorProcess
@@ -22,6 +23,7 @@ from comfyline.gateway.settings import AuthSettings, LimitSettings
 from comfyline.orchestrator import JobStore, Orchestrator
 from comfyline.runtime import Bus, LiveCatalogue, NatsSettings, ObjectStore, S3Settings
 from comfyline.runtime.kv import scan
+from comfyline.stack import free_port
 from comfyline.testkit.orchestrator import quick_settings
 from comfyline.worker import Settings as WorkerSettings
 from comfyline.worker import Worker
@@ -40,6 +42,7 @@ class Fleet:
     nats: NatsSettings
     s3: S3Settings
     http: httpx.AsyncClient
+    url: str
     stops: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
     async def key(self, owner: str, scopes: list[str] | None = None) -> dict[str, str]:
@@ -151,13 +154,28 @@ async def fleet(
         status_cache_s=0,
         models_refresh_s=REFRESH_S,
     )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as http:
-            made = Fleet(bus, store, nats_settings, s3_settings, http)
+    # Served by uvicorn on a loopback port: the Comfy SDK is a real HTTP client.
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=port, lifespan="on", log_level="warning"
+        )
+    )
+    serving = asyncio.create_task(server.serve())
+    async with asyncio.timeout(30):
+        while not server.started:
+            if serving.done():
+                serving.result()
+            await asyncio.sleep(0.02)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            made = Fleet(bus, store, nats_settings, s3_settings, http, url)
             try:
                 yield made
             finally:
                 for stop in reversed(made.stops):
                     await stop()
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 20)

@@ -49,6 +49,7 @@ from .routes import (
     prompts,
     status,
     usage,
+    v2,
 )
 from .schemas import JobEventPublic, WsMessage
 from .settings import Settings
@@ -230,7 +231,20 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.gateway = None
     install_error_handlers(app)
-    routers = (jobs, batches, events, assets, models, prompts, keys, usage, status, admin, openai)
+    routers = (
+        jobs,
+        batches,
+        events,
+        assets,
+        models,
+        prompts,
+        keys,
+        usage,
+        status,
+        admin,
+        openai,
+        v2,
+    )
     for module in (*routers, playground):
         app.include_router(module.router)
 

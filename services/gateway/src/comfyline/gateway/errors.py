@@ -98,6 +98,15 @@ def request_id_of(request: Request) -> str:
     return str(rid)
 
 
+#: Comfyline codes that the Comfy API v2 names otherwise.
+V2_CODES = {
+    ErrorCode.VALIDATION_ERROR.value: "invalid_request",
+    ErrorCode.INVALID_JSON.value: "invalid_request",
+    ErrorCode.IDEMPOTENCY_CONFLICT.value: "idempotency_key_reuse",
+    ErrorCode.JOB_ALREADY_TERMINAL.value: "already_completed",
+}
+
+
 def error_payload(
     code: str, message: str, request_id: str, details: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -134,10 +143,13 @@ def error_response(
     details: dict[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    """An error answer in the envelope (in OpenAI's shape on its routes)."""
+    """An error answer in the envelope (OpenAI's shape on its routes, v2's on ``/api/v2``)."""
     rid = request_id_of(request)
     if request.url.path.rstrip("/") in OPENAI_PATHS:
         payload = openai_payload(status, code, message, details)
+    elif request.url.path.startswith("/api/v2/"):
+        v2_code = V2_CODES.get(code, code)
+        payload = {"error": {"code": v2_code, "message": message, "details": details}}
     else:
         payload = error_payload(code, message, rid, details)
     return JSONResponse(
