@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import av
+import httpx
 import numpy as np
 from nats.js.api import DeliverPolicy
 from PIL import Image
@@ -377,3 +378,9 @@ async def heartbeats(bus: Bus) -> dict[str, Any]:
         if entry.value:
             found[key] = WorkerHeartbeat.from_bytes(entry.value)
     return found
+
+
+async def queue_ids(client: httpx.AsyncClient, url: str) -> tuple[set[str], set[str]]:
+    """The prompt ids a ComfyUI is running and has pending."""
+    data = (await client.get(f"{url}/queue")).json()
+    return ({e[1] for e in data["queue_running"]}, {e[1] for e in data["queue_pending"]})

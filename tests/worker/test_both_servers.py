@@ -21,7 +21,7 @@ from comfyline.contracts import (
 )
 from comfyline.runtime import Bus, ObjectStore
 
-from .helpers import RunWatch, Workers, publish_job
+from .helpers import RunWatch, Workers, publish_job, queue_ids
 
 #: Three blurs of a 1024x1024 image: seconds of work on a real CPU, three seconds on the
 #: simulator of ``any_comfyui``; what a cancel can land in.
@@ -63,11 +63,6 @@ SLOW = ModelTemplate(
 
 def catalogue() -> Catalogue:
     return Catalogue([*Catalogue.builtin(), SLOW])
-
-
-async def queue_ids(client: httpx.AsyncClient, url: str) -> tuple[set[str], set[str]]:
-    data = (await client.get(f"{url}/queue")).json()
-    return ({e[1] for e in data["queue_running"]}, {e[1] for e in data["queue_pending"]})
 
 
 async def idle(client: httpx.AsyncClient, url: str) -> None:
