@@ -1,4 +1,5 @@
-"""``/playground``: a small page that submits a job, follows its SSE and shows the result."""
+"""``/playground``: one static page (no build step) that runs any model from a form made from its
+schema, uploads its files, follows the job live, and lists the caller's jobs."""
 
 from __future__ import annotations
 
