@@ -44,7 +44,6 @@ class JobSubmit(BaseModel):
     workflow: dict[str, Any]
     metadata: dict[str, str] = Field(default_factory=dict, max_length=16)
     webhook_url: str | None = Field(default=None, description="extension: signed webhooks")
-    priority: int | None = Field(default=None, description="extension: > 0 interactive lane")
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -182,6 +181,29 @@ async def cancel_job(job_id: str, request: Request, user: StatusUser, gw: Gatewa
     if not record.status.terminal:
         view["status"] = "canceling"
     return view
+
+
+_NOT_SERVED = (
+    ("POST", "/assets"),
+    ("POST", "/assets/from-hash"),
+    ("POST", "/assets/from-path"),
+    ("HEAD", "/assets/by-hash/{asset_hash}"),
+    ("GET", "/assets/{asset_id}"),
+    ("DELETE", "/assets/{asset_id}"),
+    ("GET", "/jobs/{job_id}/events"),
+)
+
+
+async def not_served(request: Request, user: StatusUser) -> JSONResponse:
+    """501 ``not_implemented`` (contract-legal; the SDK falls back to polling for events)."""
+    message = f"{request.method} {request.url.path} is not served by Comfyline yet"
+    return JSONResponse({"error": {"code": "not_implemented", "message": message}}, 501)
+
+
+for _method, _path in _NOT_SERVED:
+    router.add_api_route(
+        _path, not_served, methods=[_method], include_in_schema=False, name=f"v2 {_method} {_path}"
+    )
 
 
 async def _output(gw: Gateway, user: Principal, asset_id: str) -> tuple[JobRecord, int]:
