@@ -4,6 +4,7 @@ the gateway through ``COMFY_BASE_URL`` and ``COMFY_API_KEY``."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 import pytest
@@ -48,6 +49,9 @@ async def test_the_comfy_sdk_runs_lists_refuses_and_cancels(
     def cancel() -> tuple[str, str]:
         with Comfy() as client:
             job = client.submit(client.workflows.from_json(graph("ImageBlur")))
+            deadline = time.monotonic() + 30
+            while job.refresh().status != "running" and time.monotonic() < deadline:
+                time.sleep(0.1)
             job.cancel()
             return job.id, job.wait(timeout=60).status
 
@@ -60,3 +64,13 @@ async def test_the_comfy_sdk_runs_lists_refuses_and_cancels(
 
     ids = await asyncio.to_thread(listed)
     assert ids[:2] == [cancelled_id, job_id]
+
+    unserved = await fleet.http.post(
+        "/api/v2/assets", headers={"Authorization": f"Bearer {key}"}, content=b"x"
+    )
+    assert unserved.status_code == 501, unserved.text
+    assert unserved.json()["error"]["code"] == "not_implemented"
+    missing = await fleet.http.get(
+        "/api/v2/jobs/job_nope", headers={"Authorization": f"Bearer {key}"}
+    )
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
