@@ -9,7 +9,7 @@ import asyncio
 import httpx
 
 from comfyline.comfyui_sim import SimulatorProcess
-from comfyline.contracts import JobState
+from comfyline.contracts import CancelCommand, JobState, new_job_id
 from comfyline.runtime import Bus
 
 from .helpers import RunWatch, SimFactory, Workers, publish_job, put_record, queue_ids
@@ -59,3 +59,27 @@ async def test_a_job_whose_record_is_cancelled_or_ended_is_skipped(
         bus.names.stream("WORK"), bus.names.work_consumer("cpu-smoke")
     )
     assert (info.num_pending, info.num_ack_pending) == (0, 0)
+
+
+async def test_a_first_delivery_is_stopped_by_the_cancel_command_not_a_record_read(
+    bus: Bus, sim: SimulatorProcess, workers: Workers, runs: RunWatch
+) -> None:
+    """Published while the worker listens for cancels, a job's first delivery needs no read of
+    its record: the cancel command heard before the fetch stops it; a record that says it ended
+    (which the orchestrator always follows with a command) is not read. A redelivery reads it."""
+    workers([sim.url])
+    warm = await publish_job(bus, "cpu-smoke", {"color": 1})
+    await runs.wait_for(warm.job_id, "completed")
+    await asyncio.sleep(1.2)  # past the listener's clock margin
+    cancelled_id = new_job_id()
+    await bus.send(
+        bus.names.cancel(cancelled_id), CancelCommand(job_id=cancelled_id, reason="by test")
+    )
+    await bus.nc.flush()
+    await asyncio.sleep(0.2)
+    cancelled = await publish_job(bus, "cpu-smoke", {"color": 2}, job_id=cancelled_id)
+    not_read = await publish_job(bus, "cpu-smoke", {"color": 3}, job_id=new_job_id())
+    await put_record(bus, not_read, JobState.TIMED_OUT)
+    assert (await runs.wait_for(cancelled.job_id, "cancelled", "started")).kind == "cancelled"
+    await runs.wait_for(not_read.job_id, "completed")
+    assert runs.of(cancelled.job_id, "started") == []

@@ -68,6 +68,11 @@ class Delivery:
         return int(self.msg.metadata.num_delivered or 1)
 
     @property
+    def published_at(self) -> float:
+        """When JetStream stored the message, in epoch seconds."""
+        return self.msg.metadata.timestamp.timestamp()
+
+    @property
     def stream_seq(self) -> int:
         """The message's sequence in its stream."""
         return int(self.msg.metadata.sequence.stream)

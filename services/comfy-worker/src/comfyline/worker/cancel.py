@@ -2,7 +2,9 @@
 
 A plain core-NATS subscription (no queue group), because only the worker holding the job knows
 where its prompt runs. A command for a job nobody here holds is remembered for a while, so a job
-fetched a moment after its cancel still stops before it runs.
+fetched a moment after its cancel still stops before it runs. ``heard_since`` says whether the
+listener has been subscribed without a break since a given time, so a job published after that
+needs no read of its record to know it was not cancelled or ended before it ran.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from comfyline.runtime import Bus
 log = logging.getLogger(__name__)
 REMEMBER_S = 600.0
 REMEMBER_MAX = 10_000
+CLOCK_MARGIN_S = 1.0  # JetStream's timestamps come from the server's clock
 
 
 class Cancellable(Protocol):
@@ -38,10 +41,32 @@ class CancelListener:
         self._recent: dict[str, tuple[float, str]] = {}
         self._sub: Subscription | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._since: float | None = None
+        self._reconnects = 0
 
     async def start(self) -> None:
         """Subscribe to every cancel command of this namespace."""
         self._sub = await self.bus.nc.subscribe(self.bus.names.all_cancels(), cb=self._on_message)
+        await self.bus.nc.flush()  # the server has the subscription from here on
+        self._reconnects = self._reconnect_count()
+        self._since = time.time()
+
+    def _reconnect_count(self) -> int:
+        return int(self.bus.nc.stats.get("reconnects", 0))
+
+    def heard_since(self, published: float) -> bool:
+        """True when every cancel command sent at or after ``published`` (epoch seconds) has
+        reached this listener and is still remembered: subscribed before it, no reconnect since
+        (core NATS drops messages across one), and within the memory window."""
+        reconnects = self._reconnect_count()
+        if reconnects != self._reconnects:
+            self._reconnects, self._since = reconnects, time.time()
+        return (
+            self._sub is not None
+            and self._since is not None
+            and published >= self._since + CLOCK_MARGIN_S
+            and time.time() - published < REMEMBER_S / 2
+        )
 
     async def stop(self) -> None:
         """Stop listening."""

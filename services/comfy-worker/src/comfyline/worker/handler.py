@@ -151,7 +151,7 @@ class JobHandler:
             template = self._template(run_job)
             max_deliver = template.retry_limit + 1
             async with heartbeat(delivery.msg, every=self.settings.ack_wait_s / 3):
-                if await self._finished_elsewhere(run_job):
+                if await self._finished_elsewhere(run_job, delivery):
                     log.info("job already ended or cancelled; skipping")
                     return
                 reason = self.cancels.register(run_job.job_id, control)
@@ -197,8 +197,17 @@ class JobHandler:
             # Another worker with a newer catalogue may know this version.
             raise WorkerError(exc.message, code=ErrorCode.TEMPLATE_ERROR, transient=True) from exc
 
-    async def _finished_elsewhere(self, run_job: RunJob) -> bool:
-        """True when the job's record says it ended or was cancelled (absent: run it)."""
+    async def _finished_elsewhere(self, run_job: RunJob, delivery: Delivery) -> bool:
+        """True when the job's record says it ended or was cancelled (absent: run it).
+
+        A first delivery published while the cancel listener was listening skips the read: the
+        orchestrator sends ``control.cancel`` whenever it ends a job from outside (cancel,
+        deadline, pipeline), and the listener remembers commands for jobs it does not hold yet,
+        so ``cancels.register`` answers the same question without a KV round trip. Redeliveries
+        (the job may have ended during an earlier attempt) always read the record.
+        """
+        if delivery.num_delivered == 1 and self.cancels.heard_since(delivery.published_at):
+            return False
         kv = await self.bus.kv(self.bus.names.bucket("jobs"))
         try:
             entry = await kv.get(run_job.job_id)
