@@ -260,3 +260,31 @@ async def test_a_failing_middle_step_fails_the_pipeline_and_keeps_finished_outpu
     if steps["portrait"].status == "succeeded":
         assert steps["portrait"].outputs
         assert (await stack.store.stat(steps["portrait"].outputs[0].key)).size > 0
+
+
+async def test_an_input_that_would_fail_a_step_is_refused_before_any_step_runs(
+    stack: Stack,
+) -> None:
+    loose = _pipeline(  # "prompt" is optional here, but the image step requires one
+        "loose",
+        [
+            PipelineStep(name="image", model="txt2img-sdxl", input={"prompt": {"input": "prompt"}}),
+            PipelineStep(
+                name="clip",
+                model="img2vid-wan",
+                input={"image": {"step": "image"}, "prompt": "waves"},
+            ),
+        ],
+    )
+    await publish_models(stack.bus, loose)
+    for _ in range(100):  # until the gateway's live catalogue has it
+        response = await stack.submit("loose", {})
+        if response.json().get("code") != "unknown_model":
+            break
+        await asyncio.sleep(0.1)
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["code"] == "validation_error" and body["details"]["step"] == "image"
+    assert body["details"]["errors"][0]["field"] == "prompt"
+    jobs = await stack.bus.js.stream_info(stack.bus.names.stream("JOBS"))
+    assert jobs.state.messages == 0

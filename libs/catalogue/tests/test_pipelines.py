@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from jsonschema import Draft202012Validator
 
-from comfyline.catalogue import Catalogue, validate_input
+from comfyline.catalogue import Catalogue, InputInvalid, validate_input
 from comfyline.catalogue.pipelines import (
     PipelineInvalid,
+    check_step_inputs,
     child_job_id,
     final_steps,
     ready,
@@ -143,3 +144,23 @@ def test_child_job_ids_are_stable_valid_and_sort_beside_their_parent() -> None:
     assert first[:14] == parent[:14] and len(first) == len(parent)
     schema = {"type": "string", "pattern": "^job_[0-9a-z]{26}$"}
     assert not list(Draft202012Validator(schema).iter_errors(first))
+
+
+def test_step_inputs_are_checked_before_any_step_runs() -> None:
+    needs_image = pipeline(
+        PipelineStep(name="a", model="txt2img-sdxl", input={"prompt": {"input": "prompt"}}),
+        PipelineStep(
+            name="b",
+            model="img2vid-wan",
+            input={"image": {"step": "a"}, "prompt": {"input": "prompt"}, "fps": 999},
+        ),
+    )
+    validate_pipeline(needs_image, CATALOGUE)  # the template is sound ...
+    with pytest.raises(InputInvalid) as refused:  # ... but this input fails its second step
+        check_step_inputs(needs_image, CATALOGUE, {"prompt": "a boat"})
+    assert refused.value.details["step"] == "b"
+    assert refused.value.details["errors"][0]["field"] == "fps"
+    with pytest.raises(InputInvalid) as missing:  # a required input the caller left out
+        check_step_inputs(needs_image, CATALOGUE, {})
+    assert missing.value.details["step"] == "a"
+    check_step_inputs(CATALOGUE.get("image-to-clip"), CATALOGUE, {"prompt": "a boat"})

@@ -24,6 +24,7 @@ from comfyline.contracts import (
 )
 
 from .catalogue import Catalogue, UnknownModel
+from .validation import InputInvalid, validate_input
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 
@@ -194,3 +195,28 @@ def final_steps(template: ModelTemplate) -> list[str]:
     """The steps no other step reads from: their outputs are the pipeline's outputs."""
     needed = {d for s in template.steps for d in dependencies(s)}
     return [s.name for s in template.steps if s.name not in needed]
+
+
+def check_step_inputs(
+    template: ModelTemplate, catalogue: Catalogue, pipeline_input: Mapping[str, Any]
+) -> None:
+    """Validate every step's input as it will be, before any step runs (earlier outputs stand
+    in as references), so a job that would fail at its third step is refused at once.
+
+    Raises:
+        InputInvalid: naming the step (``details.step``) and the problems of its input.
+    """
+    parent = "job_" + "0" * 26
+    ids = {s.name: child_job_id(parent, s.name) for s in template.steps}
+    stand_in = OutputRef(index=0, key="-", kind=OutputKind.IMAGE, content_type="-", size=0)
+    outputs = {s.name: [stand_in] * 64 for s in template.steps}
+    for step in template.steps:
+        try:
+            validate_input(
+                catalogue.get(step.model), step_input(step, pipeline_input, outputs, ids)
+            )
+        except InputInvalid as exc:
+            raise InputInvalid(
+                f"step {step.name} ({step.model}): {exc.message}",
+                details={"step": step.name, **exc.details},
+            ) from exc

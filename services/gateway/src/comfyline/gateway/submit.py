@@ -21,7 +21,7 @@ from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from comfyline.catalogue import UnknownModel, validate_input
-from comfyline.catalogue.pipelines import PipelineInvalid, validate_pipeline
+from comfyline.catalogue.pipelines import PipelineInvalid, check_step_inputs, validate_pipeline
 from comfyline.contracts import (
     ErrorCode,
     EventKind,
@@ -243,6 +243,8 @@ class Submitter:
         check_prompts(template, raw)
         data = validate_input(template, raw)
         check_prompts(template, data)
+        if template.engine == "pipeline":
+            check_step_inputs(template, self.registry, data)
         return Prepared(template, body, data, priority)
 
     @staticmethod

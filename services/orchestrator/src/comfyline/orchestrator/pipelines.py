@@ -32,6 +32,7 @@ from nats.aio.msg import Msg
 from comfyline.catalogue import Catalogue, InputInvalid, validate_input
 from comfyline.catalogue.pipelines import (
     PipelineInvalid,
+    check_step_inputs,
     child_job_id,
     final_steps,
     ready,
@@ -134,7 +135,8 @@ class Pipelines:
         """Validate the whole pipeline, write it ``dispatched`` with its steps, submit the first."""
         try:
             validate_pipeline(template, self.catalogue)
-        except PipelineInvalid as exc:
+            check_step_inputs(template, self.catalogue, record.input)
+        except (PipelineInvalid, InputInvalid) as exc:
             await self._fail(
                 record.id, JobError(code=exc.code, message=exc.message, details=exc.details)
             )
