@@ -8,6 +8,8 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from comfyline.comfyui_sim import SimulatorProcess
 from comfyline.contracts import JobState
 from comfyline.runtime import NatsSettings
@@ -32,6 +34,7 @@ async def run_counts(stack: Stack, job_id: str) -> dict[str, int]:
     return {s.rsplit(".", 1)[-1]: n for s, n in (info.state.subjects or {}).items()}
 
 
+@pytest.mark.timeout(300)  # two orchestrator starts and three steps, on a loaded machine too
 async def test_sigkill_mid_pipeline_resumes_with_no_step_run_twice(
     stack: Stack,
     services: Services,

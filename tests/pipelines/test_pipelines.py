@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
+from comfyline.catalogue import Catalogue
 from comfyline.comfyui_sim import SimulatorProcess
 from comfyline.contracts import EventKind, JobState, ModelTemplate, PipelineStep
 from tests.worker.helpers import flac_bytes
@@ -208,10 +209,10 @@ async def test_cancel_mid_pipeline_stops_running_steps_and_skips_the_rest(
     slow = ("--step-time", "0.3")
     await services.workers([sims(*slow).url, sims(*slow).url])
     await services.orchestrator()
-    voice = await stack.upload(flac_bytes(2.0), "voice.flac", "audio/flac")
-    response = await stack.submit(
-        "talking-portrait", {"description": "a sailor", "text": "Ahoy.", "voice": voice}
+    response = await stack.submit(  # no voice: the speech uses the built-in default
+        "talking-portrait", {"description": "a sailor", "text": "Ahoy."}
     )
+    assert response.status_code == 202, response.text
     job_id = response.json()["id"]
     await stack.wait(
         job_id,
@@ -227,6 +228,9 @@ async def test_cancel_mid_pipeline_stops_running_steps_and_skips_the_rest(
     for name in ("portrait", "speech"):
         child = await stack.wait(children[name].job_id or "", timeout_s=30)
         assert child.status is JobState.CANCELLED, name
+        if name == "speech":
+            default = Catalogue.builtin().get("tts").parameters["properties"]["voice"]["default"]
+            assert child.input["voice"] == default
     final = await stack.wait(
         job_id, lambda r: all(s.status != "running" for s in r.steps), timeout_s=30
     )
