@@ -57,7 +57,11 @@ async def test_cancel_a_queued_job(bus: Bus, orchestrator: Orchestrator) -> None
     record = await wait_record(bus, job_id, lambda r: True)
     assert record.status is JobState.CANCELLED and record.cancel_requested
     await control.wait_for(job_id)
-    assert await event_counts(bus, job_id) == {f"{job_id}.submitted": 1, f"{job_id}.cancelled": 1}
+    assert await event_counts(bus, job_id) == {
+        f"{job_id}.submitted": 1,
+        f"{job_id}.waiting": 1,  # no worker is live: it says so, once
+        f"{job_id}.cancelled": 1,
+    }
 
 
 async def test_cancel_a_dispatched_job_a_worker_pulls_later(

@@ -43,6 +43,7 @@ async def test_queue_deadline_with_no_worker_times_the_job_out(
     assert record.finished_at >= record.queue_deadline_at
     assert await event_counts(bus, job_id) == {
         f"{job_id}.submitted": 1,
+        f"{job_id}.waiting": 1,
         f"{job_id}.timed_out": 1,
     }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from comfyline.contracts import ErrorCode, JobState, RunJob
+from comfyline.contracts import ErrorCode, JobEvent, JobState, RunJob
 from comfyline.orchestrator import Orchestrator
 from comfyline.runtime import Bus
 from comfyline.testkit.orchestrator import (
@@ -197,7 +197,13 @@ async def test_a_job_waits_queued_until_a_worker_appears(
     await asyncio.sleep(1.0)  # several re-checks (no_worker_recheck_s is 0.3 s)
     record = await wait_record(bus, job_id, lambda r: True)
     assert record.status is JobState.QUEUED
-    assert await event_counts(bus, job_id) == {f"{job_id}.submitted": 1}
+    assert await event_counts(bus, job_id) == {f"{job_id}.submitted": 1, f"{job_id}.waiting": 1}
+    waiting = await bus.js.get_last_msg(
+        bus.names.stream("JOBS"), bus.names.job_event("u1", job_id, "waiting")
+    )
+    note = JobEvent.from_bytes(waiting.data or b"")
+    assert note.status is JobState.QUEUED
+    assert note.waiting_reason == "waiting for a worker that serves cpu-smoke: none is live"
 
     worker = ScriptedWorker(bus, "cpu-smoke", succeed())
     await worker.start()

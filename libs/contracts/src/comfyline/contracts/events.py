@@ -64,6 +64,9 @@ class JobEvent(Message):
     retry_in_s: float | None = Field(
         default=None, ge=0, description="for retrying: seconds until the next attempt may start"
     )
+    waiting_reason: str | None = Field(
+        default=None, description="for waiting and retrying: what the job waits for, and why"
+    )
     queue_position: int | None = None
     parent: ParentRef | None = Field(default=None, description="set on a pipeline's step job")
     step: StepState | None = Field(default=None, description="for step: the step that changed")

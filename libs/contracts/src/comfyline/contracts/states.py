@@ -82,6 +82,7 @@ class EventKind(StrEnum):
     PREVIEW = "preview"
     STEP = "step"
     RETRYING = "retrying"
+    WAITING = "waiting"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -124,6 +125,9 @@ EVENT_NAMES: dict[EventKind, EventNames] = {
     ),
     EventKind.RETRYING: EventNames(
         JobState.RUNNING, "retrying", "retrying", "job_update", "job.retrying"
+    ),
+    EventKind.WAITING: EventNames(
+        JobState.QUEUED, "waiting", "waiting", "job_update", "job.waiting"
     ),
     EventKind.COMPLETED: EventNames(
         JobState.SUCCEEDED, "completed", "completed", "job_completed", "job.completed"

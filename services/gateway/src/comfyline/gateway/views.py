@@ -156,6 +156,7 @@ class Views:
             outputs=[self.output(base, event.job_id, o) for o in event.outputs],
             error=event.error,
             retry_in_s=event.retry_in_s,
+            waiting_reason=event.waiting_reason,
             queue_position=event.queue_position,
             enhancement=event.enhancement,
             parent=event.parent,

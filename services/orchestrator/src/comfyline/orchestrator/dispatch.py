@@ -16,6 +16,7 @@ before it is announced, and every step safe to run again on a redelivery:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import timedelta
 from typing import Any
@@ -47,7 +48,7 @@ from comfyline.runtime import (
 )
 
 from .deadlines import DeadlineKeeper
-from .journal import REDRIVE_WINDOW, Journal
+from .journal import REDRIVE_WINDOW, Journal, event_msg_id
 from .pipelines import Pipelines
 from .prompts import PromptGate
 from .records import JobStore
@@ -150,6 +151,9 @@ class Dispatcher:
         if record.status is JobState.QUEUED:
             await self._hold_if_paused(record)
             if self.settings.require_live_worker and not self.workers.live(record.model):
+                await self._note_waiting(
+                    record, f"waiting for a worker that serves {record.model}: none is live"
+                )
                 backoff = 0.25 * 2 ** (delivery.num_delivered - 1)
                 delay = min(self.settings.no_worker_recheck_s, backoff)
                 raise Retry("no live worker for the model yet", delay=delay)
@@ -179,16 +183,25 @@ class Dispatcher:
         pause = self.orders.paused(record.model) if self.orders else None
         if pause is None:
             return
-        reason = pause.waiting_reason
-        if record.waiting_reason != reason:
-
-            def step(current: JobRecord) -> JobRecord | Verdict:
-                if current.status is not JobState.QUEUED or current.waiting_reason == reason:
-                    return Verdict.DROP
-                return current.model_copy(update={"waiting_reason": reason})
-
-            await self.store.change(record.id, step)
+        await self._note_waiting(record, pause.waiting_reason)
         raise Retry("the model is paused", delay=self.settings.no_worker_recheck_s)
+
+    async def _note_waiting(self, record: JobRecord, reason: str) -> None:
+        """Say on the record, and once per reason on the job's events (SSE ``waiting``), what a
+        queued job waits for."""
+        if record.waiting_reason == reason:
+            return
+
+        def step(current: JobRecord) -> JobRecord | Verdict:
+            if current.status is not JobState.QUEUED or current.waiting_reason == reason:
+                return Verdict.DROP
+            return current.model_copy(update={"waiting_reason": reason})
+
+        change = await self.store.change(record.id, step)
+        if change.outcome == "applied":
+            seq = int(hashlib.sha256(reason.encode()).hexdigest()[:8], 16)
+            msg_id = event_msg_id(record.id, EventKind.WAITING, seq=seq)
+            await self.journal.announce(change.require(), EventKind.WAITING, msg_id=msg_id)
 
     async def _mark_replaced(self, old_id: str, new_id: str) -> None:
         """The dead-lettered job this one retries says which job replaced it (once)."""

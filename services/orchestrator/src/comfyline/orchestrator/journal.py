@@ -55,6 +55,8 @@ def event_msg_id(job_id: str, kind: EventKind, attempt: int = 1, seq: int | None
         return f"{job_id}:started:{attempt}"
     if kind is EventKind.RETRYING:
         return f"{job_id}:retrying:{attempt}"
+    if kind is EventKind.WAITING:
+        return f"{job_id}:waiting:{seq or 0}"
     return f"{job_id}:{kind.value}"
 
 
@@ -84,6 +86,9 @@ def job_event(
         outputs=record.outputs if kind is EventKind.COMPLETED else [],
         error=record.error if ended else error,
         retry_in_s=retry_in_s,
+        waiting_reason=(
+            record.waiting_reason if kind in (EventKind.WAITING, EventKind.RETRYING) else None
+        ),
         parent=record.parent,
         step=step,
         steps=record.steps if (ended or step is not None) else [],

@@ -31,6 +31,7 @@ WebhookEvent = Literal[
     "preview",
     "step",
     "retrying",
+    "waiting",
     "completed",
     "failed",
     "cancelled",
@@ -291,6 +292,9 @@ class JobEventPublic(BaseModel):
     error: JobError | None = None
     retry_in_s: float | None = Field(
         default=None, description="retrying: seconds until the next attempt may start"
+    )
+    waiting_reason: str | None = Field(
+        default=None, description="waiting and retrying: what the job waits for, and why"
     )
     queue_position: int | None = None
     enhancement: Enhancement | None = None
