@@ -12,21 +12,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from comfyline.catalogue.objectinfo import combo_options
 from comfyline.contracts import ModelTemplate
 
-
-def combo_options(spec: Any) -> list[str] | None:
-    """The options of one input spec if it is a combo, else None."""
-    if not isinstance(spec, list) or not spec:
-        return None
-    head = spec[0]
-    if isinstance(head, list):
-        return [str(option) for option in head]
-    if head == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict):
-        options = spec[1].get("options")
-        if isinstance(options, list):
-            return [str(option) for option in options]
-    return None
+__all__ = ["Capability", "combo_options"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from comfyline.catalogue.objectinfo import combo_options
 from comfyline.contracts import (
     ErrorCode,
     ModelTemplate,
@@ -82,7 +83,7 @@ class _Server:
 
     def options(self, class_type: str, name: str) -> list[str] | None:
         spec = _input_spec(self.info.get(class_type), name)
-        return _combo(spec) if spec is not None else None
+        return combo_options(spec) if spec is not None else None
 
     def lacks(self, needs: Needs) -> list[str]:
         missing = [f"node {n}" for n in sorted(needs.nodes - self.nodes)]
@@ -249,7 +250,7 @@ def needs_of(graph: dict[str, dict[str, Any]], known: dict[str, Any]) -> Needs:
         class_type = str(node["class_type"])
         for name, value in (node.get("inputs") or {}).items():
             if isinstance(value, str) and MODEL_FILE.search(value):
-                if _combo(_input_spec(known.get(class_type), name)) is not None:
+                if combo_options(_input_spec(known.get(class_type), name)) is not None:
                     models.add((class_type, str(name), value))
     return Needs(nodes, frozenset(models))
 
@@ -264,19 +265,6 @@ def _input_spec(node: Any, name: str) -> Any:
         specs = inputs.get(group)
         if isinstance(specs, dict) and name in specs:
             return specs[name]
-    return None
-
-
-def _combo(spec: Any) -> list[str] | None:
-    if not isinstance(spec, list) or not spec:
-        return None
-    head = spec[0]
-    if isinstance(head, list):
-        return [str(option) for option in head]
-    if head == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict):
-        options = spec[1].get("options")
-        if isinstance(options, list):
-            return [str(option) for option in options]
     return None
 
 
@@ -346,7 +334,7 @@ def _input_errors(
                 )
             ]
         return []
-    choices = _combo(spec)
+    choices = combo_options(spec)
     if choices is not None:
         if MEDIA_FILE.search(str(value)):
             return []  # a job's own input file, staged for the run
