@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -72,6 +73,17 @@ class Stack:
             self.process.kill()
             self.process.wait(timeout=10)
             raise AssertionError("comfyline up did not stop on SIGTERM") from None
+
+
+@contextlib.contextmanager
+def running_stack(folder: Path, args: list[str] | None = None) -> Iterator[Stack]:
+    """A stack started in ``folder`` (for a module's shared fixture), stopped at the end."""
+    running = Stack(folder / "state", free_port(), args)
+    try:
+        running.up()
+        yield running
+    finally:
+        running.down()
 
 
 @pytest.fixture

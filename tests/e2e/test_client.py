@@ -20,7 +20,7 @@ import pytest
 from comfyline.client import AsyncClient, Client, ComfylineError, Retry
 from comfyline.stack import free_port
 
-from .conftest import Stack
+from .conftest import Stack, running_stack
 
 pytestmark = pytest.mark.e2e
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -29,14 +29,8 @@ SLOW_JOB = {"prompt": "a lighthouse at dusk", "steps": 20, "width": 256, "height
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = Stack(
-        tmp_path_factory.mktemp("client") / "state", free_port(), ["--sim-step-time", "0.05"]
-    )
-    try:
-        running.up()
+    with running_stack(tmp_path_factory.mktemp("client"), ["--sim-step-time", "0.05"]) as running:
         yield running
-    finally:
-        running.down()
 
 
 @pytest.fixture

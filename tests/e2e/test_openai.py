@@ -12,21 +12,15 @@ import openai
 import pytest
 from PIL import Image
 
-from comfyline.stack import free_port
-
-from .conftest import Stack
+from .conftest import Stack, running_stack
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = Stack(tmp_path_factory.mktemp("openai") / "state", free_port())
-    try:
-        running.up()
+    with running_stack(tmp_path_factory.mktemp("openai")) as running:
         yield running
-    finally:
-        running.down()
 
 
 @pytest.fixture

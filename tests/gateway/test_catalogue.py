@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import httpx
 
+from comfyline.catalogue import Catalogue, validate_input
 from comfyline.contracts import (
     EnhanceReply,
     EnhanceRequest,
@@ -267,6 +268,15 @@ async def test_openapi_lists_every_route_with_examples(client: httpx.AsyncClient
                 if status.startswith(("4", "5")):
                     assert shape in str(response), (method, path, status)
     assert "bearer" in spec["components"]["securitySchemes"]
+    # a real example per model, valid against that model's parameters
+    examples = spec["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"][
+        "examples"
+    ]
+    catalogue = Catalogue.builtin()
+    assert set(examples) == set(catalogue.names())
+    for name, example in examples.items():
+        assert example["value"]["model"] == name
+        validate_input(catalogue.get(name), example["value"]["input"])
     docs = await client.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
 

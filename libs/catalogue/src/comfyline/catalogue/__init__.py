@@ -12,6 +12,7 @@ from .assets import (
     voice_transcript,
 )
 from .catalogue import Catalogue, UnknownModel
+from .examples import example_input
 from .render import (
     TemplateError,
     compose_prompt,
@@ -37,6 +38,7 @@ __all__ = [
     "asset_schema",
     "builtin_voices",
     "compose_prompt",
+    "example_input",
     "output_specs",
     "parse_asset_ref",
     "prepare_input",

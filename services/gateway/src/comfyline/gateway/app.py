@@ -17,7 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
 
-from comfyline.catalogue import Catalogue
+from comfyline.catalogue import Catalogue, example_input
 from comfyline.contracts import bucket_spec, stream_spec
 from comfyline.runtime import Bus, FleetOrders, LiveCatalogue, ObjectStore
 
@@ -309,6 +309,13 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             elif route.startswith("/v1/"):  # every API route can answer these
                 for status, text in COMMON_ERRORS.items():
                     responses.setdefault(status, {"description": text, **envelope})
+    submit = schema.get("paths", {}).get("/v1/jobs", {}).get("post")
+    if submit is not None:  # one example per model of the catalogue, in Swagger UI's menu
+        content = submit["requestBody"]["content"]["application/json"]
+        content["examples"] = {
+            t.name: {"summary": t.title, "value": {"model": t.name, "input": example_input(t)}}
+            for t in Catalogue.builtin()
+        }
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
