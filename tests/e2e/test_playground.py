@@ -117,6 +117,11 @@ def test_playground_runs_models_from_their_forms_and_lists_them(
             # inpaint: two files uploaded from real file inputs, the prompt pre-filled
             page.select_option("#model", "inpaint-sdxl")
             assert page.input_value("#f-prompt"), "the required prompt is not pre-filled"
+            page.wait_for_function(
+                "/^\\d+ tokens/.test(document.getElementById('f-prompt-tokens').textContent)",
+                timeout=15_000,
+            )
+            assert page.locator("#f-image-earlier option").count() >= 2  # cpu-smoke's output
             page.set_input_files(
                 "#f-image",
                 {
