@@ -343,6 +343,10 @@ async def test_a_model_no_live_server_can_run_is_refused_at_once_with_what_is_mi
     assert error["details"]["missing"] == {"http://10.0.0.5:8188": lacks}
     smoke = {"model": "cpu-smoke", "input": {"width": 64, "height": 64}}
     assert (await client.post("/v1/jobs", json=smoke, headers=user)).status_code == 202
+    # A key that opts into queueing for capacity that is coming gets its job accepted.
+    patient = await new_key(client, "patience", limits={"queue_without_capacity": 1})
+    queued = await client.post("/v1/jobs", json=body, headers=patient)
+    assert queued.status_code == 202, queued.text
     model = (await client.get("/v1/models/txt2img-sdxl", headers=user)).json()
     availability = model["availability"]
     assert availability["available"] is False and "node KSampler" in availability["reason"]

@@ -144,12 +144,13 @@ class Submitter:
         self.idempotency = idempotency
         self.workflows = workflows
 
-    async def check_capacity(self, template: ModelTemplate) -> None:
+    async def check_capacity(self, principal: Principal, template: ModelTemplate) -> None:
         """503 ``model_unavailable`` at once when live servers have reported and none of them can
         run the model, naming what each lacks. While no server has reported yet (a fleet that is
         starting) the job is queued: capacity may be coming. A model may opt into queueing
-        always (``queue_without_capacity``)."""
-        if template.engine != "comfyui" or template.queue_without_capacity:
+        always (``queue_without_capacity``), and so may a key (its limit of that name set to 1)."""
+        opted_in = (self.limits.limit_of(principal, "queue_without_capacity", 0) or 0) > 0
+        if template.engine != "comfyui" or template.queue_without_capacity or opted_in:
             return
         if is_workflow_model(template):  # checked against the servers' /object_info already
             return
@@ -187,7 +188,7 @@ class Submitter:
         lane = lane_of(principal, body.priority)
         depth = await self.fleet.queue_depth(template.name, lane=lane)
         self.limits.check_queue(principal, template, depth)
-        await self.check_capacity(template)
+        await self.check_capacity(principal, template)
         prepared = await self.prepare(principal, body, (template, raw))
         if job_id is None:
             job_id = new_job_id()

@@ -9,7 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from comfyline.contracts import ApiKeyRecord, Priority, Tier
 
-#: Limits a key may override (see LimitSettings), plus a model's queue cap.
+#: Limits a key may override (see LimitSettings), plus a model's queue cap, plus
+#: ``queue_without_capacity`` (1: this key's jobs are queued even when no live server can run
+#: the model, for capacity that is coming; 0 or absent: 503 ``model_unavailable``).
 LIMIT_NAMES = frozenset(
     {
         "submit_per_min",
@@ -21,6 +23,7 @@ LIMIT_NAMES = frozenset(
         "max_queue",
         "spend_per_day",
         "spend_per_month",
+        "queue_without_capacity",
     }
 )
 KEY_EXAMPLE: dict[str, Any] = {
