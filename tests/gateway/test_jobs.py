@@ -15,11 +15,10 @@ from comfyline.contracts import (
     JobEvent,
     JobRecord,
     JobState,
-    Submission,
-    new_job_id,
 )
 from comfyline.runtime import Bus, serve
 from comfyline.runtime.consume import Delivery
+from comfyline.testkit.orchestrator import submitted_event
 
 from .conftest import ADMIN, Orchestrator, png
 
@@ -296,15 +295,8 @@ async def test_a_status_filter_finds_a_rare_state_behind_many_other_jobs(
     """Two old timed-out jobs behind 1,100 newer succeeded ones: a full page, no empty ones."""
 
     async def seed(kind: EventKind, status: JobState) -> str:
-        job_id = new_job_id()
-        submitted = JobEvent(
-            job_id=job_id,
-            owner="alice",
-            model="cpu-smoke",
-            kind=EventKind.SUBMITTED,
-            status=JobState.QUEUED,
-            submission=Submission(model="cpu-smoke", template_version=1, input={}),
-        )
+        submitted = submitted_event("cpu-smoke", owner="alice")
+        job_id = submitted.job_id
         record = JobRecord.from_submitted(submitted).model_copy(update={"status": status})
         await orchestrator.write(record)
         subject = orchestrator.names.job_event("alice", job_id, "submitted")

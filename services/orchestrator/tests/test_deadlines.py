@@ -9,12 +9,8 @@ import pytest
 
 from comfyline.contracts import (
     ErrorCode,
-    EventKind,
-    JobEvent,
     JobState,
     RunJob,
-    Submission,
-    new_job_id,
 )
 from comfyline.orchestrator import JobStore, Orchestrator, dispatch
 from comfyline.runtime import Bus
@@ -25,6 +21,7 @@ from comfyline.testkit.orchestrator import (
     event_counts,
     serve_policy,
     submit,
+    submitted_event,
     until,
     wait_record,
 )
@@ -133,15 +130,8 @@ async def test_a_lost_queue_deadline_is_armed_again(
     """The orchestrator died between creating the record and arming its deadline: the
     submission's redelivery arms it, even outside the duplicate window."""
     monkeypatch.setattr(dispatch, "REDRIVE_WINDOW", timedelta(0))
-    job_id = new_job_id()
-    event = JobEvent(
-        job_id=job_id,
-        owner="u1",
-        model="cpu-smoke",
-        kind=EventKind.SUBMITTED,
-        status=JobState.QUEUED,
-        submission=Submission(model="cpu-smoke", template_version=1, input={}),
-    )
+    event = submitted_event("cpu-smoke")
+    job_id = event.job_id
     await JobStore(bus).create(orchestrator.dispatcher.new_record(event))  # and then it died
     assert not await orchestrator.timers.pending("queue_deadline", job_id)
 

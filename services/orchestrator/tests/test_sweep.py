@@ -13,29 +13,17 @@ from comfyline.contracts import (
     CancelReply,
     CancelRequest,
     ErrorCode,
-    EventKind,
-    JobEvent,
     JobRecord,
     JobState,
-    Submission,
-    new_job_id,
     utcnow,
 )
 from comfyline.orchestrator import JobStore, Orchestrator, Settings
 from comfyline.runtime import Bus
-from comfyline.testkit.orchestrator import submit, wait_record
+from comfyline.testkit.orchestrator import submit, submitted_event, wait_record
 
 
 def _record(orchestrator: Orchestrator, **update: object) -> JobRecord:
-    job_id = new_job_id()
-    event = JobEvent(
-        job_id=job_id,
-        owner="u1",
-        model="tti-test",
-        kind=EventKind.SUBMITTED,
-        status=JobState.QUEUED,
-        submission=Submission(model="tti-test", template_version=1, input={}),
-    )
+    event = submitted_event("tti-test")
     return orchestrator.dispatcher.new_record(event).model_copy(update=update)
 
 

@@ -60,16 +60,16 @@ __all__ = [
     "serve_enhancer",
     "serve_policy",
     "submit",
+    "submitted_event",
     "succeed",
     "until",
     "wait_record",
 ]
 
 
-async def submit(
-    bus: Bus,
+def submitted_event(
     model: str,
-    data: dict[str, Any],
+    data: dict[str, Any] | None = None,
     *,
     owner: str = "u1",
     job_id: str | None = None,
@@ -77,19 +77,19 @@ async def submit(
     enhance: bool = True,
     deadline_s: float | None = None,
     content_tier: str = "general",
-) -> str:
-    """Publish a ``submitted`` event as the gateway does; returns the job id."""
+) -> JobEvent:
+    """A job's ``submitted`` event as the gateway makes it (not published)."""
     job_id = job_id or new_job_id()
     submission = Submission(
         model=model,
         template_version=1,
-        input=data,
+        input=data or {},
         webhook=webhook,
         enhance=enhance,
         deadline_s=deadline_s,
         content_tier=content_tier,
     )
-    event = JobEvent(
+    return JobEvent(
         job_id=job_id,
         owner=owner,
         model=model,
@@ -97,9 +97,15 @@ async def submit(
         status=JobState.QUEUED,
         submission=submission,
     )
-    subject = bus.names.job_event(owner_token(owner), job_id, "submitted")
-    await bus.publish(subject, event, msg_id=f"{job_id}:submitted")
-    return job_id
+
+
+async def submit(bus: Bus, model: str, data: dict[str, Any], **fields: Any) -> str:
+    """Publish a ``submitted`` event as the gateway does (``fields``: as
+    :func:`submitted_event`); returns the job id."""
+    event = submitted_event(model, data, **fields)
+    subject = bus.names.job_event(owner_token(event.owner), event.job_id, "submitted")
+    await bus.publish(subject, event, msg_id=f"{event.job_id}:submitted")
+    return event.job_id
 
 
 async def wait_record(
