@@ -103,12 +103,12 @@ def job_view(gw: Gateway, request: Request, record: JobRecord) -> dict[str, Any]
 
 
 @router.get("/health", summary="Health (v2)")
-async def health() -> dict[str, str]:
+async def v2_health() -> dict[str, str]:
     return {"status": "ok"}
 
 
 @router.post("/jobs", status_code=201, summary="Submit a workflow (v2)")
-async def submit_job(
+async def v2_submit_job(
     body: JobSubmit,
     request: Request,
     user: SubmitUser,
@@ -130,7 +130,7 @@ async def submit_job(
 
 
 @router.get("/jobs", summary="List jobs (v2)")
-async def list_jobs(
+async def v2_list_jobs(
     request: Request,
     user: StatusUser,
     gw: GatewayDep,
@@ -156,18 +156,18 @@ async def list_jobs(
 
 
 @router.get("/jobs/{job_id}", summary="Read a job (v2)")
-async def get_job(job_id: str, request: Request, user: StatusUser, gw: GatewayDep) -> Any:
+async def v2_get_job(job_id: str, request: Request, user: StatusUser, gw: GatewayDep) -> Any:
     return job_view(gw, request, await gw.job_service.load(user, job_id))
 
 
 @router.get("/jobs/{job_id}/workflow", summary="The workflow behind a job (v2)")
-async def get_workflow(job_id: str, user: StatusUser, gw: GatewayDep) -> dict[str, Any]:
+async def v2_get_workflow(job_id: str, user: StatusUser, gw: GatewayDep) -> dict[str, Any]:
     record = await gw.job_service.load(user, job_id)
     return {"workflow": record.input.get("workflow") or {}, "format": "api"}
 
 
 @router.post("/jobs/{job_id}/cancel", summary="Cancel a job (v2)")
-async def cancel_job(job_id: str, request: Request, user: StatusUser, gw: GatewayDep) -> Any:
+async def v2_cancel_job(job_id: str, request: Request, user: StatusUser, gw: GatewayDep) -> Any:
     """Idempotent: a job that has ended is answered as it is."""
     record = await gw.job_service.load(user, job_id)
     if not record.status.terminal:
@@ -214,7 +214,7 @@ async def _output(gw: Gateway, user: Principal, asset_id: str) -> tuple[JobRecor
 
 
 @router.get("/assets/{asset_id}/content", summary="An output's bytes (v2)")
-async def asset_content(
+async def v2_asset_content(
     asset_id: str,
     user: StatusUser,
     gw: GatewayDep,
