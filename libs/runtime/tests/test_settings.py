@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsConfigDict
 
 from comfyline.runtime import ServiceSettings
+from comfyline.runtime.settings import check_secret, is_placeholder
 
 
 class StoringSettings(ServiceSettings):
@@ -39,3 +40,30 @@ def test_a_service_that_stores_objects_refuses_the_dev_secret_in_production() ->
 
 def test_a_service_without_object_storage_is_not_asked_for_an_s3_secret() -> None:
     assert StorelessSettings(environment="production").environment == "production"
+
+
+@pytest.mark.parametrize("secret", ["", "change-me", "CHANGEME", "please-change-this", "dev"])
+def test_one_placeholder_rule_for_every_secret(secret: str) -> None:
+    assert is_placeholder(secret)
+    with pytest.raises(ValueError, match=r"llm\.api_key is a placeholder"):
+        check_secret("production", "llm.api_key", secret)
+    with pytest.raises(ValueError, match="placeholder"):
+        check_secret("test", "llm.api_key", secret)
+    check_secret("development", "llm.api_key", secret)
+
+
+def test_a_real_secret_or_none_passes_the_rule() -> None:
+    assert not is_placeholder("k3J9-a-long-generated-secret")
+    check_secret("production", "s3.secret_key", "k3J9-a-long-generated-secret")
+    check_secret("production", "s3.secret_key", None)
+
+
+def test_every_service_takes_a_catalogue_folder_and_a_metrics_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STORELESS_CATALOGUE_DIR", "/srv/catalogue")
+    monkeypatch.setenv("STORELESS_METRICS_PORT", "9090")
+    settings = StorelessSettings()
+    assert str(settings.catalogue_dir) == "/srv/catalogue"
+    assert settings.metrics_port == 9090
+    assert StoringSettings().metrics_port is None

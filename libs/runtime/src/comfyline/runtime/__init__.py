@@ -24,6 +24,7 @@ from .kv import cas_pause, follow_bucket, scan
 from .lifecycle import install_stop_signals, run
 from .logs import job_id_var, model_var, setup_logging
 from .models import LiveCatalogue
+from .service import start
 from .settings import (
     NatsSettings,
     OtelSettings,
@@ -81,5 +82,6 @@ __all__ = [
     "setup_logging",
     "setup_tracing",
     "shutdown_tracing",
+    "start",
     "tracer",
 ]

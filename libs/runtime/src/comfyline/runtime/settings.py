@@ -8,6 +8,7 @@ passed down; libraries never read the environment.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field, model_validator
@@ -15,7 +16,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from comfyline.contracts import Names
 
-PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "dev", "devsecret"})
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "changeme", "change-me", "secret", "dev", "devsecret", "comfyline-dev-secret"}
+)
 
 
 class NatsSettings(BaseModel):
@@ -86,6 +89,16 @@ class ServiceSettings(BaseSettings):
     models_refresh_s: float = Field(
         default=10.0, gt=0, description="how often the models bucket is re-read"
     )
+    catalogue_dir: Path | None = Field(
+        default=None, description="a folder of model JSON files (default: the built-in catalogue)"
+    )
+    metrics_host: str = Field(default="0.0.0.0", description="where /metrics is served")
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="serve /metrics, /healthz and /readyz on this port (unset: not served)",
+    )
 
     @property
     def names(self) -> Names:
@@ -97,11 +110,21 @@ class ServiceSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_placeholders_outside_development(self) -> ServiceSettings:
-        if not self.uses_object_store:
-            return self
-        if self.environment == "production" and self.s3.secret_key in {
-            *PLACEHOLDER_SECRETS,
-            "comfyline-dev-secret",
-        }:
-            raise ValueError("s3.secret_key is a placeholder; set a real secret in production")
+        if self.uses_object_store:
+            check_secret(self.environment, "s3.secret_key", self.s3.secret_key)
         return self
+
+
+def is_placeholder(secret: str) -> bool:
+    """Whether ``secret`` is a stand-in (empty, a well-known word, or asks to be changed)."""
+    value = secret.strip().lower()
+    return value in PLACEHOLDER_SECRETS or "change" in value
+
+
+def check_secret(environment: str, name: str, secret: str | None) -> None:
+    """The one placeholder-secret rule of every service: outside development a secret that is
+    set must be real (``ValueError`` naming the setting otherwise)."""
+    if environment == "development" or secret is None:
+        return
+    if is_placeholder(secret):
+        raise ValueError(f"{name} is a placeholder; set a real secret outside development")

@@ -24,6 +24,7 @@ from opentelemetry.trace import SpanKind
 
 from comfyline.contracts import ComfylineError, ErrorCode
 
+from .metrics import S3_BYTES, S3_ERRORS
 from .settings import S3Settings
 from .tracing import tracer
 
@@ -124,8 +125,10 @@ class ObjectStore:
         except S3Error as exc:
             if exc.code in {"NoSuchKey", "NoSuchObject"}:
                 raise ObjectNotFound(f"no object {exc.object_name or ''}") from exc
+            S3_ERRORS.labels(operation).inc()
             raise StorageError(f"S3 error {exc.code}: {exc.message}") from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
+            S3_ERRORS.labels(operation).inc()
             raise StorageError(f"S3 unreachable: {exc}") from exc
 
     async def ensure_bucket(self, lifecycle_days: dict[str, int] | None = None) -> None:
@@ -168,6 +171,7 @@ class ObjectStore:
             content_type=content_type,
             metadata=metadata,
         )
+        S3_BYTES.labels("upload").inc(len(data))
         return len(data)
 
     async def put_stream(
@@ -224,6 +228,7 @@ class ObjectStore:
                 pass
             raise
         await upload
+        S3_BYTES.labels("upload").inc(size)
         return size
 
     async def stat(self, key: str) -> ObjectInfo:
@@ -249,6 +254,7 @@ class ObjectStore:
                 response.release_conn()
 
         data: bytes = await self._call(read)
+        S3_BYTES.labels("download").inc(len(data))
         return data
 
     async def iter_object(self, key: str, chunk_size: int = 256 * 1024) -> AsyncIterator[bytes]:
@@ -258,6 +264,7 @@ class ObjectStore:
         try:
             while True:
                 chunk = await asyncio.to_thread(next, stream, b"")
+                S3_BYTES.labels("download").inc(len(chunk))
                 if not chunk:
                     break
                 yield chunk

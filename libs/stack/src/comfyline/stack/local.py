@@ -92,6 +92,8 @@ class LocalStack:
     s3: SeaweedS3 | None = None
     children: dict[str, ChildProcess] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    #: Each service's Prometheus endpoint (written to ``stack.json`` as ``metrics_urls``).
+    metrics_urls: dict[str, str] = field(default_factory=dict)
 
     @property
     def logs(self) -> Path:
@@ -132,6 +134,7 @@ class LocalStack:
             "comfyui_is_simulator": self.comfyui_url is None,
             "api_key": creds.api_key,
             "cors_origins": "http(s)://localhost, 127.0.0.1 and [::1], any port",
+            "metrics_urls": dict(self.metrics_urls),
             "state_dir": str(self.state_dir),
             "up_pid": os.getpid(),
             "pids": {"nats-server": self.nats.pid, "weed": self.s3.pid}
@@ -186,6 +189,13 @@ class LocalStack:
         otel = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
         if otel:
             env[f"{p}_OTEL__ENDPOINT"] = otel
+        if name != "gateway":  # the gateway serves /metrics on its own port
+            port = free_port()
+            env[f"{p}_METRICS_HOST"] = "127.0.0.1"
+            env[f"{p}_METRICS_PORT"] = str(port)
+            self.metrics_urls[name] = f"http://127.0.0.1:{port}/metrics"
+        else:
+            self.metrics_urls[name] = f"{gateway_url}/metrics"
         if name == "worker":
             env["WORKER_COMFYUI_URLS"] = comfyui
         if name in ("orchestrator", "gateway"):

@@ -4,38 +4,20 @@ from __future__ import annotations
 
 import asyncio
 
-from comfyline.catalogue import Catalogue
-from comfyline.runtime import (
-    Bus,
-    LiveCatalogue,
-    ObjectStore,
-    run,
-    setup_logging,
-    setup_tracing,
-    shutdown_tracing,
-)
+from comfyline.runtime import Bus, LiveCatalogue, ObjectStore, start
 
 from .service import Worker
 from .settings import Settings
 
 
-async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
+async def body(bus: Bus, models: LiveCatalogue, settings: Settings, stop: asyncio.Event) -> None:
     """Run one worker until ``stop`` is set (SIGTERM/SIGINT)."""
-    settings = settings or Settings()
-    setup_logging("worker", settings.log_level, settings.log_json)
-    setup_tracing("worker", settings.otel)
-    bus = await Bus.connect(settings.nats, settings.names, f"worker-{settings.worker_id}")
-    try:
-        async with LiveCatalogue(bus, Catalogue.builtin(), settings.models_refresh_s) as models:
-            await Worker(bus, ObjectStore(settings.s3), models, settings).run(stop)
-    finally:
-        await bus.close()
-        shutdown_tracing()
+    await Worker(bus, ObjectStore(settings.s3), models, settings).run(stop)
 
 
 def cli() -> None:
     """The console entry point."""
-    run(main)
+    start("worker", Settings, body, client=lambda s: f"worker-{s.worker_id}")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from comfyline.runtime import (
     model_var,
     tracer,
 )
+from comfyline.runtime.metrics import RunClock
 
 from .cancel import CancelListener
 from .errors import RunCancelled, WorkerError
@@ -135,6 +136,7 @@ class JobHandler:
         job_id_var.set(run_job.job_id)
         model_var.set(run_job.model)
         attempt = delivery.num_delivered
+        run_clock = RunClock.start(delivery, run_job.model)
         reporter = RunReporter(
             self.bus,
             job_id=run_job.job_id,
@@ -161,7 +163,9 @@ class JobHandler:
                     await self._run(run_job, template, server, reporter, control, released)
                 finally:
                     self.cancels.unregister(run_job.job_id)
+            run_clock.outcome = "succeeded"
         except RunCancelled as exc:
+            run_clock.outcome = "cancelled"
             await reporter.cancelled(control.reason or exc.message, _gpu(control))
         except asyncio.CancelledError:
             # Shutdown past its grace period: settle naks the message; say so, briefly.
@@ -188,6 +192,7 @@ class JobHandler:
             ) from exc
         finally:
             released.set()
+            run_clock.stop()
             await reporter.stop_progress()
 
     def _template(self, run_job: RunJob) -> ModelTemplate:

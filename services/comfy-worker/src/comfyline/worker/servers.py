@@ -17,6 +17,7 @@ from typing import Any
 
 from comfyline.catalogue import render
 from comfyline.contracts import ComfylineError, ModelTemplate, ServerStatus
+from comfyline.runtime.metrics import BusyClock
 
 from .capability import Capability
 from .comfy_client import ComfyClient
@@ -66,6 +67,7 @@ class Server:
         self.object_info_key: str | None = None  # where it is stored (content-addressed)
         self._ready = asyncio.Event()
         self._wake = asyncio.Event()
+        self._clock = BusyClock(self.url)
 
     @property
     def free(self) -> bool:
@@ -91,6 +93,7 @@ class Server:
     def claim(self, job_id: str) -> None:
         """A job of ours starts running here."""
         self.busy, self.job_id = True, job_id
+        self._clock.set(True)
         self._ready.clear()
 
     def load(self, template: ModelTemplate, data: dict[str, Any]) -> None:
@@ -102,6 +105,7 @@ class Server:
     def release(self) -> None:
         """Our job finished executing (its outputs may still be on their way to S3)."""
         self.busy, self.job_id = False, None
+        self._clock.set(False)
         self._update_ready()
 
     def mark_down(self, reason: str) -> None:

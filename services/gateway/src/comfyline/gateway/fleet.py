@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from comfyline.contracts import ModelTemplate, WorkerHeartbeat
 from comfyline.runtime import Bus, FleetOrders
@@ -114,6 +115,25 @@ class Fleet:
         if lane is None:
             return cached.depth.get(model, 0)
         return cached.lanes.get((model, lane), 0)
+
+    async def queues(self) -> dict[tuple[str, str], tuple[int, float]]:
+        """``(model, lane) -> (depth, age of its oldest message in seconds)``, read now: the
+        autoscaling signal that ``/metrics`` exports."""
+        cached = await self._refresh(force=True)
+        stream = self.bus.names.stream("WORK")
+        now = datetime.now(UTC)
+        out: dict[tuple[str, str], tuple[int, float]] = {}
+        for (model, lane), depth in cached.lanes.items():
+            age = 0.0
+            if depth:
+                async with nats_errors("reading the oldest queued job"):
+                    first = await self.bus.js.get_msg(
+                        stream, seq=1, subject=self.bus.names.work(model, lane), next=True
+                    )
+                if first.time is not None:
+                    age = max(0.0, (now - first.time).total_seconds())
+            out[model, lane] = (depth, age)
+        return out
 
     async def workers(self, fresh: bool = False) -> list[WorkerHeartbeat]:
         """Every live worker (``fresh``: read now, not from the cache)."""

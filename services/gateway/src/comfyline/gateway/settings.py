@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from comfyline.runtime import ServiceSettings, UrlPolicySettings
-from comfyline.runtime.settings import PLACEHOLDER_SECRETS
+from comfyline.runtime.settings import check_secret
 
 MIN_SECRET_CHARS = 32
 
@@ -145,8 +145,7 @@ class Settings(ServiceSettings):
             if secret is None:
                 continue
             value = secret.get_secret_value()
-            if value.lower() in PLACEHOLDER_SECRETS or "change" in value.lower():
-                raise ValueError(f"{name} is a placeholder; set a real secret")
+            check_secret(self.environment, name, value)
             if len(value) < MIN_SECRET_CHARS:
                 raise ValueError(f"{name} must be at least {MIN_SECRET_CHARS} characters")
         return self

@@ -37,6 +37,7 @@ from comfyline.contracts import (
     utcnow,
 )
 from comfyline.runtime import Bus, LiveCatalogue
+from comfyline.runtime.metrics import JOBS_SUBMITTED
 from comfyline.runtime.ssrf import Policy
 
 from .auth import Principal
@@ -201,6 +202,7 @@ class Submitter:
             if idem_key:
                 await self._release(idem_key)
             raise
+        JOBS_SUBMITTED.labels(template.name).inc()
         return Submitted(JobRecord.from_submitted(event), replayed=False)
 
     async def model_of(

@@ -8,7 +8,6 @@ Built once in ``main()`` (or by a test) and passed to the
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field, model_validator
@@ -48,9 +47,6 @@ class Settings(ServiceSettings):
     )
     uses_object_store: ClassVar[bool] = False
 
-    catalogue_dir: Path | None = Field(
-        default=None, description="a folder of model JSON files (default: the built-in catalogue)"
-    )
     publish_catalogue: bool = Field(default=True, description="write it to the models bucket")
     jobs_days: float = Field(default=30, gt=0, description="JOBS max age and job record TTL")
     runs_days: float = Field(default=7, gt=0, description="RUNS and WORK max age")

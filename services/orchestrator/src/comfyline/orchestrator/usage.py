@@ -22,12 +22,14 @@ from comfyline.contracts import (
     Cost,
     EventKind,
     JobEvent,
+    JobRecord,
     JobState,
     UsageRecord,
     active_jobs_key,
     owner_token,
 )
 from comfyline.runtime import Bus, Delivery, Retry, cas_pause
+from comfyline.runtime.metrics import JOB_DURATION, JOBS_FINISHED
 
 from .records import JobStore
 
@@ -105,10 +107,21 @@ class UsageBook:
                     await kv.update(key, total.to_bytes(), last=revision)
                 else:
                     await kv.create(key, total.to_bytes())
+                count_finished(record)
                 return
             except KeyWrongLastSequenceError:
                 await cas_pause(attempt)
         raise Retry("usage total is contended", delay=0.2)
+
+
+def count_finished(record: JobRecord) -> None:
+    """The job metrics of one ended job (counted where its usage is: once per job)."""
+    outcome = record.status.value
+    code = record.error.code.value if record.error is not None else ""
+    JOBS_FINISHED.labels(record.model, outcome, code).inc()
+    if record.finished_at is not None:
+        took = (record.finished_at - record.created_at).total_seconds()
+        JOB_DURATION.labels(record.model, outcome).observe(max(0.0, took))
 
 
 async def release_active(bus: Bus, owner: str, seq: int, cas_attempts: int = 25) -> None:

@@ -38,6 +38,7 @@ from comfyline.contracts import (
     webhook_secret_key,
 )
 from comfyline.runtime import Bus
+from comfyline.runtime.metrics import WEBHOOK_DELIVERIES
 from comfyline.runtime.ssrf import HostUnresolved, Policy, UrlNotAllowed, resolve_target
 
 from .records import JobStore
@@ -135,10 +136,15 @@ class Webhooks:
             ),
             None,
         )
+        fresh = done is None
         if done is None:
             done = await self._send(record, spec.url, timer)
             await self._record(record.id, done)
         retryable = not done.ok and not (done.error or "").startswith("refused")
+        if fresh:
+            again = retryable and attempt < self.settings.max_attempts
+            result = "delivered" if done.ok else "retrying" if again else "failed"
+            WEBHOOK_DELIVERIES.labels(result).inc()
         if retryable and attempt < self.settings.max_attempts:
             due = utcnow() + timedelta(seconds=self.settings.backoff_s[attempt - 1])
             payload = {**timer.payload, "attempt": attempt + 1}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable
 from typing import TypeVar
@@ -32,6 +33,7 @@ from comfyline.contracts import (
     WireModel,
 )
 from comfyline.runtime import Bus, Delivery, job_id_var, model_var, serve
+from comfyline.runtime.metrics import ENHANCE_DURATION, ENHANCE_FALLBACKS
 
 from . import strategies
 from .budget import Fit, Unfittable, prompt_tokens
@@ -183,6 +185,7 @@ class Enhancer:
             )
         if not request.prompt.strip():
             raise ComfylineError("prompt is empty", code=ErrorCode.VALIDATION_ERROR)
+        started = time.monotonic()
         plan = strategies.plan(template, request, self.settings)
         key: Hashable = (
             template.name,
@@ -199,6 +202,8 @@ class Enhancer:
         )
         if hit:
             self.served["cache_hit"] += 1
+        strategy = "cache" if hit else enhancement.strategy
+        ENHANCE_DURATION.labels(strategy).observe(time.monotonic() - started)
         return enhancement
 
     async def _compute(
@@ -222,6 +227,7 @@ class Enhancer:
                 failure = exc.reason if isinstance(exc, LlmUnavailable) else "llm_unfittable"
                 log.warning("LLM rewrite not used; using the rules", extra={"reason": failure})
                 strategy, reason = "rules", failure
+                ENHANCE_FALLBACKS.labels(failure).inc()
         if fits is None:
             fits = await self._cpu(
                 size, strategies.fit_prompts, plan, base, request.negative_prompt

@@ -21,7 +21,7 @@ from pydantic_settings import SettingsConfigDict
 
 from comfyline.contracts import Tier
 from comfyline.runtime import ServiceSettings
-from comfyline.runtime.settings import PLACEHOLDER_SECRETS
+from comfyline.runtime.settings import check_secret
 
 from .policy import DEFAULT_RULES, PolicyRule, load_rules
 
@@ -155,17 +155,13 @@ class Settings(ServiceSettings):
     request_timeout_s: float = Field(
         default=4.0, gt=0, description="bound on one request; keep below the callers' timeout"
     )
-    catalogue_dir: Path | None = Field(
-        default=None, description="a deployment's own catalogue folder instead of the built-in"
-    )
 
     uses_object_store: ClassVar[bool] = False
 
     @model_validator(mode="after")
     def _check_llm(self) -> Settings:
         key = self.llm.api_key.get_secret_value() if self.llm.api_key else None
-        if self.environment == "production" and key is not None and key in PLACEHOLDER_SECRETS:
-            raise ValueError("llm.api_key is a placeholder; set a real key in production")
+        check_secret(self.environment, "llm.api_key", key)
         if self.llm.configured and self.request_timeout_s <= self.llm.timeout_s:
             raise ValueError("request_timeout_s must be longer than llm.timeout_s")
         return self

@@ -30,6 +30,7 @@ from comfyline.contracts import (
     WorkerEvent,
     owner_token,
 )
+from comfyline.runtime.metrics import LISTENERS
 
 from ..auth import Principal, bearer
 from ..deps import Credentials, Gateway, GatewayDep, StatusUser, charge, owner_param
@@ -101,6 +102,7 @@ async def _stream(
 ) -> AsyncIterator[bytes]:
     base = gw.base_url(request)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(LISTENERS.labels("sse").track_inprogress())
         # Listening before the first line is sent: a client that has read it misses nothing.
         fleet = stack.enter_context(gw.fleetwatch.listen()) if workers else None
         yield f"retry: {gw.settings.sse_retry_ms}\n\n".encode()
@@ -254,6 +256,8 @@ async def websocket_events(
     await websocket.send_json({"type": "ready", "owner": user.owner_id, "job_id": job_id})
     base = gw.base_url(websocket)
     reader = asyncio.create_task(_ws_reader(websocket))
+    listening = LISTENERS.labels("websocket")
+    listening.inc()
     try:
         async for item in follow(
             gw.jobs,
@@ -282,6 +286,7 @@ async def websocket_events(
     except (WebSocketDisconnect, Overflow, RuntimeError):
         pass
     finally:
+        listening.dec()
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await reader

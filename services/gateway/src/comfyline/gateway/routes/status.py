@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from comfyline.contracts import ErrorCode
+from comfyline.runtime.metrics import QUEUE_DEPTH, QUEUE_OLDEST_AGE, render
 
 from ..deps import Gateway, GatewayDep, StatusUser
 from ..errors import error_response, error_responses
@@ -20,7 +22,34 @@ from ..schemas import (
     WorkerPublic,
 )
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["status"])
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics (no key: serve it on the internal network only, see the operations
+    guide). The queue depth and oldest-job age per model are read from ``WORK`` now."""
+    gw = getattr(request.app.state, "gateway", None)
+    if gw is not None:
+        try:
+            async with asyncio.timeout(2):
+                queues = await gw.fleet.queues()
+        except Exception as exc:
+            log.warning("metrics: the work queues could not be read", extra={"error": str(exc)})
+            queues = None
+        if queues is not None:
+            QUEUE_DEPTH.clear()
+            QUEUE_OLDEST_AGE.clear()
+            for template in gw.registry:  # an empty queue reads 0, not "absent"
+                for lane in ("interactive", "batch"):
+                    QUEUE_DEPTH.labels(template.name, lane).set(0)
+                    QUEUE_OLDEST_AGE.labels(template.name, lane).set(0)
+            for (model, lane), (depth, age) in queues.items():
+                QUEUE_DEPTH.labels(model, lane).set(depth)
+                QUEUE_OLDEST_AGE.labels(model, lane).set(age)
+    body, content_type = render()
+    return Response(body, media_type=content_type)
 
 
 @router.get("/healthz", summary="Alive")
