@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import timedelta
 
 import pytest
@@ -12,6 +13,7 @@ from comfyline.contracts import (
     Attempt,
     CancelReply,
     CancelRequest,
+    Deadlines,
     ErrorCode,
     JobRecord,
     JobState,
@@ -19,7 +21,7 @@ from comfyline.contracts import (
 )
 from comfyline.orchestrator import JobStore, Orchestrator, Settings
 from comfyline.runtime import Bus
-from comfyline.testkit.orchestrator import submit, submitted_event, wait_record
+from comfyline.testkit.orchestrator import sample_template, submit, submitted_event, wait_record
 
 
 def _record(orchestrator: Orchestrator, **update: object) -> JobRecord:
@@ -116,3 +118,52 @@ async def test_a_thousand_jobs_ended_while_their_timers_are_held_all_end_by_thei
             assert all(r.status.terminal for r in records)
             for record in records[1::2]:
                 assert record.status is JobState.TIMED_OUT, record.status
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_a_thousand_jobs_whose_timers_are_purged_as_they_are_armed_end_by_the_sweep(
+    bus: Bus, settings: Settings
+) -> None:
+    """1,000 jobs of a model with 5 s in the queue and no worker; their queue-deadline timers are
+    purged from ``TIMERS`` over and over while they are being armed and nak-delayed, until every
+    deadline has passed. No timer is left to fire, so the sweep must end every job, each by
+    its deadline + ``sweep_grace_s`` + ``sweep_interval_s`` (+ one pass over the live records
+    on a loaded machine)."""
+    interval_s, grace_s, pass_s = 2.0, 0.5, 30.0
+    five = sample_template("tti-five", deadlines=Deadlines(queue_s=5, run_s=5))
+    catalogue = Catalogue([*Catalogue.builtin(), five])
+    recheck = Settings.model_fields["no_worker_recheck_s"].default  # not the tests' quick 0.3 s
+    swept = settings.model_copy(
+        update={
+            "sweep_interval_s": interval_s,
+            "sweep_grace_s": grace_s,
+            "no_worker_recheck_s": recheck,
+        }
+    )
+    stream = bus.names.stream("TIMERS")
+    async with Orchestrator(bus, catalogue, swept):
+        ids = await asyncio.gather(
+            *(submit(bus, "tti-five", {"prompt": f"a cat {n}"}) for n in range(1000))
+        )
+        subjects = [bus.names.timer("queue_deadline", j) for j in ids]
+        purging_until = time.monotonic() + 6.0  # past every deadline: no timer is left to fire
+        while time.monotonic() < purging_until:
+            for subject in subjects:
+                await bus.js.purge_stream(stream, subject=subject)
+        store = JobStore(bus)
+        records: list[JobRecord] = []
+        for _ in range(120):
+            found = await asyncio.gather(*(store.get(j) for j in ids))
+            records = [f.record for f in found if f is not None]
+            if len(records) == len(ids) and all(r.status.terminal for r in records):
+                break
+            await asyncio.sleep(1.0)
+
+    assert len(records) == 1000 and all(r.status is JobState.TIMED_OUT for r in records)
+    bound = timedelta(seconds=grace_s + interval_s + pass_s)
+    for record in records:
+        assert record.error is not None
+        assert record.error.code is ErrorCode.QUEUE_DEADLINE_EXCEEDED
+        assert record.queue_deadline_at is not None and record.finished_at is not None
+        assert record.queue_deadline_at <= record.finished_at <= record.queue_deadline_at + bound

@@ -29,6 +29,9 @@ from .transitions import attempt_of
 
 log = logging.getLogger(__name__)
 
+#: Records checked (and jobs ended) at once in one pass, so a pass over many late jobs is short.
+SWEEP_CONCURRENCY = 32
+
 
 class DeadlineSweep:
     """Ends jobs whose deadline passed without their timer firing."""
@@ -79,11 +82,13 @@ class DeadlineSweep:
         except NoKeysError:
             keys = set()
         self._ended &= keys  # records past the bucket's TTL are gone for good
-        ended = 0
-        for job_id in sorted(keys - self._ended):
-            if await self._check(job_id):
-                ended += 1
-        return ended
+        gate = asyncio.Semaphore(SWEEP_CONCURRENCY)
+
+        async def check(job_id: str) -> bool:
+            async with gate:
+                return await self._check(job_id)
+
+        return sum(await asyncio.gather(*(check(j) for j in sorted(keys - self._ended))))
 
     async def _check(self, job_id: str) -> bool:
         snapshot = await self.store.get(job_id)
