@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from comfyline.contracts import ErrorCode, JobRecord, JobState, owner_token
 
@@ -21,7 +21,8 @@ from ..deps import Gateway, GatewayDep, StatusUser, SubmitUser
 from ..errors import ApiError, not_found, request_id_of
 from ..schemas import JobCreate
 
-router = APIRouter(prefix="/api/v2", tags=["comfy api v2"])
+# Not in Comfyline's OpenAPI document: the contract of these routes is the Comfy API v2's own.
+router = APIRouter(prefix="/api/v2", tags=["comfy api v2"], include_in_schema=False)
 RETENTION = timedelta(days=7)
 LINK_S = 3600
 _STATUS = {
@@ -116,11 +117,20 @@ async def v2_submit_job(
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JSONResponse:
     """Check the workflow against the live fleet and queue it; the job (201)."""
-    create = JobCreate(
-        workflow=body.workflow,
-        metadata=body.metadata,
-        webhook={"url": body.webhook_url} if body.webhook_url else None,
-    )
+    try:
+        create = JobCreate.model_validate(
+            {
+                "workflow": body.workflow,
+                "metadata": body.metadata,
+                "webhook": {"url": body.webhook_url} if body.webhook_url else None,
+            }
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise ApiError(
+            422, ErrorCode.VALIDATION_ERROR, f"{field}: {first['msg']}", details={"field": field}
+        ) from exc
     result = await gw.job_service.submit(user, create, idempotency_key, request_id_of(request))
     headers = {"Location": f"{gw.base_url(request)}/api/v2/jobs/{result.record.id}"}
     if result.replayed:
