@@ -51,6 +51,7 @@ class Affinity:
         warm = [m for m in models if self.warm(server, m)]
         if not warm:
             return list(models)
+        waiting = await self.fetcher.waiting_models()
         cold = [m for m in models if m not in warm]
-        starving = [m for m in cold if await self.fetcher.waited(m) >= self.wait_s]
+        starving = [m for m in cold if m in waiting and await self.fetcher.waited(m) >= self.wait_s]
         return starving + warm + [m for m in cold if m not in starving]

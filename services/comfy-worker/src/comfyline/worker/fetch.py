@@ -152,6 +152,17 @@ class WorkFetcher:
                     return msg
         return None
 
+    async def waiting_models(self) -> set[str]:
+        """The models with interactive work in the stream (one ``STREAM.INFO``, per subject)."""
+        try:
+            info = await self.bus.js.stream_info(
+                self._stream, subjects_filter=self.bus.names.all_work()
+            )
+        except (TimeoutError, nats.errors.Error):
+            return set()
+        keys = (self.bus.names.work_key(s) for s in (info.state.subjects or {}))
+        return {model for model, lane in keys if lane == "interactive"}
+
     async def waited(self, model: str, lane: str = "interactive") -> float:
         """Seconds the model's oldest job not yet delivered has waited in ``lane`` (0: none).
 
