@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
-from comfyline.orchestrator.testing import until
 from comfyline.runtime import Bus, NatsSettings, ObjectStore, S3Settings
+from comfyline.testkit.orchestrator import until
 from comfyline.testkit.worker import CHECKPOINTS, mixed_run, swap_catalogue
 
 from .helpers import RunWatch, SimFactory, Workers, publish_job
