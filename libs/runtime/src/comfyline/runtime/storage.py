@@ -83,6 +83,18 @@ class _QueueReader(io.RawIOBase):
         return data
 
 
+async def _hand_over(handoff: queue.Queue[Any], item: Any, upload: asyncio.Task[Any]) -> None:
+    """Put ``item`` for the upload thread without taking a thread of our own: with every
+    executor thread already inside an upload waiting for its next item, a blocking ``put`` sent
+    to the same executor would never run, and those uploads would wait forever."""
+    while not upload.done():
+        try:
+            handoff.put_nowait(item)
+            return
+        except queue.Full:
+            await asyncio.sleep(0.002)
+
+
 class ObjectStore:
     """One bucket of an S3-compatible store."""
 
@@ -209,19 +221,12 @@ class ObjectStore:
                 size += len(chunk)
                 if max_bytes is not None and size > max_bytes:
                     raise ValueError(f"object larger than {max_bytes} bytes")
-                while True:
-                    try:
-                        handoff.put_nowait(chunk)
-                        break
-                    except queue.Full:
-                        if upload.done():
-                            break
-                        await asyncio.sleep(0.002)
+                await _hand_over(handoff, chunk, upload)
                 if upload.done():
                     break
-            await asyncio.to_thread(handoff.put, _END)
+            await _hand_over(handoff, _END, upload)
         except BaseException as exc:
-            await asyncio.to_thread(handoff.put, exc if isinstance(exc, Exception) else _END)
+            await _hand_over(handoff, exc if isinstance(exc, Exception) else _END, upload)
             try:
                 await upload
             except Exception:
