@@ -30,6 +30,7 @@ from comfyline.contracts import (
 from comfyline.runtime import (
     Bus,
     Delivery,
+    LiveCatalogue,
     ObjectStore,
     Reject,
     Retry,
@@ -150,7 +151,7 @@ class JobHandler:
         control = JobControl()
         max_deliver = 1
         try:
-            template = self._template(run_job)
+            template = await self._template(run_job)
             max_deliver = template.retry_limit + 1
             async with heartbeat(delivery.msg, every=self.settings.ack_wait_s / 3):
                 if await self._finished_elsewhere(run_job, delivery):
@@ -195,7 +196,14 @@ class JobHandler:
             run_clock.stop()
             await reporter.stop_progress()
 
-    def _template(self, run_job: RunJob) -> ModelTemplate:
+    async def _template(self, run_job: RunJob) -> ModelTemplate:
+        try:
+            return self.catalogue.get(run_job.model, run_job.template_version)
+        except ComfylineError:
+            pass
+        if isinstance(self.catalogue, LiveCatalogue):
+            # Published moments ago (a new version): read the models bucket now, not next tick.
+            await self.catalogue.refresh()
         try:
             return self.catalogue.get(run_job.model, run_job.template_version)
         except ComfylineError as exc:
