@@ -63,7 +63,8 @@ async def test_every_resolved_address_must_be_public() -> None:
         await checked_target("https://cdn.example.com/a.png", mixed, 1.0)
     assert refused.value.code.value == "url_not_allowed"
     public = await resolver_to(PUBLIC)
-    assert await checked_target("https://cdn.example.com:8443/a.png", public, 1.0) == (
+    target = await checked_target("https://cdn.example.com:8443/a.png", public, 1.0)
+    assert (target.host, str(target.address), target.port) == (
         "cdn.example.com",
         PUBLIC,
         8443,

@@ -27,7 +27,7 @@ import re
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from comfyline.contracts import ComfylineError, ErrorCode
 
@@ -140,6 +140,42 @@ def check_url(url: str, policy: Policy) -> Target | None:
         UrlNotAllowed: a bad scheme, credentials, unsafe characters, a refused literal address or
             a name that is plainly internal.
     """
+    parts, host, port = _checked_parts(url, policy)
+    literal = literal_address(host)
+    if literal is None:
+        return None
+    reason = refusal(literal, policy)
+    if reason:
+        raise UrlNotAllowed(f"{host} is a {reason}")
+    return _target(parts, host, port, literal)
+
+
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def resolve_target(
+    url: str, policy: Policy, timeout_s: float = 3.0, resolver: Resolver | None = None
+) -> Target:
+    """Check ``url``, resolve it once, check every address; the target to connect to.
+
+    Raises:
+        UrlNotAllowed: as :func:`check_url`, or any resolved address is refused.
+        HostUnresolved: the name did not resolve in time.
+    """
+    checked = check_url(url, policy)
+    if checked is not None:
+        return checked
+    parts, host, port = _checked_parts(url, policy)
+    addresses = await _resolve(host, port, timeout_s, resolver or system_resolver)
+    for address in addresses:
+        reason = refusal(address, policy)
+        if reason:
+            raise UrlNotAllowed(f"{host} resolves to a {reason}")
+    return _target(parts, host, port, addresses[0])
+
+
+def _checked_parts(url: str, policy: Policy) -> tuple[SplitResult, str, int]:
+    """The URL's parts, host name and port, once its form and name pass the policy."""
     if _UNSAFE.search(url):
         raise UrlNotAllowed("the URL has control characters or spaces")
     try:
@@ -161,48 +197,14 @@ def check_url(url: str, policy: Policy) -> Target | None:
         raise UrlNotAllowed(f"{host} is a loopback name")
     if host.endswith((".local", ".internal")) and not policy.allow_private:
         raise UrlNotAllowed(f"{host} is a private name")
-    port = explicit_port or (443 if parts.scheme == "https" else 80)
-    literal = literal_address(host)
-    if literal is None:
-        return None
-    reason = refusal(literal, policy)
-    if reason:
-        raise UrlNotAllowed(f"{host} is a {reason}")
-    return _target(parts.scheme, host, port, literal, url)
+    return parts, host, explicit_port or (443 if parts.scheme == "https" else 80)
 
 
-Resolver = Callable[[str, int], Awaitable[list[str]]]
-
-
-async def resolve_target(
-    url: str, policy: Policy, timeout_s: float = 3.0, resolver: Resolver | None = None
-) -> Target:
-    """Check ``url``, resolve it once, check every address; the target to connect to.
-
-    Raises:
-        UrlNotAllowed: as :func:`check_url`, or any resolved address is refused.
-        HostUnresolved: the name did not resolve in time.
-    """
-    checked = check_url(url, policy)
-    if checked is not None:
-        return checked
-    parts = urlsplit(url)
-    host = (parts.hostname or "").rstrip(".").lower()
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    addresses = await _resolve(host, port, timeout_s, resolver or system_resolver)
-    for address in addresses:
-        reason = refusal(address, policy)
-        if reason:
-            raise UrlNotAllowed(f"{host} resolves to a {reason}")
-    return _target(parts.scheme, host, port, addresses[0], url)
-
-
-def _target(scheme: str, host: str, port: int, address: IPAddress, url: str) -> Target:
-    parts = urlsplit(url)
+def _target(parts: SplitResult, host: str, port: int, address: IPAddress) -> Target:
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     netloc = parts.netloc.rsplit("@", 1)[-1]
-    extensions = {"sni_hostname": host} if scheme == "https" else {}
-    return Target(scheme, host, port, address, path, netloc, extensions)
+    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+    return Target(parts.scheme, host, port, address, path, netloc, extensions)
 
 
 async def system_resolver(host: str, port: int) -> list[str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import AsyncIterator
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import httpx
 
@@ -37,8 +37,8 @@ def address_allowed(address: IP) -> bool:
     return ssrf.refusal(address, ssrf.INPUTS) is None
 
 
-async def checked_target(url: str, resolver: Resolver, timeout: float) -> tuple[str, str, int]:  # noqa: ASYNC109
-    """``(host, address, port)`` to connect to for ``url``, or raise ``url_not_allowed``."""
+async def checked_target(url: str, resolver: Resolver, timeout: float) -> ssrf.Target:  # noqa: ASYNC109
+    """Where to connect for ``url`` (its checked address), or raise ``url_not_allowed``."""
     try:
         target = await ssrf.resolve_target(url, ssrf.INPUTS, timeout, resolver)
     except ssrf.UrlNotAllowed as exc:
@@ -47,7 +47,7 @@ async def checked_target(url: str, resolver: Resolver, timeout: float) -> tuple[
         raise ApiError(
             422, ErrorCode.INPUT_FETCH_FAILED, exc.message, details={"url": url[:300]}
         ) from exc
-    return target.host, str(target.address), target.port
+    return target
 
 
 def check_webhook_url(url: str, policy: ssrf.Policy) -> None:
@@ -78,20 +78,12 @@ class Fetcher:
         The caller reads ``response.aiter_bytes()`` and must ``aclose()`` it.
         """
         for _ in range(MAX_REDIRECTS + 1):
-            host, address, port = await checked_target(url, self.resolver, self.timeout)
-            parts = urlsplit(url)
-            netloc = f"[{address}]" if ":" in address else address
-            target = f"https://{netloc}:{port}{parts.path or '/'}"
-            if parts.query:
-                target += f"?{parts.query}"
+            target = await checked_target(url, self.resolver, self.timeout)
             request = self.http.build_request(
                 "GET",
-                target,
-                headers={"Host": parts.netloc.rsplit("@", 1)[-1], "Accept": "*/*"},
-                extensions={
-                    "sni_hostname": host,
-                    "timeout": httpx.Timeout(self.timeout).as_dict(),
-                },
+                target.url,
+                headers={"Host": target.host_header, "Accept": "*/*"},
+                extensions={**target.extensions, "timeout": httpx.Timeout(self.timeout).as_dict()},
             )
             try:
                 response = await self.http.send(request, stream=True, follow_redirects=False)
