@@ -252,16 +252,6 @@ class LocalStack:
         self.info["restarts"] = restarts
         write_private(self.state_dir / "stack.json", json.dumps(self.info, indent=2))
 
-    def dead_child(self) -> str | None:
-        """The name of a part that stopped on its own, if any."""
-        for name, child in self.children.items():
-            if not child.alive():
-                return name
-        for server in (self.nats, self.s3):
-            if server is not None and not server.child.alive():
-                return server.child.name
-        return None
-
     def stop(self) -> None:
         """Stop every part we started, newest first, each by its PID."""
         for name in reversed(list(self.children)):
