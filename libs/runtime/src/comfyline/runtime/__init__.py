@@ -33,6 +33,7 @@ from .settings import (
     UrlPolicySettings,
 )
 from .storage import ObjectInfo, ObjectNotFound, ObjectStore, StorageError
+from .tasks import cancel_and_wait
 from .tracing import (
     current_trace_id,
     extract_context,
@@ -62,6 +63,7 @@ __all__ = [
     "StorageError",
     "UrlPolicySettings",
     "backoff_delay",
+    "cancel_and_wait",
     "cas_pause",
     "current_trace_id",
     "durable_config",

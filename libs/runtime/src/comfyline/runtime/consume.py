@@ -28,6 +28,7 @@ from opentelemetry.trace import SpanKind
 from comfyline.contracts import ComfylineError, ErrorCode, ErrorReply, WireModel
 
 from .bus import Bus
+from .tasks import cancel_and_wait
 from .tracing import extract_context, tracer
 
 log = logging.getLogger(__name__)
@@ -239,9 +240,7 @@ async def run_consumer(
     finally:
         if running:
             _, pending = await asyncio.wait(set(running), timeout=grace_s)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            await cancel_and_wait(pending, every=grace_s + 1.0)  # let each one report
         with contextlib.suppress(Exception):
             await psub.unsubscribe()
 
@@ -260,9 +259,7 @@ async def heartbeat(msg: Msg, every: float) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait([task])
 
 
 Responder = Callable[[Delivery], Awaitable[WireModel]]

@@ -21,6 +21,7 @@ from comfyline.contracts.fleet import DRAIN_PREFIX, PAUSE_PREFIX
 
 from .bus import Bus
 from .kv import follow_bucket
+from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,7 @@ class FleetOrders:
     async def stop(self) -> None:
         """Stop watching."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
             self._task = None
 
     async def __aenter__(self) -> Self:

@@ -10,7 +10,6 @@ bucket that cannot be read leaves the last good catalogue in place.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from types import TracebackType
@@ -23,6 +22,7 @@ from comfyline.contracts import ModelTemplate
 
 from .bus import Bus, BusError
 from .kv import scan
+from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,7 @@ class LiveCatalogue(Catalogue):
     async def stop(self) -> None:
         """Stop refreshing."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
             self._task = None
 
     async def __aenter__(self) -> Self:

@@ -23,6 +23,8 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from comfyline.runtime import cancel_and_wait
+
 from .comfy_client import ComfyClient
 from .errors import ComfyUnavailable
 from .frames import Frame, parse
@@ -97,9 +99,7 @@ class ComfySocket:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            await cancel_and_wait([self._reader])
         await self._close()
 
     async def _connect(self) -> ClientConnection:

@@ -9,13 +9,12 @@ interval by a background task, so a chatty sampler never slows the frame loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from comfyline.contracts import JobError, OutputRef, PreviewRef, Progress, RunEvent, RunEventKind
-from comfyline.runtime import Bus
+from comfyline.runtime import Bus, cancel_and_wait
 
 from .frames import Preview
 
@@ -136,11 +135,7 @@ class RunReporter:
     async def stop_progress(self) -> None:
         """No more progress or previews: the run is over (a final event follows)."""
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(tasks)
 
     # --- final events ------------------------------------------------------------------------
     async def completed(self, outputs: list[OutputRef], gpu_seconds: float) -> None:

@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 
 from comfyline.catalogue import Catalogue, UnknownModel
 from comfyline.contracts import ModelTemplate, RunJob, bucket_spec, stream_spec
-from comfyline.runtime import Bus, Delivery, FleetOrders, ObjectStore, settle
+from comfyline.runtime import Bus, Delivery, FleetOrders, ObjectStore, cancel_and_wait, settle
 
 from .affinity import Affinity
 from .cancel import CancelListener
@@ -46,11 +46,7 @@ async def _until(
             {task, stopper}, timeout=limit_s, return_when=asyncio.FIRST_COMPLETED
         )
     finally:
-        for pending in (task, stopper):
-            if not pending.done():
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await pending
+        await cancel_and_wait([task, stopper])
     return task in done
 
 
@@ -237,9 +233,7 @@ class Worker:
                 task.cancel()  # settle naks it; the run interrupts its prompt
             if late:
                 await asyncio.wait(late, timeout=10)
-        for chore in background:
-            chore.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
+        await cancel_and_wait(background)
         with contextlib.suppress(Exception):
             await self.registry.remove()
         await self.fetcher.stop()

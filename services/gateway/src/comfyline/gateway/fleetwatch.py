@@ -21,7 +21,7 @@ from typing import TypeVar
 from pydantic import ValidationError
 
 from comfyline.contracts import WorkerEvent, WorkerEventKind, WorkerHeartbeat, utcnow
-from comfyline.runtime import Bus, follow_bucket
+from comfyline.runtime import Bus, cancel_and_wait, follow_bucket
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -54,9 +54,7 @@ class FleetWatch:
 
     async def stop(self) -> None:
         """Stop watching."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         self._tasks = []
 
     @contextlib.contextmanager
@@ -139,10 +137,7 @@ async def merged(source: AsyncIterator[T], queue: asyncio.Queue[U] | None) -> As
                 yield item
                 next_item = asyncio.ensure_future(items.__anext__())
     finally:
-        next_item.cancel()
-        next_event.cancel()
-        with contextlib.suppress(BaseException):
-            await next_item
+        await cancel_and_wait([next_item, next_event])
         closer = getattr(items, "aclose", None)
         if closer is not None:
             with contextlib.suppress(Exception):

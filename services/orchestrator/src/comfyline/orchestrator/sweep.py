@@ -14,13 +14,13 @@ that are still live (and lists the bucket's keys, which the server answers from 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import timedelta
 
 from nats.js.errors import NoKeysError
 
 from comfyline.contracts import Timer, utcnow
+from comfyline.runtime import cancel_and_wait
 
 from .deadlines import DeadlineKeeper, queue_expired, run_expired
 from .records import JobStore
@@ -59,9 +59,7 @@ class DeadlineSweep:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait([task])
 
     async def _loop(self) -> None:
         while True:

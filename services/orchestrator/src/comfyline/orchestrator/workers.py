@@ -17,7 +17,7 @@ import time
 from pydantic import ValidationError
 
 from comfyline.contracts import WorkerHeartbeat
-from comfyline.runtime import Bus, follow_bucket
+from comfyline.runtime import Bus, cancel_and_wait, follow_bucket
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,7 @@ class WorkerDirectory:
     async def stop(self) -> None:
         """Stop watching."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
             self._task = None
 
     def _entry(self, key: str, value: bytes | None) -> None:

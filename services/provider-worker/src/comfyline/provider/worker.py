@@ -53,6 +53,7 @@ from comfyline.runtime import (
     Delivery,
     ObjectStore,
     Reject,
+    cancel_and_wait,
     durable_config,
     ensure_consumer,
     heartbeat,
@@ -174,9 +175,7 @@ class ProviderWorker:
             await stop.wait()
         finally:
             await asyncio.gather(*consumers, return_exceptions=True)
-            for chore in chores:
-                chore.cancel()
-            await asyncio.gather(*chores, return_exceptions=True)
+            await cancel_and_wait(chores)
             with contextlib.suppress(Exception):
                 kv = await self.bus.kv(names.bucket("workers"))
                 await kv.delete(self.settings.worker_id)

@@ -30,6 +30,7 @@ from comfyline.contracts import (
     WorkerEvent,
     owner_token,
 )
+from comfyline.runtime import cancel_and_wait
 from comfyline.runtime.metrics import LISTENERS
 
 from ..auth import Principal, bearer
@@ -287,9 +288,7 @@ async def websocket_events(
         pass
     finally:
         listening.dec()
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await reader
+        await cancel_and_wait([reader])
 
 
 async def _ws_principal(gw: Gateway, websocket: WebSocket, token: str | None) -> Principal:
