@@ -65,11 +65,11 @@ async def test_the_comfy_sdk_runs_lists_refuses_and_cancels(
     ids = await asyncio.to_thread(listed)
     assert ids[:2] == [cancelled_id, job_id]
 
-    unserved = await fleet.http.post(
+    not_multipart = await fleet.http.post(
         "/api/v2/assets", headers={"Authorization": f"Bearer {key}"}, content=b"x"
     )
-    assert unserved.status_code == 501, unserved.text
-    assert unserved.json()["error"]["code"] == "not_implemented"
+    assert not_multipart.status_code == 415, not_multipart.text
+    assert not_multipart.json()["error"]["code"] == "unsupported_media_type"
     missing = await fleet.http.get(
         "/api/v2/jobs/job_nope", headers={"Authorization": f"Bearer {key}"}
     )

@@ -2,14 +2,17 @@
 
 from .assets import (
     ASSET_REF_FORMS,
+    ASSET_REF_TYPE,
     AssetRef,
     BuiltinVoice,
     JobOutputRef,
     asset_params,
     asset_schema,
     builtin_voices,
+    graph_assets,
     parse_asset_ref,
     voice_transcript,
+    with_files,
 )
 from .catalogue import Catalogue, UnknownModel
 from .examples import example_input
@@ -26,6 +29,7 @@ from .validation import InputInvalid, apply_choices, validate_input
 
 __all__ = [
     "ASSET_REF_FORMS",
+    "ASSET_REF_TYPE",
     "AssetRef",
     "BuiltinVoice",
     "Catalogue",
@@ -39,6 +43,7 @@ __all__ = [
     "builtin_voices",
     "compose_prompt",
     "example_input",
+    "graph_assets",
     "output_specs",
     "parse_asset_ref",
     "prepare_input",
@@ -46,5 +51,6 @@ __all__ = [
     "validate_input",
     "voice_transcript",
     "wan_frames",
+    "with_files",
     "workflow_graph",
 ]

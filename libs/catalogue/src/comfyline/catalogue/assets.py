@@ -125,3 +125,56 @@ def parse_asset_ref(value: Any) -> AssetRef | JobOutputRef | BuiltinVoice:
 def asset_params(template: ModelTemplate) -> list[str]:
     """The parameters of a template that name files."""
     return [b.param for b in template.bindings if b.transform == "asset"]
+
+
+# --- files in a workflow job's own graph -----------------------------------------------------
+#: The Comfy API v2's typed asset reference, placed in a graph where a file name would go:
+#: ``{"__type": "core/ASSET", "info": {"id": "ast_...", "hash": ..., "file_path": ...}}``.
+ASSET_REF_TYPE = "core/ASSET"
+
+
+@dataclass(frozen=True, slots=True)
+class GraphAsset:
+    """A ``core/ASSET`` reference at one node input of a workflow."""
+
+    node_id: str
+    input: str
+    asset_id: str
+
+    @property
+    def param(self) -> str:
+        """How the reference is named in errors and in the staged files' names."""
+        return f"{self.node_id}.{self.input}"
+
+
+def graph_assets(graph: Any) -> list[GraphAsset]:
+    """Every ``core/ASSET`` reference at a node input of ``graph`` (``info.id`` names the
+    asset and is authoritative; ``hash`` and ``file_path`` are hints and are not read)."""
+    found: list[GraphAsset] = []
+    nodes = graph.items() if isinstance(graph, dict) else []
+    for node_id, node in nodes:
+        inputs = node.get("inputs") if isinstance(node, dict) else None
+        for name, value in inputs.items() if isinstance(inputs, dict) else []:
+            if not (isinstance(value, dict) and value.get("__type") == ASSET_REF_TYPE):
+                continue
+            info = value.get("info")
+            asset_id = info.get("id") if isinstance(info, dict) else None
+            if not isinstance(asset_id, str) or not asset_id:
+                field = f"{node_id}.{name}"
+                raise InputInvalid(
+                    f"{field}: a core/ASSET reference names its asset in info.id",
+                    details={"errors": [{"field": field, "message": "info.id is required"}]},
+                )
+            found.append(GraphAsset(str(node_id), str(name), asset_id))
+    return found
+
+
+def with_files(graph: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """A copy of ``graph`` with each ``core/ASSET`` reference replaced by the file name
+    ``names`` gives its :attr:`GraphAsset.param` (references without a name stay)."""
+    out = {k: dict(node) if isinstance(node, dict) else node for k, node in graph.items()}
+    for ref in graph_assets(graph):
+        if ref.param in names:
+            node = out[ref.node_id]
+            node["inputs"] = {**node["inputs"], ref.input: names[ref.param]}
+    return out

@@ -8,7 +8,7 @@ from typing import Any
 
 from comfyline.contracts import Binding, ComfylineError, ErrorCode, ModelTemplate, OutputSpec
 
-from .assets import voice_transcript
+from .assets import graph_assets, voice_transcript, with_files
 from .validation import apply_choices, random_seed
 
 
@@ -92,7 +92,7 @@ def render(
         assets: parameter -> file name as ComfyUI named it on upload.
     """
     if template.kind == "workflow":
-        return workflow_graph(data)
+        return workflow_graph(data, assets)
     graph = copy.deepcopy(template.graph)
     for binding in template.bindings:
         if binding.param not in data and binding.transform != "asset":
@@ -104,12 +104,19 @@ def render(
     return graph
 
 
-def workflow_graph(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """A workflow job's graph: the client's own API-format graph, as validated at submission."""
+def workflow_graph(
+    data: dict[str, Any], assets: dict[str, str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """A workflow job's graph: the client's own API-format graph, as validated at submission,
+    with each ``core/ASSET`` reference replaced by the name ComfyUI gave the staged file."""
     graph = data.get("workflow")
     if not isinstance(graph, dict):
         raise TemplateError("a workflow job carries its graph as input.workflow")
-    return copy.deepcopy(graph)
+    names = assets or {}
+    missing = [ref.param for ref in graph_assets(graph) if ref.param not in names]
+    if missing:
+        raise TemplateError(f"workflow files not staged: {', '.join(missing)}")
+    return copy.deepcopy(with_files(graph, names))
 
 
 def output_specs(template: ModelTemplate, data: dict[str, Any]) -> list[OutputSpec]:

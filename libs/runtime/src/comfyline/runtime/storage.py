@@ -262,9 +262,14 @@ class ObjectStore:
         S3_BYTES.labels("download").inc(len(data))
         return data
 
-    async def iter_object(self, key: str, chunk_size: int = 256 * 1024) -> AsyncIterator[bytes]:
-        """Stream an object's bytes without holding it whole."""
-        response = await self._call(self.client.get_object, self.bucket, key)
+    async def iter_object(
+        self, key: str, chunk_size: int = 256 * 1024, offset: int = 0, length: int = 0
+    ) -> AsyncIterator[bytes]:
+        """Stream an object's bytes without holding it whole (``length`` bytes from ``offset``;
+        0: to the end)."""
+        response = await self._call(
+            self.client.get_object, self.bucket, key, offset=offset, length=length
+        )
         stream: Iterator[bytes] = response.stream(chunk_size)
         try:
             while True:

@@ -5,7 +5,9 @@ of an earlier job of the same owner (``{"job", "output"}`` -> that job's record 
 KV, ``outputs[n].key``). Each file goes to ComfyUI under a deterministic name
 (``<asset_id>.<ext>`` or ``<job_id>-<n>.<ext>`` in the upload subfolder, ``overwrite=true``), so
 a redelivered job uploads the same name again instead of piling up copies. A built-in reference
-voice (``"amber"``) is read from the catalogue package instead of S3.
+voice (``"amber"``) is read from the catalogue package instead of S3. A workflow job's files are
+the ``core/ASSET`` references in its graph (``graph_assets``), each an upload of the job's owner,
+staged the same way and named by ``<node_id>.<input>``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from comfyline.catalogue import (
     BuiltinVoice,
     JobOutputRef,
     asset_params,
+    graph_assets,
     parse_asset_ref,
 )
 from comfyline.catalogue import InputInvalid as _InputInvalid
@@ -60,6 +63,14 @@ class InputResolver:
     ) -> list[InputFile]:
         """Every asset parameter of ``template`` present in ``data``, as an :class:`InputFile`."""
         files = []
+        if template.kind == "workflow":
+            try:
+                refs = graph_assets(data.get("workflow"))
+            except _InputInvalid as exc:
+                raise InputError(exc.message, code=ErrorCode.VALIDATION_ERROR) from exc
+            for found in refs:
+                asset = AssetRef(found.asset_id)
+                files.append(await self._asset(run_job.owner, found.param, asset))
         for param in dict.fromkeys(asset_params(template)):
             if data.get(param) is None:
                 continue

@@ -50,6 +50,7 @@ from .routes import (
     status,
     usage,
     v2,
+    v2_assets,
 )
 from .schemas import JobEventPublic, WsMessage
 from .settings import Settings
@@ -244,6 +245,7 @@ def create_app(settings: Settings) -> FastAPI:
         admin,
         openai,
         v2,
+        v2_assets,
     )
     for module in (*routers, playground):
         app.include_router(module.router)
@@ -254,7 +256,8 @@ def create_app(settings: Settings) -> FastAPI:
     def limit_for(path: str) -> int:
         if path.rstrip("/") == "/v1/images/edits":  # an image and its mask
             return 2 * upload_limit
-        return upload_limit if path.rstrip("/") == "/v1/assets" else json_limit
+        uploads = {"/v1/assets", "/api/v2/assets"}
+        return upload_limit if path.rstrip("/") in uploads else json_limit
 
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
     if settings.cors_origins or settings.cors_origin_regex:

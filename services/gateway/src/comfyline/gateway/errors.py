@@ -41,6 +41,9 @@ STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.TOO_MANY_ACTIVE_JOBS: 429,
     ErrorCode.QUOTA_EXCEEDED: 429,
     ErrorCode.IDEMPOTENCY_CONFLICT: 409,
+    ErrorCode.IDEMPOTENCY_KEY_REUSE: 422,
+    ErrorCode.HASH_MISMATCH: 409,
+    ErrorCode.BLOB_NOT_FOUND: 404,
     ErrorCode.JOB_ALREADY_TERMINAL: 409,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
@@ -102,8 +105,8 @@ def request_id_of(request: Request) -> str:
 V2_CODES = {
     ErrorCode.VALIDATION_ERROR.value: "invalid_request",
     ErrorCode.INVALID_JSON.value: "invalid_request",
-    ErrorCode.IDEMPOTENCY_CONFLICT.value: "idempotency_key_reuse",
     ErrorCode.JOB_ALREADY_TERMINAL.value: "already_completed",
+    ErrorCode.ASSET_NOT_FOUND.value: "missing_asset",
 }
 
 

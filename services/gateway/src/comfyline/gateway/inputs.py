@@ -5,7 +5,9 @@ A template's asset parameters (bindings with ``transform: asset``) take an uploa
 defaulting to 0), or an https URL,
 which the gateway fetches through the SSRF guard and stores as a new asset, so workers only ever
 read our own bucket. A parameter's ``x-asset-kinds`` (image, audio, video) is checked against
-the file named. The input is then validated against the template's schema as it stands.
+the file named. The input is then validated against the template's schema as it stands. A
+workflow names its files with the Comfy API v2's ``core/ASSET`` references, each of which must be
+an upload of the caller's.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+from comfyline.catalogue import InputInvalid, graph_assets
 from comfyline.contracts import ErrorCode, JobState, ModelTemplate, new_asset_id
 from comfyline.runtime import ObjectStore
 
@@ -21,10 +24,9 @@ from .auth import Principal
 from .errors import ApiError
 from .joblog import JobLog
 from .media import SNIFF_BYTES, check
-from .objects import find_upload, upload_key
+from .objects import ASSET_ID, find_upload, upload_key
 from .ssrf import Fetcher, body_chunks
 
-ASSET_ID = re.compile(r"^ast_[0-9a-z]{26}$")
 JOB_ID = re.compile(r"^job_[0-9a-z]{26}$")
 
 
@@ -103,6 +105,28 @@ class InputResolver:
                 raise _missing(field, f"job {job_id} has no output {index!r}")
             return value, output.kind.value
         return value, None  # the schema decides whether anything else is acceptable
+
+    async def workflow_files(self, principal: Principal, graph: Any) -> dict[str, str]:
+        """The file each ``core/ASSET`` reference of a workflow stands for while the graph is
+        checked (``<asset_id>.<ext>``, by ``<node_id>.<input>``); 422 ``asset_not_found`` for a
+        reference that is malformed or names no upload of the caller's."""
+        try:
+            refs = graph_assets(graph)
+        except InputInvalid as exc:
+            raise ApiError(
+                422, ErrorCode.ASSET_NOT_FOUND, exc.message, details=exc.details
+            ) from exc
+        names: dict[str, str] = {}
+        for ref in refs:
+            found = (
+                await find_upload(self.store, principal.owner, ref.asset_id)
+                if ASSET_ID.match(ref.asset_id)
+                else None
+            )
+            if found is None:
+                raise _missing(ref.param, f"no asset {ref.asset_id[:64]!r}")
+            names[ref.param] = found.key.rsplit("/", 1)[-1]
+        return names
 
     async def fetch(self, url: str, principal: Principal, field: str = "url") -> tuple[str, str]:
         """Fetch ``url`` through the SSRF guard and store it as an asset: its id and kind."""

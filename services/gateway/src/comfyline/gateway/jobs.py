@@ -251,11 +251,19 @@ class JobService:
     async def output_chunks(self, record: JobRecord, ref: OutputRef) -> AsyncIterator[bytes]:
         """The output's bytes from storage, streamed (404 here, before the first byte, if the
         object is gone)."""
-        chunks = self.store.iter_object(ref.key)
         try:
-            first = await anext(chunks)
+            return await self.object_chunks(ref.key)
         except ObjectNotFound as exc:
             raise not_found("output", job_id=record.id, output=ref.index) from exc
+
+    async def object_chunks(
+        self, key: str, offset: int = 0, length: int = 0
+    ) -> AsyncIterator[bytes]:
+        """An object's bytes from storage, streamed (``length`` bytes from ``offset``; 0: to the
+        end); ``ObjectNotFound`` here, before the first byte, if the object is gone."""
+        chunks = self.store.iter_object(key, offset=offset, length=length)
+        try:
+            first = await anext(chunks)
         except StopAsyncIteration:
             first = b""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import mimetypes
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,6 +34,7 @@ EXTENSIONS: dict[str, str] = {
     "video/webm": "webm",
 }
 TYPES_BY_EXT = {ext: ctype for ctype, ext in EXTENSIONS.items()}
+ASSET_ID = re.compile(r"^ast_[0-9a-z]{26}$")
 
 
 @dataclass(frozen=True, slots=True)

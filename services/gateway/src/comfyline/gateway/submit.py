@@ -20,7 +20,7 @@ from typing import Any
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from comfyline.catalogue import UnknownModel, validate_input
+from comfyline.catalogue import UnknownModel, validate_input, with_files
 from comfyline.catalogue.pipelines import PipelineInvalid, check_step_inputs, validate_pipeline
 from comfyline.contracts import (
     ErrorCode,
@@ -224,10 +224,15 @@ class Submitter:
             )
         if self.workflows is None:
             raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "workflows are not served here")
-        checked = await self.workflows.check(body.workflow)
+        # Files the graph brings (core/ASSET references) are checked as the names they get.
+        files = await self.inputs.workflow_files(principal, body.workflow)
+        checked = await self.workflows.check(
+            with_files(body.workflow, files) if files else body.workflow
+        )
         template = await self.workflows.requirement_model(checked.needs)
         outputs = [spec.model_dump(mode="json") for spec in checked.outputs]
-        return template, {"workflow": checked.graph, "outputs": outputs}
+        graph = body.workflow if files else checked.graph
+        return template, {"workflow": graph, "outputs": outputs}
 
     async def prepare(
         self,

@@ -3,7 +3,9 @@
 The request body is never held whole, nor spooled to disk: the multipart parser hands the
 ``file`` part's bytes over as they arrive; the first 64 KiB are sniffed (and checked against the
 part's declared type) before the upload to ``inputs/<owner>/<asset_id>.<ext>`` starts, and the
-rest follows through ``ObjectStore.put_stream`` with the size limit enforced on the way.
+rest follows through ``ObjectStore.put_stream`` with the size limit enforced on the way. The
+bytes are hashed (blake3) as they pass. Small text fields sent before the file (the Comfy API
+v2's ``content_type``, ``file_path``, ``expected_hash``, ``tags``) are kept.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+from blake3 import blake3
 from python_multipart import MultipartParser
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
@@ -25,6 +28,8 @@ from .media import SNIFF_BYTES, Media, check
 from .objects import upload_key
 
 FILE_FIELD = "file"
+MAX_FIELD_BYTES = 4096
+MAX_FIELDS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +41,8 @@ class StoredAsset:
     size: int
     media: Media
     filename: str | None
+    blake3: str  # ``blake3:<hex>`` of the bytes stored
+    fields: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -44,6 +51,7 @@ class _Part:
     name: str | None = None
     filename: str | None = None
     content_type: str | None = None
+    data: bytearray = field(default_factory=bytearray)
 
 
 class _FileStream:
@@ -55,6 +63,8 @@ class _FileStream:
         self.file: _Part | None = None
         self.done = False
         self.out: list[bytes] = []
+        self.fields: dict[str, list[str]] = {}
+        self._field_count = 0
         self._header_name = b""
         self._header_value = b""
         self.parser = MultipartParser(
@@ -96,10 +106,27 @@ class _FileStream:
     def _data(self, data: bytes, start: int, end: int) -> None:
         if self.file is self.part and not self.done:
             self.out.append(data[start:end])
+        elif self.file is None and self.part.name and self.part.filename is None:
+            self.part.data += data[start:end]
+            if len(self.part.data) > MAX_FIELD_BYTES:
+                raise ApiError(
+                    422,
+                    ErrorCode.VALIDATION_ERROR,
+                    f"multipart field {self.part.name!r} is longer than {MAX_FIELD_BYTES} bytes",
+                    details={"errors": [{"field": self.part.name, "message": "too long"}]},
+                )
 
     def _end(self) -> None:
         if self.file is self.part:
             self.done = True
+        elif self.file is None and self.part.name and self.part.filename is None:
+            self._field_count += 1
+            if self._field_count > MAX_FIELDS:
+                raise ApiError(
+                    422, ErrorCode.VALIDATION_ERROR, f"more than {MAX_FIELDS} multipart fields"
+                )
+            value = self.part.data.decode("utf-8", "replace")
+            self.fields.setdefault(self.part.name, []).append(value)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The file part's bytes, as they arrive."""
@@ -166,16 +193,20 @@ async def store_upload(
     if media.width and media.height:
         metadata["width"], metadata["height"] = str(media.width), str(media.height)
 
+    hasher = blake3(head)
+
     async def everything() -> AsyncIterator[bytes]:
         yield head
         async for chunk in source:
+            hasher.update(chunk)
             yield chunk
 
     try:
         size = await store.put_stream(key, everything(), media.content_type, metadata, max_bytes)
     except ValueError as exc:
         raise _too_large(max_bytes) from exc
-    return StoredAsset(asset_id, key, size, media, stream.file.filename)
+    digest = f"blake3:{hasher.hexdigest()}"
+    return StoredAsset(asset_id, key, size, media, stream.file.filename, digest, stream.fields)
 
 
 def _too_large(limit: int) -> ApiError:

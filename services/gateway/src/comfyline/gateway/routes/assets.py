@@ -14,9 +14,9 @@ from comfyline.runtime import ObjectNotFound
 
 from ..deps import Gateway, GatewayDep, StatusUser, UploadUser, owner_param
 from ..errors import error_responses, not_found
-from ..inputs import ASSET_ID
+from ..hashes import Uploads
 from ..media import canonical
-from ..objects import Listed, find_upload, list_prefix
+from ..objects import ASSET_ID, Listed, find_upload, list_prefix
 from ..schemas import AssetList, AssetPublic, SignedLink, SignRequest
 from ..uploads import store_upload
 
@@ -96,6 +96,7 @@ async def upload(request: Request, user: UploadUser, gw: GatewayDep) -> AssetPub
     """Stream a `multipart/form-data` `file` into storage; its type is sniffed and must match
     what the part declares. Reference it in a job's input by its `id`."""
     stored = await store_upload(request, gw.store, user.owner, gw.settings.bodies.max_upload_bytes)
+    await Uploads(gw.store).register(user.owner, stored)  # found by its hash on /api/v2 too
     item = Listed(stored.key, stored.size, datetime.now(UTC))
     meta = {"filename": stored.filename or ""}
     if stored.media.width and stored.media.height:
@@ -172,6 +173,9 @@ async def sign_asset(
 )
 async def delete_asset(asset_id: str, user: StatusUser, gw: GatewayDep) -> Response:
     """Remove an upload of the caller's."""
-    item = await _find(gw, user.owner, asset_id)
-    await gw.store.delete(item.key)
+    uploads = Uploads(gw.store)
+    upload = await uploads.get(user.owner, asset_id)
+    if upload is None:
+        raise not_found("asset", asset_id=asset_id[:64])
+    await uploads.delete(user.owner, upload)
     return Response(status_code=204)

@@ -7,24 +7,40 @@ that can run it). Errors on these routes use v2's envelope (``{"error": {"code",
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import base64
+import json
+import logging
+from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from comfyline.contracts import ErrorCode, JobRecord, JobState, owner_token
+from comfyline.contracts import (
+    TERMINAL_EVENTS,
+    ComfylineError,
+    ErrorCode,
+    EventKind,
+    JobEvent,
+    JobRecord,
+    JobState,
+    Progress,
+    owner_token,
+)
+from comfyline.runtime.metrics import LISTENERS
 
-from ..auth import Principal
 from ..deps import Gateway, GatewayDep, StatusUser, SubmitUser
-from ..errors import ApiError, not_found, request_id_of
+from ..errors import ApiError, request_id_of
+from ..follow import Overflow, Tick, follow
 from ..schemas import JobCreate
+from .events import SSE_HEADERS, last_event_id
+from .v2_assets import RETENTION, output_view
 
 # Not in Comfyline's OpenAPI document: the contract of these routes is the Comfy API v2's own.
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v2", tags=["comfy api v2"], include_in_schema=False)
-RETENTION = timedelta(days=7)
-LINK_S = 3600
 _STATUS = {
     JobState.QUEUED: "queued",
     JobState.ENHANCING: "queued",
@@ -35,6 +51,17 @@ _STATUS = {
     JobState.CANCELLED: "canceled",
     JobState.TIMED_OUT: "failed",
 }
+#: Events that are only a change of state on v2's stream.
+_STATUS_KINDS = frozenset(
+    {
+        EventKind.SUBMITTED,
+        EventKind.ENHANCED,
+        EventKind.DISPATCHED,
+        EventKind.STARTED,
+        EventKind.RETRYING,
+        EventKind.WAITING,
+    }
+)
 
 
 class JobSubmit(BaseModel):
@@ -51,38 +78,29 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def _output_id(job_id: str, index: int) -> str:
-    return f"{job_id}.{index}"
+def progress_view(progress: Progress) -> dict[str, Any]:
+    """Comfyline's progress in v2's ``Progress`` shape."""
+    return {
+        "value": max(0.0, min(1.0, (progress.percent or 0) / 100)),
+        "nodes_done": progress.nodes_done or 0,
+        "nodes_total": progress.nodes_total or 0,
+        "current_node": progress.node_id,
+        "current_node_class": progress.node_type,
+        "step": progress.step,
+        "steps": progress.steps,
+    }
 
 
 def job_view(gw: Gateway, request: Request, record: JobRecord) -> dict[str, Any]:
     """A job in v2's shape."""
     base = f"{gw.base_url(request)}/api/v2/jobs/{record.id}"
-    expires = datetime.now().astimezone() + timedelta(seconds=LINK_S)
-    outputs = [
-        {
-            "node_id": ref.node_id or "",
-            "name": ref.filename or ref.key.rsplit("/", 1)[-1],
-            "type": ref.kind.value if ref.kind.value in {"image", "video", "audio"} else "file",
-            "content_type": ref.content_type,
-            "size_bytes": ref.size,
-            "id": _output_id(record.id, ref.index),
-            "hash": None,
-            "url": gw.store.presign_get(ref.key, LINK_S, filename=ref.key.rsplit("/", 1)[-1]),
-            "url_expires_at": expires.isoformat(),
-            "job_id": record.id,
-        }
-        for ref in record.outputs
-    ]
+    outputs = [output_view(gw, record, ref) for ref in record.outputs]
     queue_ms = execution_ms = None
     if record.started_at:
         queue_ms = int((record.started_at - record.created_at).total_seconds() * 1000)
         if record.finished_at:
             execution_ms = int((record.finished_at - record.started_at).total_seconds() * 1000)
-    progress = None
-    if record.progress is not None:
-        value = max(0.0, min(1.0, (record.progress.percent or 0) / 100))
-        progress = {"value": value, "nodes_done": 0, "nodes_total": 0}
+    progress = progress_view(record.progress) if record.progress is not None else None
     error = None
     if record.error is not None:
         error = {"code": record.error.code.value, "message": record.error.message}
@@ -131,12 +149,21 @@ async def v2_submit_job(
         raise ApiError(
             422, ErrorCode.VALIDATION_ERROR, f"{field}: {first['msg']}", details={"field": field}
         ) from exc
-    result = await gw.job_service.submit(user, create, idempotency_key, request_id_of(request))
+    try:
+        result = await gw.job_service.submit(user, create, idempotency_key, request_id_of(request))
+    except ApiError as exc:
+        if exc.code is ErrorCode.IDEMPOTENCY_CONFLICT and "job_id" in (exc.details or {}):
+            raise ApiError(
+                422,
+                ErrorCode.IDEMPOTENCY_KEY_REUSE,
+                "this Idempotency-Key was used with a different request body",
+                details=exc.details,
+            ) from exc
+        raise  # in flight: 409 idempotency_conflict with Retry-After
     headers = {"Location": f"{gw.base_url(request)}/api/v2/jobs/{result.record.id}"}
-    if result.replayed:
+    if result.replayed:  # the recorded answer again: same job, no second run
         headers["Idempotency-Replayed"] = "true"
-    status = 200 if result.replayed else 201
-    return JSONResponse(job_view(gw, request, result.record), status, headers=headers)
+    return JSONResponse(job_view(gw, request, result.record), 201, headers=headers)
 
 
 @router.get("/jobs", summary="List jobs (v2)")
@@ -193,46 +220,87 @@ async def v2_cancel_job(job_id: str, request: Request, user: StatusUser, gw: Gat
     return view
 
 
-_NOT_SERVED = (
-    ("POST", "/assets"),
-    ("POST", "/assets/from-hash"),
-    ("POST", "/assets/from-path"),
-    ("HEAD", "/assets/by-hash/{asset_hash}"),
-    ("GET", "/assets/{asset_id}"),
-    ("DELETE", "/assets/{asset_id}"),
-    ("GET", "/jobs/{job_id}/events"),
-)
-
-
-async def not_served(request: Request, user: StatusUser) -> JSONResponse:
-    """501 ``not_implemented`` (contract-legal; the SDK falls back to polling for events)."""
-    message = f"{request.method} {request.url.path} is not served by Comfyline yet"
-    return JSONResponse({"error": {"code": "not_implemented", "message": message}}, 501)
-
-
-for _method, _path in _NOT_SERVED:
-    router.add_api_route(
-        _path, not_served, methods=[_method], include_in_schema=False, name=f"v2 {_method} {_path}"
+# --- live events -----------------------------------------------------------------------------
+def _frame(seq: int, event: str, data: dict[str, Any]) -> bytes:
+    return (
+        f"id: {seq}\nevent: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
     )
 
 
-async def _output(gw: Gateway, user: Principal, asset_id: str) -> tuple[JobRecord, int]:
-    job_id, _, index = asset_id.rpartition(".")
-    if not job_id or not index.isdigit():
-        raise not_found("asset", id=asset_id[:80])
-    return await gw.job_service.load(user, job_id), int(index)
+async def _v2_frames(gw: Gateway, seq: int, event: JobEvent) -> list[bytes]:
+    """One job event as v2's frames (``status``, ``progress``, ``preview``, ``output``)."""
+    status = {"status": _STATUS[event.status], "queue_position": event.queue_position}
+    if event.kind in _STATUS_KINDS:
+        return [_frame(seq, "status", status)]
+    if event.kind is EventKind.PROGRESS and event.progress is not None:
+        return [_frame(seq, "progress", progress_view(event.progress))]
+    if event.kind is EventKind.PREVIEW and event.preview is not None:
+        try:
+            image = await gw.store.get_bytes(event.preview.key)
+        except ComfylineError:
+            return []  # previews are best effort; a newer one replaces this one
+        preview = {
+            "node_id": event.preview.node_id or "",
+            "content_type": event.preview.content_type,
+            "data_base64": base64.b64encode(image).decode(),
+        }
+        return [_frame(seq, "preview", preview)]
+    if event.kind is EventKind.COMPLETED:
+        record = await gw.jobs.find(event.job_id)
+        outputs = record.outputs if record is not None else []
+        frames = [
+            _frame(seq, "output", output_view(gw, record, ref))
+            for ref in outputs
+            if record is not None
+        ]
+        return [*frames, _frame(seq, "status", status)]
+    if event.kind in TERMINAL_EVENTS:
+        frames = []
+        if event.error is not None:
+            message = f"{event.error.code.value}: {event.error.message}"
+            frames.append(_frame(seq, "log", {"level": "error", "message": message}))
+        return [*frames, _frame(seq, "status", status)]
+    return []
 
 
-@router.get("/assets/{asset_id}/content", summary="An output's bytes (v2)")
-async def v2_asset_content(
-    asset_id: str,
+async def _v2_stream(gw: Gateway, job_id: str, after: int | None) -> AsyncIterator[bytes]:
+    with LISTENERS.labels("sse").track_inprogress():
+        yield f"retry: {gw.settings.sse_retry_ms}\n\n".encode()
+        items = follow(
+            gw.jobs, gw.fanout, job_id=job_id, after=after, heartbeat_s=gw.settings.sse_heartbeat_s
+        )
+        try:
+            async for item in items:
+                if isinstance(item, Tick):
+                    yield b": keepalive\n\n"
+                    continue
+                for frame in await _v2_frames(gw, *item):
+                    yield frame
+        except Overflow:
+            return  # the client reconnects (with Last-Event-ID) and misses nothing
+        except ComfylineError as exc:
+            log.warning("v2 event stream ended", extra={"code": exc.code.value})
+
+
+@router.get("/jobs/{job_id}/events", summary="Follow a job (v2 SSE)")
+async def v2_job_events(
+    job_id: str,
     user: StatusUser,
     gw: GatewayDep,
-    range_header: Annotated[str | None, Header(alias="Range")] = None,
-) -> Response:
-    """A job output's bytes, streamed from storage."""
-    record, index = await _output(gw, user, asset_id)
-    ref = gw.job_service.output(record, index)
-    return StreamingResponse(
-        await gw.job_service.output_chunks(record, ref), media_type=ref.content_type
-    )
+    last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> StreamingResponse:
+    """The job's events as v2's ``status``, ``progress``, ``preview``, ``output`` and ``log``
+    frames: everything from the start (or after ``Last-Event-ID``), then live, until the
+    terminal ``status`` (at once, for a client that has seen every event of an ended job)."""
+    record = await gw.job_service.load(user, job_id)
+    after = last_event_id(last_event_id_header, None)
+    stream = _v2_stream(gw, job_id, after)
+    if record.status.terminal and after is not None:
+        if not await gw.job_service.has_events_after(job_id, after):
+            status = {"status": _STATUS[record.status], "queue_position": None}
+            stream = _once(_frame(after, "status", status))
+    return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+async def _once(frame: bytes) -> AsyncIterator[bytes]:
+    yield frame
