@@ -109,6 +109,11 @@ async def test_an_uploaded_asset_runs_through_load_image_and_is_content_addresse
     )
     assert stolen.status_code == 422 and stolen.json()["error"]["code"] == "missing_asset"
 
+    from_path = await fleet.http.post(
+        "/api/v2/assets/from-path", json={"path": "/etc/passwd"}, headers=user
+    )
+    assert from_path.status_code == 501, from_path.text
+
     # A declared hash that the bytes do not have mints nothing.
     blue = png((0, 0, 255))
     mismatch = await fleet.http.post(

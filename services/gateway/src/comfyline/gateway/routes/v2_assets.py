@@ -161,6 +161,13 @@ async def v2_asset_from_hash(body: FromHash, user: StatusUser, gw: GatewayDep) -
     return JSONResponse(upload_view(gw, existing, created_new=False), 200)
 
 
+@router.post("/assets/from-path", summary="An asset from a server path (v2, not served)")
+async def v2_asset_from_path(user: StatusUser) -> JSONResponse:
+    """501 ``not_implemented``: files reach Comfyline only as uploads."""
+    message = "Comfyline has no server paths to read from; upload the file"
+    return JSONResponse({"error": {"code": "not_implemented", "message": message}}, 501)
+
+
 @router.head("/assets/by-hash/{asset_hash}", summary="Whether the caller has these bytes (v2)")
 async def v2_asset_by_hash(asset_hash: str, user: StatusUser, gw: GatewayDep) -> Response:
     """200 if the caller has bytes with this hash, 404 otherwise (no body, as for any HEAD)."""
