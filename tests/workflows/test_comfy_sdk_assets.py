@@ -108,6 +108,14 @@ async def test_an_uploaded_asset_runs_through_load_image_and_is_content_addresse
         headers=other,
     )
     assert stolen.status_code == 422 and stolen.json()["error"]["code"] == "missing_asset"
+    # Nor can a graph name the file the worker staged in ComfyUI's input folder for erin's job.
+    for name in (f"comfyline/{asset_id}.png", f"{asset_id}.png"):
+        named = await fleet.http.post(
+            "/v1/jobs", json={"workflow": load_invert_save(name)}, headers=other
+        )
+        assert named.status_code == 422, named.text
+        errors = named.json()["details"]["node_errors"]["1"]["errors"]
+        assert errors[0]["type"] == "value_not_in_list"
 
     from_path = await fleet.http.post(
         "/api/v2/assets/from-path", json={"path": "/etc/passwd"}, headers=user

@@ -24,6 +24,9 @@ from .kv import nats_errors
 from .schemas import ModelPublish
 from .workflows import WORKFLOW_MODEL, Workflows, required_models
 
+#: The file name an asset parameter stands for while a published graph is checked.
+STAND_IN = "input.png"
+
 
 def _invalid(message: str, **details: Any) -> ApiError:
     return ApiError(422, ErrorCode.VALIDATION_ERROR, message, details=details)
@@ -86,12 +89,12 @@ class Publisher:
             if isinstance(spec, dict) and "default" in spec
         }
         try:
-            # An asset parameter is a file staged for each job: any media name stands in.
-            staged = {b.param: "input.png" for b in body.bindings if b.transform == "asset"}
+            # An asset parameter is a file staged for each job: a stand-in name is checked.
+            staged = {b.param: STAND_IN for b in body.bindings if b.transform == "asset"}
             graph = render(draft, defaults, staged)
         except TemplateError as exc:
             raise _invalid(f"the workflow cannot be rendered: {exc.message}") from exc
-        checked = await self.workflows.check(graph)
+        checked = await self.workflows.check(graph, frozenset({STAND_IN}))
         template = draft.model_copy(
             update={
                 "outputs": checked.outputs,

@@ -227,7 +227,7 @@ class Submitter:
         # Files the graph brings (core/ASSET references) are checked as the names they get.
         files = await self.inputs.workflow_files(principal, body.workflow)
         checked = await self.workflows.check(
-            with_files(body.workflow, files) if files else body.workflow
+            with_files(body.workflow, files) if files else body.workflow, frozenset(files.values())
         )
         template = await self.workflows.requirement_model(checked.needs)
         outputs = [spec.model_dump(mode="json") for spec in checked.outputs]

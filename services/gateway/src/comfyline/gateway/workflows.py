@@ -7,6 +7,8 @@ stores its servers' ``/object_info`` content-addressed in S3 and names the key i
 - a graph that is not API format, has no output node, or has a bad input (a missing required
   input, a link to a missing node or of the wrong type, a number out of range, a value not among
   a combo's options) is refused with ComfyUI's own ``node_errors`` (422 ``invalid_workflow``);
+  a file a loader names must be one its server lists, or one of the job's own uploads staged for
+  the run (a ``core/ASSET`` reference), so no graph reads a file staged for another job;
 - a graph whose node classes or model files no live server has, all of them on one server, is
   refused with 503 ``workflow_unservable`` naming what is missing.
 
@@ -42,10 +44,6 @@ from .fleet import Fleet
 
 #: Combo values that are model files (a server must have them; they route the job).
 MODEL_FILE = re.compile(r"\.(safetensors|ckpt|pt|pth|bin|gguf|onnx|sft|pkl)$", re.IGNORECASE)
-#: Combo values that are media files a job brings along (ComfyUI's input folder).
-MEDIA_FILE = re.compile(
-    r"\.(png|jpe?g|webp|gif|bmp|tiff?|wav|mp3|flac|ogg|m4a|mp4|webm|mov|mkv)$", re.IGNORECASE
-)
 WORKFLOW_MODEL = "workflow-"
 MAX_NODES = 2000
 
@@ -129,8 +127,11 @@ class Workflows:
         self.nodes = nodes
         self.cost_per_gpu_second = cost_per_gpu_second
 
-    async def check(self, graph: Any) -> Checked:
-        """The graph checked (422 ``invalid_workflow``, 503 ``workflow_unservable``)."""
+    async def check(self, graph: Any, staged: frozenset[str] = frozenset()) -> Checked:
+        """The graph checked (422 ``invalid_workflow``, 503 ``workflow_unservable``).
+
+        ``staged``: the names of files that are staged for the run (a job's own uploads); every
+        other file a loader names must be one its server lists."""
         graph = api_format(graph)
         servers = await self.nodes.servers()
         if not servers:
@@ -162,7 +163,7 @@ class Workflows:
                 "no live ComfyUI server has everything this workflow needs: " + ", ".join(best),
                 details={"missing": best},
             )
-        verdict = validate(graph, servable[0].info)
+        verdict = validate(graph, servable[0].info, staged)
         if verdict is not None:
             raise ApiError(422, ErrorCode.INVALID_WORKFLOW, verdict[0], details=verdict[1])
         return Checked(graph, needs, output_specs(graph, servable[0].info))
@@ -274,7 +275,7 @@ def _err(kind: str, message: str, details: str, **extra: Any) -> dict[str, Any]:
 
 
 def _node_errors(
-    graph: dict[str, dict[str, Any]], node_id: str, info: dict[str, Any]
+    graph: dict[str, dict[str, Any]], node_id: str, info: dict[str, Any], staged: frozenset[str]
 ) -> list[dict[str, Any]]:
     node = graph[node_id]
     definition = info[str(node["class_type"])]
@@ -294,12 +295,17 @@ def _node_errors(
                         )
                     )
                 continue
-            errors += _input_errors(graph, info, name, spec, inputs[name])
+            errors += _input_errors(graph, info, name, spec, inputs[name], staged)
     return errors
 
 
 def _input_errors(
-    graph: dict[str, dict[str, Any]], info: dict[str, Any], name: str, spec: Any, value: Any
+    graph: dict[str, dict[str, Any]],
+    info: dict[str, Any],
+    name: str,
+    spec: Any,
+    value: Any,
+    staged: frozenset[str],
 ) -> list[dict[str, Any]]:
     kind = spec[0] if isinstance(spec, list) and spec else None
     options = spec[1] if isinstance(spec, list) and len(spec) > 1 else {}
@@ -336,8 +342,9 @@ def _input_errors(
         return []
     choices = combo_options(spec)
     if choices is not None:
-        if MEDIA_FILE.search(str(value)):
+        if str(value) in staged:
             return []  # a job's own input file, staged for the run
+        # Any other file must be one the server lists: never a file staged for another job.
         if str(value) not in choices:
             shown = choices if len(choices) <= 20 else [*choices[:20], "..."]
             return [
@@ -391,17 +398,18 @@ def _types_match(given: str, wanted: str) -> bool:
 
 
 def validate(
-    graph: dict[str, dict[str, Any]], info: dict[str, Any]
+    graph: dict[str, dict[str, Any]], info: dict[str, Any], staged: frozenset[str] = frozenset()
 ) -> tuple[str, dict[str, Any]] | None:
     """ComfyUI's verdict on the graph for a server with ``info``: None if it would run it,
-    else a message and ``{"error": ..., "node_errors": ...}`` shaped as ComfyUI's own."""
+    else a message and ``{"error": ..., "node_errors": ...}`` shaped as ComfyUI's own.
+    ``staged`` names the files staged for the run, which no server lists yet."""
     outputs = [i for i, n in graph.items() if (info.get(n["class_type"]) or {}).get("output_node")]
     if not outputs:
         error = _err("prompt_no_outputs", "Prompt has no outputs", "")
         return "the workflow has no output node", {"error": error, "node_errors": {}}
     node_errors: dict[str, Any] = {}
     for node_id in graph:
-        errors = _node_errors(graph, node_id, info)
+        errors = _node_errors(graph, node_id, info, staged)
         if errors:
             node_errors[str(node_id)] = {
                 "errors": errors,
