@@ -35,11 +35,10 @@ def load_invert_save(image: Any) -> dict[str, Any]:
 
 
 async def sdk_fleet(
-    fleet: Fleet, sims: Callable[..., SimulatorProcess], monkeypatch: pytest.MonkeyPatch
+    fleet: Fleet, comfyui_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, str]:
-    sim = sims()
     await fleet.orchestrator()
-    await fleet.worker(sim.url, "worker-a")
+    await fleet.worker(comfyui_url, "worker-a")
     await fleet.servers_known(1)
     headers = await fleet.key("erin", scopes=["workflows"])
     monkeypatch.setenv("COMFY_BASE_URL", fleet.url)
@@ -48,9 +47,10 @@ async def sdk_fleet(
 
 
 async def test_an_uploaded_asset_runs_through_load_image_and_is_content_addressed(
-    fleet: Fleet, sims: Callable[..., SimulatorProcess], monkeypatch: pytest.MonkeyPatch
+    fleet: Fleet, any_comfyui: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    user = await sdk_fleet(fleet, sims, monkeypatch)
+    """On the simulator and on a real ComfyUI (``any_comfyui``)."""
+    user = await sdk_fleet(fleet, any_comfyui, monkeypatch)
     red = png((255, 0, 0))
     digest = "blake3:" + blake3(red).hexdigest()
 
@@ -153,7 +153,7 @@ async def test_an_uploaded_asset_runs_through_load_image_and_is_content_addresse
 async def test_the_sdk_follows_a_job_over_v2_sse_and_outputs_are_assets(
     fleet: Fleet, sims: Callable[..., SimulatorProcess], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    user = await sdk_fleet(fleet, sims, monkeypatch)
+    user = await sdk_fleet(fleet, sims().url, monkeypatch)
 
     def follow() -> tuple[str, list[Any]]:
         with Comfy() as client:
@@ -196,7 +196,7 @@ async def test_the_sdk_follows_a_job_over_v2_sse_and_outputs_are_assets(
 async def test_v2_idempotency_replays_the_job_and_refuses_another_body(
     fleet: Fleet, sims: Callable[..., SimulatorProcess], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    user = await sdk_fleet(fleet, sims, monkeypatch)
+    user = await sdk_fleet(fleet, sims().url, monkeypatch)
     keyed = {**user, "Idempotency-Key": "a0e5d1c2-7b7e-4c55-9d52-1f0c6e3b9a10"}
     body = {"workflow": graph("ImageInvert")}
     first = await fleet.http.post("/api/v2/jobs", json=body, headers=keyed)
