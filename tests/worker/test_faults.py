@@ -59,8 +59,10 @@ async def test_a_comfyui_that_dies_gives_the_job_back_and_is_down_until_it_answe
 async def test_a_new_worker_joins_and_takes_work_with_no_configuration_change(
     bus: Bus, sim_factory: SimFactory, workers: Workers, runs: RunWatch
 ) -> None:
-    first: SimulatorProcess = sim_factory("--node-delay", "EmptyImage=5")
-    workers([first.url], worker_id="worker-a")
+    # Long enough for a second simulator and worker to start on a loaded machine.
+    first: SimulatorProcess = sim_factory("--node-delay", "EmptyImage=10")
+    # No pipelining: a second job queued behind the first would stay there (see test_pipeline).
+    workers([first.url], worker_id="worker-a", pipeline_depth=1)
     long_job = await publish_job(bus, "cpu-smoke", {"color": 1})
     await runs.wait_for(long_job.job_id, "started")
     waiting = await publish_job(bus, "cpu-smoke", {"color": 2})
