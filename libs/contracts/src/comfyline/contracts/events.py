@@ -161,7 +161,11 @@ class ServerStatus(WireModel):
     url: str
     healthy: bool
     busy: bool
-    job_id: str | None = None
+    job_id: str | None = Field(default=None, description="the job of ours executing now")
+    waiting: list[str] = Field(
+        default_factory=list,
+        description="jobs of ours already in the server's own queue, next after job_id",
+    )
     gpu: str | None = None
     vram_total: int | None = None
     provider: str | None = Field(default=None, description="a hosted provider's name")

@@ -82,13 +82,22 @@ class ComfyClient:
         return data if isinstance(data, dict) else {}
 
     # --- running -----------------------------------------------------------------------------
-    async def post_prompt(self, graph: JsonGraph, client_id: str, prompt_id: str) -> dict[str, Any]:
+    async def post_prompt(
+        self,
+        graph: JsonGraph,
+        client_id: str,
+        prompt_id: str,
+        extra_data: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """``POST /prompt`` with our client id and our prompt id; refusals are classified.
 
-        A 200 may still carry ``node_errors`` (only the valid branches then run): the caller
-        checks them. ``front`` is never set (it reorders the queue).
+        ``extra_data`` is kept by ComfyUI in the queue entry (how a later worker recognises a
+        leftover prompt of ours). A 200 may still carry ``node_errors`` (only the valid branches
+        then run): the caller checks them. ``front`` is never set (it reorders the queue).
         """
-        body = {"prompt": graph, "client_id": client_id, "prompt_id": prompt_id}
+        body: dict[str, Any] = {"prompt": graph, "client_id": client_id, "prompt_id": prompt_id}
+        if extra_data:
+            body["extra_data"] = extra_data
         response = await self._request("POST", "/prompt", json=body)
         try:
             data = response.json()
@@ -123,6 +132,18 @@ class ComfyClient:
         if not isinstance(data, dict):
             return set(), set()
         return ids(data.get("queue_running")), ids(data.get("queue_pending"))
+
+    async def pending(self) -> list[tuple[str, dict[str, Any]]]:
+        """The pending prompts, oldest first, each with the ``extra_data`` it was posted with."""
+        data = await self._json("GET", "/queue")
+        entries = data.get("queue_pending") if isinstance(data, dict) else None
+        found: list[tuple[float, str, dict[str, Any]]] = []
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, list) and len(entry) > 3:
+                number = entry[0] if isinstance(entry[0], int | float) else 0
+                extra = entry[3] if isinstance(entry[3], dict) else {}
+                found.append((number, str(entry[1]), extra))
+        return [(prompt_id, extra) for _, prompt_id, extra in sorted(found, key=lambda f: f[0])]
 
     async def history(self, prompt_id: str) -> dict[str, Any] | None:
         """The finished prompt's history entry, or None (unknown ids answer ``{}``).

@@ -4,8 +4,8 @@ It never acks: it returns (-> ack) or raises ``Retry``/``Reject``, and ``settle`
 :func:`outcome` is the one place that turns a failure into a ``failed`` event and an outcome: a
 transient failure with deliveries left is reported ``final=False`` and naked with a delay;
 anything else is reported ``final=True`` and terminated. A cancel is reported ``cancelled`` and
-acked. The server is released (``released``) as soon as ComfyUI has finished executing, so the
-next job runs while this one's outputs stream to S3.
+acked. The job's place on the server (its :class:`Lease`) is given back as soon as ComfyUI has
+finished executing, so the next job is queued while this one's outputs stream to S3.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 
 from pydantic import ValidationError
@@ -50,7 +51,7 @@ from .media import extension
 from .outputs import store_outputs
 from .reporter import RunReporter
 from .run import ComfyRun, RunOptions
-from .servers import Server
+from .servers import Lease, Server
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -126,13 +127,15 @@ class JobHandler:
         self.settings = settings
         self.cancels = cancels
         self.resolver = InputResolver(bus, store)
+        #: In every prompt's ``extra_data``: a later worker knows our leftovers by it.
+        self.tag = {"worker_id": settings.worker_id, "session": uuid.uuid4().hex}
 
-    async def handle(self, delivery: Delivery, server: Server, released: asyncio.Event) -> None:
+    async def handle(self, delivery: Delivery, server: Server, lease: Lease) -> None:
         """Run one delivery of a ``RunJob`` on ``server``."""
         try:
             run_job = delivery.parse(RunJob)
         except ValidationError as exc:
-            released.set()
+            lease.release()
             raise Reject(f"not a RunJob: {exc}", code=ErrorCode.VALIDATION_ERROR) from exc
         job_id_var.set(run_job.job_id)
         model_var.set(run_job.model)
@@ -161,7 +164,7 @@ class JobHandler:
                 try:
                     if reason is not None:
                         raise RunCancelled(reason)
-                    await self._run(run_job, template, server, reporter, control, released)
+                    await self._run(run_job, template, server, reporter, control, lease)
                 finally:
                     self.cancels.unregister(run_job.job_id)
             run_clock.outcome = "succeeded"
@@ -192,7 +195,7 @@ class JobHandler:
                 error, reporter, attempt, max_deliver, self.settings.retry_base_s, _gpu(control)
             ) from exc
         finally:
-            released.set()
+            lease.release()
             run_clock.stop()
             await reporter.stop_progress()
 
@@ -242,9 +245,9 @@ class JobHandler:
         server: Server,
         reporter: RunReporter,
         control: JobControl,
-        released: asyncio.Event,
+        lease: Lease,
     ) -> None:
-        deadline_s = float(template.deadlines.run_s)
+        left: float | None = None
         if run_job.deadline_at is not None:
             left = (run_job.deadline_at - utcnow()).total_seconds()
             if left <= 0:
@@ -253,7 +256,6 @@ class JobHandler:
                     code=ErrorCode.DEADLINE_EXCEEDED,
                     transient=False,
                 )
-            deadline_s = min(deadline_s, left)
         data = prepare_input(template, run_job.input)
         files = await self.resolver.resolve(run_job, template, data)
         control.check()
@@ -271,11 +273,13 @@ class JobHandler:
             outputs_wanted,
             reporter,
             RunOptions(
-                deadline_s=deadline_s,
+                deadline_s=float(template.deadlines.run_s),
+                queue_limit_s=left,
                 watchdog_s=self.settings.watchdog_s,
                 connect_timeout_s=self.settings.connect_timeout_s,
                 previews=self.settings.previews,
             ),
+            extra_data={"comfyline": self.tag | {"job_id": run_job.job_id}},
         )
         control.run = run
         control.check()
@@ -287,7 +291,7 @@ class JobHandler:
         }
         with _tracer.start_as_current_span("comfyui run", attributes=attributes):
             result = await run.execute()
-        released.set()  # ComfyUI is done: the next job may start while we store outputs
+        lease.release()  # ComfyUI is done: the next job may be queued while we store outputs
         if not result.files:
             raise WorkerError("the run made no output files", code=ErrorCode.COMFY_NO_OUTPUT)
         with _tracer.start_as_current_span("store outputs", attributes=attributes):

@@ -36,6 +36,9 @@ from .tracker import OutputFile, Phase, RunTracker
 
 log = logging.getLogger(__name__)
 DONE_GRACE_S = 2.0
+#: How long a prompt of a job without a deadline of its own may wait in ComfyUI's queue (behind
+#: at most ``pipeline_depth - 1`` others, each bounded by its own run deadline).
+QUEUE_LIMIT_S = 3600.0
 
 
 class RunListener(Protocol):
@@ -62,7 +65,8 @@ class RunResult:
 class RunOptions:
     """Timing of a run (from the worker's settings and the job's deadline)."""
 
-    deadline_s: float = 300.0
+    deadline_s: float = 300.0  # executing, counted from the prompt's start
+    queue_limit_s: float | None = None  # the job's own time left, waiting included (None: none)
     watchdog_s: float = 10.0
     connect_timeout_s: float = 5.0
     reconnect_budget_s: float = 5.0
@@ -79,8 +83,10 @@ class ComfyRun:
         outputs: Sequence[OutputSpec],
         listener: RunListener,
         options: RunOptions,
+        extra_data: dict[str, Any] | None = None,
     ) -> None:
         self.client = client
+        self.extra_data = extra_data
         self.graph = graph
         self.outputs = outputs
         self.listener = listener
@@ -115,7 +121,9 @@ class ComfyRun:
     async def _drive(self, socket: ComfySocket) -> RunResult:
         if self.cancel_requested:
             raise RunCancelled("cancelled before the prompt was posted")
-        answer = await self.client.post_prompt(self.graph, self.client_id, self.prompt_id)
+        answer = await self.client.post_prompt(
+            self.graph, self.client_id, self.prompt_id, self.extra_data
+        )
         self._posted = True
         if answer.get("node_errors"):
             # Only the valid branches would run: take the prompt back and refuse the job.
@@ -123,14 +131,18 @@ class ComfyRun:
             raise rejection(answer, self.graph)
         if self.cancel_requested:
             await self._stop_prompt()
-        deadline = time.monotonic() + self.options.deadline_s
+        limit = self.options.queue_limit_s
+        deadline = time.monotonic() + (QUEUE_LIMIT_S if limit is None else limit)
         while not self.tracker.phase.finished:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 with contextlib.suppress(WorkerError):
                     await self._stop_prompt(resolve=False)
+                waited = self.tracker.phase == Phase.QUEUED
                 raise WorkerError(
-                    f"ComfyUI run exceeded its {self.options.deadline_s:.0f}s deadline",
+                    "the job's deadline passed while it waited in ComfyUI's queue"
+                    if waited
+                    else f"ComfyUI run exceeded its {self.options.deadline_s:.0f}s deadline",
                     code=ErrorCode.DEADLINE_EXCEEDED,
                     transient=False,
                 )
@@ -147,6 +159,7 @@ class ComfyRun:
                 case _:
                     update = self.tracker.feed(event)
                     if update.started:
+                        deadline = self._run_deadline(deadline)
                         await self.listener.started(self.prompt_id)
                     if update.progressed:
                         self.listener.progress(self.tracker.progress())
@@ -154,6 +167,13 @@ class ComfyRun:
                         self.listener.preview(update.preview)
         await self._await_done_marker(socket)
         return self._result()
+
+    def _run_deadline(self, queue_deadline: float) -> float:
+        """Once the prompt starts, its run has ``deadline_s``, within the job's own limit."""
+        run_deadline = time.monotonic() + self.options.deadline_s
+        if self.options.queue_limit_s is None:
+            return run_deadline
+        return min(run_deadline, queue_deadline)
 
     async def _await_done_marker(self, socket: ComfySocket) -> None:
         """Wait briefly for ``executing {node: null}`` after the end frame.

@@ -3,7 +3,9 @@
 Each :class:`Server` is checked with ``/system_stats`` (often while up, every second while
 down); when it comes up its ``/object_info`` says which catalogue models it can run. A run that
 finds ComfyUI gone marks the server down at once; it takes work again only once
-``/system_stats`` answers. ``busy`` is set while a prompt of ours executes there.
+``/system_stats`` answers. A server holds up to ``depth`` jobs of ours (pipelined dispatch: one
+executing, the others already waiting in ComfyUI's own queue, so it starts the next the moment
+one ends); ``busy`` is set while it holds any.
 """
 
 from __future__ import annotations
@@ -45,16 +47,35 @@ def model_files(template: ModelTemplate, data: dict[str, Any]) -> list[str]:
     return sorted(used)
 
 
+class Lease:
+    """A job's place on a server, given back once: when ComfyUI has finished executing it (its
+    outputs may still be on their way to S3), or when the job ends without running."""
+
+    def __init__(self, server: Server, job_id: str, on_release: Callable[[], None]) -> None:
+        self.server = server
+        self.job_id = job_id
+        self._on_release = on_release
+        self.released = False
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.server.release(self.job_id)
+            self._on_release()
+
+
 class Server:
     """One ComfyUI server as this worker sees it."""
 
-    def __init__(self, client: ComfyClient, allowed: Callable[[], list[ModelTemplate]]) -> None:
+    def __init__(
+        self, client: ComfyClient, allowed: Callable[[], list[ModelTemplate]], depth: int = 1
+    ) -> None:
         self.client = client
         self.url = client.base_url
         self._allowed = allowed
+        self.depth = depth
         self.healthy = False
-        self.busy = False
-        self.job_id: str | None = None
+        self.jobs: list[str] = []  # ours on this server, oldest (the one executing) first
         self.gpu: str | None = None
         self.vram_total: int | None = None
         self.version: str | None = None
@@ -67,12 +88,28 @@ class Server:
         self.object_info_key: str | None = None  # where it is stored (content-addressed)
         self._ready = asyncio.Event()
         self._wake = asyncio.Event()
+        self.changed = asyncio.Event()  # set on every claim, release and change of health
         self._clock = BusyClock(self.url)
 
     @property
+    def busy(self) -> bool:
+        """Holding a job of ours (executing, or waiting in ComfyUI's queue)."""
+        return bool(self.jobs)
+
+    @property
+    def job_id(self) -> str | None:
+        """The job of ours that ComfyUI runs now (the oldest one we gave it)."""
+        return self.jobs[0] if self.jobs else None
+
+    @property
+    def idle(self) -> bool:
+        """Up, able to run something, and holding no job of ours."""
+        return self.healthy and not self.jobs and bool(self.models)
+
+    @property
     def free(self) -> bool:
-        """Up, able to run something, and not running a job of ours."""
-        return self.healthy and not self.busy and bool(self.models)
+        """Up, able to run something, and room for one more job in its pipeline."""
+        return self.healthy and len(self.jobs) < self.depth and bool(self.models)
 
     def status(self) -> ServerStatus:
         """The server's line in the worker's heartbeat."""
@@ -81,6 +118,7 @@ class Server:
             healthy=self.healthy,
             busy=self.busy,
             job_id=self.job_id,
+            waiting=self.jobs[1:],
             gpu=self.gpu,
             vram_total=self.vram_total,
             models=self.models,
@@ -91,10 +129,10 @@ class Server:
         )
 
     def claim(self, job_id: str) -> None:
-        """A job of ours starts running here."""
-        self.busy, self.job_id = True, job_id
+        """A job of ours is given to this server (it runs now, or next in ComfyUI's queue)."""
+        self.jobs.append(job_id)
         self._clock.set(True)
-        self._ready.clear()
+        self._update_ready()
 
     def load(self, template: ModelTemplate, data: dict[str, Any]) -> None:
         """A job of ``template`` with input ``data`` runs here: the model files its graph reads
@@ -102,10 +140,11 @@ class Server:
         self.last_model = template.name
         self.loaded = model_files(template, data)
 
-    def release(self) -> None:
+    def release(self, job_id: str) -> None:
         """Our job finished executing (its outputs may still be on their way to S3)."""
-        self.busy, self.job_id = False, None
-        self._clock.set(False)
+        with contextlib.suppress(ValueError):
+            self.jobs.remove(job_id)
+        self._clock.set(self.busy)
         self._update_ready()
 
     def mark_down(self, reason: str) -> None:
@@ -121,6 +160,7 @@ class Server:
             self._ready.set()
         else:
             self._ready.clear()
+        self.changed.set()
 
     async def wait_free(self) -> None:
         """Until the server can take a job."""

@@ -1,9 +1,11 @@
-"""The worker: its ComfyUI servers, one job at a time on each, joining and leaving the fleet.
+"""The worker: its ComfyUI servers, each kept one job ahead, joining and leaving the fleet.
 
 ``Worker(bus, store, catalogue, settings).run(stop)`` is the whole service (``__main__`` only
-wires it). Each server gets a slot loop: wait until the server is up, able to run some model and
-idle; fetch one job for a model it can run; run it until ComfyUI has finished executing; fetch
-the next, while the previous job's outputs go to S3 and its message is settled. Consumers are
+wires it). Each server gets a feed loop: wait until the server is up, able to run some model and
+has room (``pipeline_depth`` jobs at once: one executing, the next already in ComfyUI's queue);
+fetch one job for a model it can run and start it in its own task; repeat. A job's place is
+given back as soon as ComfyUI has finished executing it, while its outputs go to S3 and its
+message is settled. Consumers are
 bound as servers reveal what they can run, so a new worker joins with no configuration change.
 On ``stop``: no more fetching, running jobs get ``shutdown_grace_s`` to finish, then are naked
 (their prompts interrupted), the heartbeat entry is deleted.
@@ -21,15 +23,24 @@ from nats.aio.msg import Msg
 
 from comfyline.catalogue import Catalogue, UnknownModel
 from comfyline.contracts import ModelTemplate, RunJob, bucket_spec, stream_spec
-from comfyline.runtime import Bus, Delivery, FleetOrders, ObjectStore, cancel_and_wait, settle
+from comfyline.runtime import (
+    Bus,
+    Delivery,
+    FleetOrders,
+    ObjectStore,
+    cancel_and_wait,
+    scan,
+    settle,
+)
 
 from .affinity import Affinity
 from .cancel import CancelListener
 from .comfy_client import ComfyClient
 from .fetch import WorkFetcher
 from .handler import JobHandler
+from .leftovers import clear_leftovers
 from .registry import Registry
-from .servers import Server
+from .servers import Lease, Server
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,13 +61,13 @@ async def _until(
     return task in done
 
 
-async def _first(task: asyncio.Task[str], released: asyncio.Event) -> None:
-    """Until ``released`` is set or ``task`` ends."""
-    waiter = asyncio.create_task(released.wait())
+async def _either(*awaitables: Awaitable[object]) -> None:
+    """Until the first of ``awaitables`` finishes (the others are cancelled)."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
     try:
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        waiter.cancel()
+        await cancel_and_wait(tasks)
 
 
 class Worker:
@@ -77,6 +88,7 @@ class Worker:
                     read_timeout_s=settings.read_timeout_s,
                 ),
                 self.allowed_templates,
+                settings.pipeline_depth,
             )
             for url in settings.comfyui_urls
         ]
@@ -103,10 +115,30 @@ class Worker:
         await self.store.ensure_bucket()
 
     async def _on_up(self, server: Server) -> None:
+        await self._clear_leftovers(server)
         await self._share_object_info(server)
         for name in server.models:
             await self.fetcher.bind(self.catalogue.get(name))
         self.registry.poke()
+
+    async def _clear_leftovers(self, server: Server) -> None:
+        """Delete the prompts a stopped worker left waiting on ``server`` (see leftovers.py)."""
+        try:
+            kv = await self.bus.kv(self.bus.names.bucket("workers"))
+            live = [key for key, _ in await scan(kv, ">")]
+            await clear_leftovers(
+                server.client, self.settings.worker_id, self.handler.tag["session"], live
+            )
+        except Exception as exc:  # the next check tries again
+            log.warning("leftover prompts not checked", extra={"error": str(exc)})
+
+    async def _sweep_leftovers(self) -> None:
+        """Now and then, for workers whose heartbeat expired since their server came up."""
+        while True:
+            await asyncio.sleep(self.settings.leftover_check_s)
+            for server in self.servers:
+                if server.healthy:
+                    await self._clear_leftovers(server)
 
     async def _share_object_info(self, server: Server) -> None:
         """Store the server's ``/object_info`` where the gateway reads it (to validate and route
@@ -138,8 +170,9 @@ class Worker:
         ]
         background.append(asyncio.create_task(self.registry.run(), name="heartbeat"))
         background.append(asyncio.create_task(self._follow_orders(), name="fleet orders"))
+        background.append(asyncio.create_task(self._sweep_leftovers(), name="leftovers"))
         slots = [
-            asyncio.create_task(self._slot(s, stop), name=f"slot {s.url}") for s in self.servers
+            asyncio.create_task(self._feed(s, stop), name=f"feed {s.url}") for s in self.servers
         ]
         log.info(
             "worker started",
@@ -150,25 +183,47 @@ class Worker:
         finally:
             await self._shutdown(slots, background)
 
-    async def _slot(self, server: Server, stop: asyncio.Event) -> None:
-        """One server: fetch a job only when it is free, run it, repeat."""
+    async def _feed(self, server: Server, stop: asyncio.Event) -> None:
+        """One server: keep up to ``pipeline_depth`` jobs of ours on it, fetching one whenever
+        there is room, so ComfyUI starts the next job the moment one ends.
+
+        A job is queued behind a busy server only when no idle server could take it now: never
+        a model that another idle server of this worker runs, and, when the doorbell announces
+        new work, only after ``pipeline_defer_s`` (idle servers anywhere fetch at once).
+        """
         rung: list[tuple[str, str]] = []
         while not stop.is_set():
             if not await _until(server.wait_free(), stop):
                 return
             if not await _until(self._accepting(), stop):
                 return
+            ahead = server.busy
+            server.changed.clear()
             models = [m for m in server.models if self.orders.paused(m) is None]
-            if self.settings.affinity:
+            if ahead:
+                models = [m for m in models if not self._idle_elsewhere(server, m)]
+                if rung and self.settings.pipeline_defer_s:
+                    await _until(server.changed.wait(), stop, self.settings.pipeline_defer_s)
+                    if server.changed.is_set():
+                        continue  # a job ended (or the server fell): decide again
+            if models and self.settings.affinity:
                 models = await self.affinity.order(server, models)
             with self.fetcher.bell.listen(models) as ring:
                 msg = await self.fetcher.next_for(models, rung, rotate=not self.settings.affinity)
                 if msg is None:
-                    await _until(ring.wait(), stop, limit_s=self.settings.idle_poll_s)
+                    await _until(
+                        _either(ring.wait(), server.changed.wait()),
+                        stop,
+                        limit_s=self.settings.idle_poll_s,
+                    )
                     rung = list(ring.rung)
                     continue
             rung = []
-            await self._run_one(server, msg, stop)
+            self._start(server, msg)
+
+    def _idle_elsewhere(self, server: Server, model: str) -> bool:
+        """Another server of this worker, holding no job, could run ``model`` now."""
+        return any(s is not server and s.idle and model in s.models for s in self.servers)
 
     @property
     def draining(self) -> bool:
@@ -189,22 +244,23 @@ class Worker:
                 self.registry.poke()
             await self.orders.changed.wait()
 
-    async def _run_one(self, server: Server, msg: Msg, stop: asyncio.Event) -> None:
+    def _start(self, server: Server, msg: Msg) -> None:
+        """Give the job to ``server`` and run it in its own task; its lease frees the place."""
         delivery = Delivery.of(msg)
         try:
             work: RunJob | None = RunJob.from_bytes(delivery.data)
         except ValueError:
             work = None
-        job_id = work.job_id if work else None
         if work is not None:
             with contextlib.suppress(UnknownModel):  # the handler reports it
                 server.load(self.catalogue.get(work.model, work.template_version), work.input)
-        server.claim(job_id or "?")
+        job_id = work.job_id if work else f"?{delivery.stream_seq}"
+        server.claim(job_id)
         self.registry.poke()
-        released = asyncio.Event()
+        lease = Lease(server, job_id, self.registry.poke)
 
         async def handle(d: Delivery) -> None:
-            await self.handler.handle(d, server, released)
+            await self.handler.handle(d, server, lease)
 
         task: asyncio.Task[str] = asyncio.create_task(
             settle(delivery, handle), name=f"job {job_id}"
@@ -212,11 +268,7 @@ class Worker:
         self.jobs.add(task)
         task.add_done_callback(self.jobs.discard)
         task.add_done_callback(self._count)
-        # The slot goes on once ComfyUI has finished (or the worker stops fetching); the task
-        # keeps storing outputs and settles the message on its own.
-        await _until(_first(task, released), stop)
-        server.release()
-        self.registry.poke()
+        task.add_done_callback(lambda _: lease.release())
 
     def _count(self, task: asyncio.Task[str]) -> None:
         if not task.cancelled() and task.exception() is None:

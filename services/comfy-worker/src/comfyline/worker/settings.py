@@ -46,7 +46,20 @@ class Settings(ServiceSettings):
 
     comfyui_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["http://127.0.0.1:8188"],
-        description="the ComfyUI servers this worker drives, one job at a time each",
+        description="the ComfyUI servers this worker drives",
+    )
+    pipeline_depth: int = Field(
+        default=2,
+        ge=1,
+        le=8,
+        description="jobs given to each ComfyUI server at once: one executing and the rest "
+        "waiting in its own queue, so it starts the next the moment one ends (1: no pipelining)",
+    )
+    pipeline_defer_s: float = Field(
+        default=0.1,
+        ge=0,
+        description="after new work is announced, how long a busy server waits before queueing "
+        "it, so that an idle server anywhere in the fleet takes it first",
     )
     worker_id: str = Field(default_factory=default_worker_id, pattern=r"^[A-Za-z0-9_-]{1,128}$")
     models: Annotated[list[str] | None, NoDecode] = Field(
@@ -61,6 +74,11 @@ class Settings(ServiceSettings):
     )
     previews: bool = Field(default=False, description="store live previews and report them")
     preview_interval_s: float = Field(default=2.0, ge=0)
+    leftover_check_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="how often the servers' queues are checked for prompts a stopped worker left",
+    )
     idle_poll_s: float = Field(
         default=1.0, gt=0, description="how often an idle server looks for (re)delivered work"
     )

@@ -19,6 +19,9 @@ class ServerAdmin(BaseModel):
     healthy: bool
     busy: bool
     job_id: str | None = Field(default=None, description="the job running there")
+    waiting: list[str] = Field(
+        default_factory=list, description="jobs already queued there, next after job_id"
+    )
     gpu: str | None = None
     vram_total: int | None = None
     models: list[str] = Field(default_factory=list)
@@ -103,7 +106,9 @@ class WorkerAdmin(BaseModel):
             drain_reason=drain_reason or None,
             models=beat.models,
             loaded=sorted({f for s in beat.servers for f in s.loaded}),
-            current_jobs=[s.job_id for s in beat.servers if s.busy and s.job_id],
+            current_jobs=[
+                job for s in beat.servers for job in ([s.job_id] if s.job_id else []) + s.waiting
+            ],
             servers=[ServerAdmin.of(s) for s in beat.servers],
             last_heartbeat=beat.occurred_at,
             started_at=beat.started_at,
