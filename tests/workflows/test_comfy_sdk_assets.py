@@ -16,7 +16,7 @@ from PIL import Image
 
 from comfyline.comfyui_sim import SimulatorProcess
 
-from .conftest import Fleet
+from .conftest import ADMIN, Fleet
 from .test_workflows import graph
 
 
@@ -211,3 +211,17 @@ async def test_v2_idempotency_replays_the_job_and_refuses_another_body(
     assert other.json()["error"]["code"] == "idempotency_key_reuse"
     done = await fleet.wait(first.json()["id"])
     assert done.status.value == "succeeded"
+
+    # A full queue is v2's 429 queue_full with Retry-After (the SDK backs off and retries).
+    made = await fleet.http.post(
+        "/v1/keys",
+        json={"owner": "gail", "name": "gail", "scopes": ["workflows"], "limits": {"max_queue": 0}},
+        headers=ADMIN,
+    )
+    full = await fleet.http.post(
+        "/api/v2/jobs",
+        json=body,
+        headers={"Authorization": f"Bearer {made.json()['secret']}"},
+    )
+    assert full.status_code == 429 and full.json()["error"]["code"] == "queue_full"
+    assert int(full.headers["retry-after"]) > 0

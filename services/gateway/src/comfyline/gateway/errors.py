@@ -153,6 +153,8 @@ def error_response(
     elif request.url.path.startswith("/api/v2/"):
         v2_code = V2_CODES.get(code, code)
         payload = {"error": {"code": v2_code, "message": message, "details": details}}
+        if code == ErrorCode.QUEUE_FULL.value:  # v2: 429 + Retry-After, which clients retry
+            status, headers = 429, {"Retry-After": "10", **(headers or {})}
     else:
         payload = error_payload(code, message, rid, details)
     return JSONResponse(
