@@ -225,3 +225,31 @@ async def test_v2_idempotency_replays_the_job_and_refuses_another_body(
     )
     assert full.status_code == 429 and full.json()["error"]["code"] == "queue_full"
     assert int(full.headers["retry-after"]) > 0
+
+
+async def test_a_job_whose_asset_is_deleted_before_it_runs_fails_with_the_reason(
+    fleet: Fleet, sims: Callable[..., SimulatorProcess], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = await sdk_fleet(fleet, sims("--node-delay", "ImageBlur=2").url, monkeypatch)
+    files = {"file": ("red.png", png((255, 0, 0)), "image/png")}
+    upload = await fleet.http.post("/api/v2/assets", files=files, headers=user)
+    assert upload.status_code == 201, upload.text
+    asset_id = upload.json()["id"]
+    # Blurs keep the one server busy (one running, one queued in ComfyUI): the next job waits.
+    blurs = [
+        (await fleet.http.post("/api/v2/jobs", json={"workflow": graph("ImageBlur")}, headers=user))
+        for _ in range(3)
+    ]
+    assert [b.status_code for b in blurs] == [201, 201, 201]
+    ref = {"__type": "core/ASSET", "info": {"id": asset_id}}
+    made = await fleet.http.post(
+        "/api/v2/jobs", json={"workflow": load_invert_save(ref)}, headers=user
+    )
+    assert made.status_code == 201, made.text
+    deleted = await fleet.http.delete(f"/api/v2/assets/{asset_id}", headers=user)
+    assert deleted.status_code == 204
+    record = await fleet.wait(made.json()["id"])
+    assert record.status.value == "failed" and record.error is not None
+    assert record.error.code.value == "asset_not_found", record.error
+    view = (await fleet.http.get(f"/api/v2/jobs/{record.id}", headers=user)).json()
+    assert view["status"] == "failed" and view["error"]["code"] == "asset_not_found"
