@@ -212,6 +212,20 @@ async def test_v2_idempotency_replays_the_job_and_refuses_another_body(
     done = await fleet.wait(first.json()["id"])
     assert done.status.value == "succeeded"
 
+    # v2's advisory priority: below 0 queues in the batch lane, behind interactive work.
+    low = await fleet.http.post(
+        "/api/v2/jobs",
+        json={"workflow": graph("ImageInvert", color=9), "priority": -10},
+        headers=user,
+    )
+    assert low.status_code == 201, low.text
+    assert (await fleet.wait(low.json()["id"])).priority == "batch"
+    assert done.priority == "interactive"
+    bad = await fleet.http.post(
+        "/api/v2/jobs", json={"workflow": graph("ImageInvert"), "priority": 10**7}, headers=user
+    )
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"
+
     # A full queue is v2's 429 queue_full with Retry-After (the SDK backs off and retries).
     made = await fleet.http.post(
         "/v1/keys",

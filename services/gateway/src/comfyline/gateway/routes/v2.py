@@ -31,6 +31,7 @@ from comfyline.contracts import (
 )
 from comfyline.runtime.metrics import LISTENERS
 
+from ..auth import Principal
 from ..deps import Gateway, GatewayDep, StatusUser, SubmitUser
 from ..errors import ApiError, request_id_of
 from ..follow import Overflow, Tick, follow
@@ -72,6 +73,9 @@ class JobSubmit(BaseModel):
     workflow: dict[str, Any]
     metadata: dict[str, str] = Field(default_factory=dict, max_length=16)
     webhook_url: str | None = Field(default=None, description="extension: signed webhooks")
+    priority: int | None = Field(
+        default=None, ge=-1_000_000, le=1_000_000, description="advisory; below 0: batch lane"
+    )
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -121,6 +125,14 @@ def job_view(gw: Gateway, request: Request, record: JobRecord) -> dict[str, Any]
     }
 
 
+def lane(user: Principal, priority: int | None) -> str | None:
+    """The lane of v2's advisory ``priority``: below 0 is the batch lane; a key held to one
+    lane keeps to it (the priority is advice, never a reason to refuse)."""
+    if priority is not None and priority < 0 and user.lane in (None, "batch"):
+        return "batch"
+    return None
+
+
 @router.get("/health", summary="Health (v2)")
 async def v2_health() -> dict[str, str]:
     return {"status": "ok"}
@@ -141,6 +153,7 @@ async def v2_submit_job(
                 "workflow": body.workflow,
                 "metadata": body.metadata,
                 "webhook": {"url": body.webhook_url} if body.webhook_url else None,
+                "priority": lane(user, body.priority),
             }
         )
     except ValidationError as exc:
