@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -21,6 +21,9 @@ from .jobs import (
 from .prompts import Tier
 from .states import EventKind, JobState
 from .wire import Message, WireModel
+
+if TYPE_CHECKING:  # records.py imports this module; it completes JobEvent once JobRecord exists
+    from .records import JobRecord
 
 
 class Submission(WireModel):
@@ -72,6 +75,11 @@ class JobEvent(Message):
     step: StepState | None = Field(default=None, description="for step: the step that changed")
     steps: list[StepState] = Field(
         default_factory=list, description="a pipeline's steps (on step and terminal events)"
+    )
+    record: JobRecord | None = Field(
+        default=None,
+        description="on terminal events: the job's record as written when it ended, so a "
+        "waiting answer needs no read of the jobs bucket",
     )
 
 

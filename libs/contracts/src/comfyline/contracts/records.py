@@ -227,3 +227,6 @@ class BatchRecord(WireModel):
         default_factory=list,
         description="job ids never published (the gateway died while submitting the batch)",
     )
+
+
+JobEvent.model_rebuild(_types_namespace={"JobRecord": JobRecord})

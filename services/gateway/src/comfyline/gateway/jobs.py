@@ -125,8 +125,11 @@ class JobService:
                 except TimeoutError:
                     break
                 if event.kind in TERMINAL_EVENTS:
-                    # The orchestrator writes the record before it publishes the event.
-                    current = await self.joblog.find(record.id) or current
+                    # The event carries the record as written (older events: read it back).
+                    if event.record is not None and event.record.id == record.id:
+                        current = event.record
+                    else:
+                        current = await self.joblog.find(record.id) or current
                     if not current.status.terminal:
                         current = current.model_copy(update={"status": event.status})
         return current

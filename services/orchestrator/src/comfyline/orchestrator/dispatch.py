@@ -16,6 +16,7 @@ before it is announced, and every step safe to run again on a redelivery:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from datetime import timedelta
@@ -262,11 +263,15 @@ class Dispatcher:
         if not change.effective:
             return
         dispatched = change.require()
-        await self.journal.announce(dispatched, EventKind.DISPATCHED, replay=change.replay)
-        await self.bus.publish(
-            self.bus.names.work(dispatched.model, dispatched.priority),
-            self.run_job(dispatched, template),
-            msg_id=f"{dispatched.id}:run",
+        # Both at once: the work is on the critical path of the job, the event is not (and it
+        # is out long before the worker's first report comes back). Each is deduplicated.
+        await asyncio.gather(
+            self.bus.publish(
+                self.bus.names.work(dispatched.model, dispatched.priority),
+                self.run_job(dispatched, template),
+                msg_id=f"{dispatched.id}:run",
+            ),
+            self.journal.announce(dispatched, EventKind.DISPATCHED, replay=change.replay),
         )
         log.info("job dispatched", extra={"replay": change.replay})
 

@@ -92,6 +92,7 @@ def job_event(
         parent=record.parent,
         step=step,
         steps=record.steps if (ended or step is not None) else [],
+        record=record if ended else None,
     )
 
 

@@ -59,11 +59,12 @@ def wants(spec: WebhookSpec | None, kind: EventKind) -> bool:
 
 
 def webhook_body(event: JobEvent) -> str:
-    """The JSON body: ``{"type": "job.completed", "timestamp": ..., "data": <the JobEvent>}``."""
+    """The JSON body: ``{"type": "job.completed", "timestamp": ..., "data": <the JobEvent>}``
+    (without the internal copy of the record, which holds the webhook's own settings)."""
     payload = {
         "type": EVENT_NAMES[event.kind].webhook,
         "timestamp": event.occurred_at.isoformat(),
-        "data": event.model_dump(mode="json", exclude_none=True),
+        "data": event.model_dump(mode="json", exclude_none=True, exclude={"record"}),
     }
     return json.dumps(payload, separators=(",", ":"))
 
