@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 from typer.testing import CliRunner
 
+from comfyline.client.admin_cli import app
 from comfyline.contracts import ServerStatus, WorkerHeartbeat
-from comfyline.gateway.admin_cli import app
 from comfyline.runtime import Bus, ObjectStore
 
 from .conftest import ADMIN, ADMIN_KEY, Served

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .admin_cli import app as admin_app
 from .core import DEFAULT_STACK, ComfylineError, ConnectionFailed, Event, Job, JobFailed
 from .sync import Client
 
@@ -48,6 +49,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(models_app, name="models")
 app.add_typer(assets_app, name="assets", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(admin_app, name="admin", no_args_is_help=True)
 
 out = Console()
 err = Console(stderr=True)

@@ -6,7 +6,7 @@
     python -m comfyline.gateway keys create --owner u1 --role admin [--limit submit_per_min=1000]
     python -m comfyline.gateway keys list [--owner u1]
     python -m comfyline.gateway keys revoke key_...
-    python -m comfyline.gateway admin --help          # operate the fleet over HTTP (admin_cli)
+    python -m comfyline.gateway admin --help          # the fleet over HTTP (= comfyline admin)
 
 Key commands write the ``keys`` bucket over NATS with the same :class:`KeyStore` that backs
 ``/v1/keys``; ``create`` prints the secret once.
@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The command line entry point."""
     given = list(sys.argv[1:] if argv is None else argv)
     if given[:1] == ["admin"]:
-        from .admin_cli import app
+        from comfyline.client.admin_cli import app
 
         return int(app(given[1:], prog_name="comfyline-gateway admin", standalone_mode=False) or 0)
     args = parser().parse_args(argv)

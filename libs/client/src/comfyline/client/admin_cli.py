@@ -2,20 +2,23 @@
 
 ::
 
-    python -m comfyline.gateway admin workers                    # the live workers
-    python -m comfyline.gateway admin workers show gpu-box-1
-    python -m comfyline.gateway admin workers drain gpu-box-1 --reason "driver update"
-    python -m comfyline.gateway admin workers resume gpu-box-1
-    python -m comfyline.gateway admin models publish solid-color.json   # a workflow as a model
-    python -m comfyline.gateway admin models pause txt2img-sdxl --reason "new checkpoint"
-    python -m comfyline.gateway admin models resume txt2img-sdxl
-    python -m comfyline.gateway admin dead-letters [--model M]
-    python -m comfyline.gateway admin dead-letters retry job_...
+    comfyline admin workers                    # the live workers
+    comfyline admin workers show gpu-box-1
+    comfyline admin workers drain gpu-box-1 --reason "driver update"
+    comfyline admin workers resume gpu-box-1
+    comfyline admin models publish solid-color.json   # a workflow as a model
+    comfyline admin models pause txt2img-sdxl --reason "new checkpoint"
+    comfyline admin models resume txt2img-sdxl
+    comfyline admin dead-letters [--model M]
+    comfyline admin dead-letters retry job_...
+
+(``python -m comfyline.gateway admin ...`` is the same app, for a gateway host without the
+``comfyline`` command.)
 
 The gateway is ``--url`` (``COMFYLINE_URL``, else ``gateway_url`` of ``--stack`` = the
 ``stack.json`` that ``comfyline up`` writes) and the key ``--key`` (``COMFYLINE_API_KEY``, else
-the stack's ``api_key``). ``app`` is a Typer app, so a larger command line mounts it with
-``add_typer(app, name="admin")``. Output is the API's JSON; errors print the API's error body and
+the stack's ``api_key``). ``app`` is a Typer app; the ``comfyline`` command mounts it as
+``admin``. Output is the API's JSON; errors print the API's error body and
 exit 1.
 """
 
