@@ -46,3 +46,43 @@ def test_files_holding_secrets_are_readable_by_their_owner_only(tmp_path: Path) 
     write_private(tmp_path / "stack.json", "{}")
     for name in ("credentials.json", "stack.json"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
+
+
+def test_a_stack_on_a_given_nats_cluster_hands_every_service_its_urls_and_replicas(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    urls = "nats://127.0.0.1:4222, nats://127.0.0.1:4223,nats://127.0.0.1:4224"
+    stack = LocalStack(tmp_path, nats_url=urls, nats_replicas=3, gateways=2)
+    stack.s3 = cast(Any, SimpleNamespace(endpoint="127.0.0.1:9000"))
+    creds = Credentials.load_or_create(tmp_path / "credentials.json")
+    assert stack.nats is None and len(stack.nats_urls) == 3
+    env = stack._service_env("orchestrator", creds, "http://127.0.0.1:8188", "http://h:1")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    nats = OrchestratorSettings().nats
+    assert nats.replicas == 3
+    assert nats.url.split(",") == [u.strip() for u in urls.split(",")]
+
+
+def test_each_gateway_process_listens_on_its_own_port_and_lists_its_metrics(
+    tmp_path: Path,
+) -> None:
+    stack = LocalStack(tmp_path, gateways=3)
+    stack.nats = cast(Any, SimpleNamespace(url="nats://127.0.0.1:4222"))
+    stack.s3 = cast(Any, SimpleNamespace(endpoint="127.0.0.1:9000"))
+    creds = Credentials.load_or_create(tmp_path / "credentials.json")
+    assert stack.gateway_names == ["gateway", "gateway-2", "gateway-3"]
+    ports = []
+    for name, port in zip(stack.gateway_names, (8000, 8101, 8102), strict=True):
+        url = f"http://127.0.0.1:{port}"
+        env = stack._service_env("gateway", creds, "http://127.0.0.1:8188", url, process=name)
+        assert env["GATEWAY_PUBLIC_URL"] == url
+        ports.append(int(env["GATEWAY_PORT"]))
+        # One shared secret: an events token made by one gateway opens a stream on another.
+        assert env["GATEWAY_EVENTS_TOKEN_SECRET"] == creds.events_secret
+    assert ports == [8000, 8101, 8102]
+    assert stack.metrics_urls == {
+        "gateway": "http://127.0.0.1:8000/metrics",
+        "gateway-2": "http://127.0.0.1:8101/metrics",
+        "gateway-3": "http://127.0.0.1:8102/metrics",
+    }

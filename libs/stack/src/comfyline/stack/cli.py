@@ -1,6 +1,8 @@
 """``comfyline``: the command line, with ``up`` and ``down`` to run the whole system locally.
 
 comfyline up [--state-dir DIR] [--port 8000]      start everything, Ctrl-C stops it
+    [--nats-url URLS --nats-replicas 3]           ... on a NATS (cluster) already running
+    [--gateways 2]                                ... with more than one gateway process
 comfyline down [--state-dir DIR]                  stop a stack started elsewhere
 
 Every other command (``run``, ``jobs``, ``models``, ...) is :mod:`comfyline.client.cli`'s.
@@ -37,6 +39,9 @@ def _up(args: argparse.Namespace) -> int:
         port=args.port,
         host=args.host,
         comfyui_url=comfyui_url,
+        nats_url=args.nats_url,
+        nats_replicas=args.nats_replicas,
+        gateways=args.gateways,
         sim_args=(["--step-time", str(args.sim_step_time)] if args.sim_step_time else [])
         # More simulator knobs for demos and fault tests, e.g. "--node-delay EmptyImage=0.05".
         + shlex.split(os.environ.get("COMFYLINE_SIM_ARGS", "")),
@@ -55,11 +60,11 @@ def _up(args: argparse.Namespace) -> int:
         f"""
 Comfyline is up in {info["started_in_s"]} s.
 
-  API         {info["gateway_url"]}/v1
+  API         {", ".join(f"{url}/v1" for url in info["gateway_urls"])}
   Docs        {info["docs_url"]}
   Playground  {info["playground_url"]}
   S3          {info["s3_endpoint"]} (bucket {info["s3_bucket"]})
-  NATS        {info["nats_url"]}
+  NATS        {", ".join(info["nats_urls"])} ({info["nats_replicas"]} replicas)
   ComfyUI     {info["comfyui_url"]}{sim_note}
   CORS        browsers may call the API from {info["cors_origins"]}
 
@@ -115,11 +120,40 @@ def up(
     sim_step_time: Annotated[
         float, typer.Option(help="Seconds per sampling step in the ComfyUI simulator.")
     ] = 0.0,
+    nats_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="COMFYLINE_NATS_URL",
+            help="Use this NATS instead of starting one: a URL, or a cluster's node URLs "
+            "comma-separated (nats://127.0.0.1:4222,nats://127.0.0.1:4223,...).",
+        ),
+    ] = None,
+    nats_replicas: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=5,
+            envvar="COMFYLINE_NATS_REPLICAS",
+            help="Copies of each stream and KV bucket (3 on a 3-node JetStream cluster).",
+        ),
+    ] = 1,
+    gateways: Annotated[
+        int,
+        typer.Option(
+            min=1, max=8, help="Gateway processes (the first on --port, the others on free ports)."
+        ),
+    ] = 1,
 ) -> None:
     """Start the whole system on this machine (NATS, S3, ComfyUI or its simulator, the
     services); Ctrl-C stops it. Writes STATE_DIR/stack.json, which the other commands read."""
     args = argparse.Namespace(
-        state_dir=state_dir, port=port, host=host, sim_step_time=sim_step_time
+        state_dir=state_dir,
+        port=port,
+        host=host,
+        sim_step_time=sim_step_time,
+        nats_url=nats_url,
+        nats_replicas=nats_replicas,
+        gateways=gateways,
     )
     raise typer.Exit(_up(args))
 

@@ -5,6 +5,11 @@ Everything lives in one state folder, so a second start finds the jobs of the fi
     <state-dir>/nats/        JetStream store          <state-dir>/logs/<name>.log
     <state-dir>/s3/          SeaweedFS data           <state-dir>/credentials.json
     <state-dir>/comfyui-sim/ simulator files          <state-dir>/stack.json (once ready)
+
+NATS is started here unless ``nats_url`` names one already running (one URL or several
+comma-separated: a cluster); ``nats_replicas`` is how many copies of each stream and KV bucket
+the services make (3 on a 3-node cluster). ``gateways`` runs that many gateway processes, the
+first on ``port``, the others on free ports (``stack.json``: ``gateway_urls``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import secrets
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +94,12 @@ class LocalStack:
     host: str = "127.0.0.1"
     comfyui_url: str | None = None
     sim_args: list[str] = field(default_factory=list)
+    #: A NATS already running (comma-separated URLs of a cluster's nodes); None starts one here.
+    nats_url: str | None = None
+    #: Copies of each stream and KV bucket (at most the number of JetStream nodes).
+    nats_replicas: int = 1
+    #: How many gateway processes serve the API (each on its own port, one shared state).
+    gateways: int = 1
     nats: NatsServer | None = None
     s3: SeaweedS3 | None = None
     children: dict[str, ChildProcess] = field(default_factory=dict)
@@ -99,16 +111,34 @@ class LocalStack:
     def logs(self) -> Path:
         return self.state_dir / "logs"
 
+    @property
+    def nats_urls(self) -> list[str]:
+        """The NATS the services use: the one given, or the one started here."""
+        if self.nats_url is not None:
+            return [url.strip() for url in self.nats_url.split(",") if url.strip()]
+        assert self.nats is not None, "NATS is not started"
+        return [self.nats.url]
+
+    @property
+    def gateway_names(self) -> list[str]:
+        """``gateway``, then ``gateway-2``, ``gateway-3``, ...: one per gateway process."""
+        return ["gateway"] + [f"gateway-{i}" for i in range(2, self.gateways + 1)]
+
     def start(self, on_step: Any = print) -> dict[str, Any]:
         """Start everything, wait until each part is ready, write ``stack.json``."""
         started = time.monotonic()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "stack.json").unlink(missing_ok=True)
         creds = Credentials.load_or_create(self.state_dir / "credentials.json")
+        if self.gateways < 1 or self.nats_replicas < 1:
+            raise ServerError("gateways and nats_replicas must be at least 1")
         try:
-            self.nats = NatsServer(self.state_dir / "nats", port=_port(4222))
-            self.nats.start()
-            on_step(f"  nats-server     {self.nats.url}")
+            if self.nats_url is None:
+                self.nats = NatsServer(self.state_dir / "nats", port=_port(4222))
+                self.nats.start()
+                on_step(f"  nats-server     {self.nats.url}")
+            else:
+                on_step(f"  NATS (given)    {', '.join(self.nats_urls)}")
             self.s3 = SeaweedS3(
                 self.state_dir / "s3", creds.s3_access_key, creds.s3_secret_key, _port(9000)
             )
@@ -117,9 +147,15 @@ class LocalStack:
             comfyui = self.comfyui_url or self._start_simulator()
             on_step(f"  ComfyUI         {comfyui}" + ("" if self.comfyui_url else " (simulator)"))
             gateway_url = f"http://{self.host}:{self.port}"
-            for name in SERVICES:
+            gateway_urls = [gateway_url] + [
+                f"http://{self.host}:{free_port()}" for _ in range(self.gateways - 1)
+            ]
+            for name in (n for n in SERVICES if n != "gateway"):
                 self._start_service(name, self._service_env(name, creds, comfyui, gateway_url))
-            self._wait_services(gateway_url)
+            for name, url in zip(self.gateway_names, gateway_urls, strict=True):
+                env = self._service_env("gateway", creds, comfyui, url, process=name)
+                self._start_service("gateway", env, name)
+            self._wait_services(gateway_urls)
         except BaseException:
             self.stop()
             raise
@@ -129,7 +165,10 @@ class LocalStack:
             "playground_url": f"{gateway_url}/playground",
             "s3_endpoint": f"http://{self.s3.endpoint}",
             "s3_bucket": BUCKET,
-            "nats_url": self.nats.url,
+            "gateway_urls": gateway_urls,
+            "nats_url": self.nats_urls[0],
+            "nats_urls": self.nats_urls,
+            "nats_replicas": self.nats_replicas,
             "comfyui_url": comfyui,
             "comfyui_is_simulator": self.comfyui_url is None,
             "api_key": creds.api_key,
@@ -137,8 +176,7 @@ class LocalStack:
             "metrics_urls": dict(self.metrics_urls),
             "state_dir": str(self.state_dir),
             "up_pid": os.getpid(),
-            "pids": {"nats-server": self.nats.pid, "weed": self.s3.pid}
-            | {name: child.pid for name, child in self.children.items()},
+            "pids": {name: child.pid for name, child in self.all_children().items()},
             "started_in_s": round(time.monotonic() - started, 2),
         }
         write_private(self.state_dir / "stack.json", json.dumps(self.info, indent=2))
@@ -174,13 +212,21 @@ class LocalStack:
         return url
 
     def _service_env(
-        self, name: str, creds: Credentials, comfyui: str, gateway_url: str
+        self,
+        name: str,
+        creds: Credentials,
+        comfyui: str,
+        gateway_url: str,
+        process: str | None = None,
     ) -> dict[str, str]:
-        assert self.nats is not None and self.s3 is not None
+        """The environment of service ``name`` (its process is called ``process``, e.g. the
+        second gateway ``gateway-2``; ``gateway_url`` is where that gateway listens)."""
+        assert self.s3 is not None
         p = PREFIX[name]
         env = {
             f"{p}_ENVIRONMENT": "development",
-            f"{p}_NATS__URL": self.nats.url,
+            f"{p}_NATS__URL": ",".join(self.nats_urls),
+            f"{p}_NATS__REPLICAS": str(self.nats_replicas),
             f"{p}_S3__ENDPOINT": self.s3.endpoint,
             f"{p}_S3__ACCESS_KEY": creds.s3_access_key,
             f"{p}_S3__SECRET_KEY": creds.s3_secret_key,
@@ -195,7 +241,7 @@ class LocalStack:
             env[f"{p}_METRICS_PORT"] = str(port)
             self.metrics_urls[name] = f"http://127.0.0.1:{port}/metrics"
         else:
-            self.metrics_urls[name] = f"{gateway_url}/metrics"
+            self.metrics_urls[process or name] = f"{gateway_url}/metrics"
         if name == "worker":
             env["WORKER_COMFYUI_URLS"] = comfyui
         if name in ("orchestrator", "gateway"):
@@ -205,7 +251,7 @@ class LocalStack:
         if name == "gateway":
             env |= {
                 "GATEWAY_HOST": self.host,
-                "GATEWAY_PORT": str(self.port),
+                "GATEWAY_PORT": gateway_url.rsplit(":", 1)[1],
                 "GATEWAY_PUBLIC_URL": gateway_url,
                 "GATEWAY_AUTH__ADMIN_API_KEY": creds.api_key,
                 "GATEWAY_AUTH__ADMIN_OWNER": "dev",
@@ -218,26 +264,21 @@ class LocalStack:
             }
         return env
 
-    def _start_service(self, name: str, env: dict[str, str]) -> None:
+    def _start_service(self, service: str, env: dict[str, str], name: str | None = None) -> None:
+        name = name or service
         child = ChildProcess(
-            name, [sys.executable, "-m", f"comfyline.{name}"], self.logs / f"{name}.log", env=env
+            name, [sys.executable, "-m", f"comfyline.{service}"], self.logs / f"{name}.log", env=env
         )
         child.spawn()
         self.children[name] = child
 
-    def _wait_services(self, gateway_url: str) -> None:
-        gateway = self.children["gateway"]
-        wait_until(
-            lambda: httpx.get(f"{gateway_url}/readyz", timeout=2).status_code == 200,
-            "gateway",
-            gateway,
-            60,
-        )
+    def _wait_services(self, gateway_urls: list[str]) -> None:
+        for name, url in zip(self.gateway_names, gateway_urls, strict=True):
+            wait_until(partial(_answers, f"{url}/readyz"), name, self.children[name], 60)
         for name in ("enhancer", "orchestrator", "worker"):
             if not self.children[name].alive():
                 raise ServerError(f"{name} exited:\n{self.children[name].log_tail()}")
-        assert self.nats is not None
-        asyncio.run(_wait_for_consumers(self.nats.url, timeout_s=60))
+        asyncio.run(_wait_for_consumers(",".join(self.nats_urls), timeout_s=60))
 
     def all_children(self) -> dict[str, ChildProcess]:
         """Every process of the stack by name: the servers and the parts started on them."""
@@ -261,6 +302,10 @@ class LocalStack:
         if self.nats is not None:
             self.nats.stop()
         self.children.clear()
+
+
+def _answers(url: str) -> bool:
+    return httpx.get(url, timeout=2).status_code == 200
 
 
 async def _wait_for_consumers(nats_url: str, timeout_s: float) -> None:

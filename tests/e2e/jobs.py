@@ -1,0 +1,116 @@
+"""Submitting many jobs to a running stack and checking how each ended (the fault tests')."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from typing import Any
+
+import httpx
+import nats
+
+from .conftest import Stack
+
+TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")
+
+
+def stack_info(stack: Stack) -> dict[str, Any]:
+    """``stack.json`` as it is now (PIDs change when the stack restarts a part)."""
+    info: dict[str, Any] = json.loads((stack.state_dir / "stack.json").read_text())
+    return info
+
+
+def submit(client: httpx.Client, n: int, tag: str, retry_s: float = 0.0) -> list[str]:
+    """Submit ``n`` small cpu-smoke jobs; an answer of 503 or a dropped connection is retried
+    for up to ``retry_s`` with the same ``Idempotency-Key``, as a client should."""
+    ids = []
+    for i in range(n):
+        body = {
+            "model": "cpu-smoke",
+            "input": {"width": 64, "height": 64, "color": (i * 7919) % 0xFFFFFF},
+            "metadata": {"fault": tag},
+        }
+        headers = {"Idempotency-Key": f"{tag}-{i}"}
+        give_up = time.monotonic() + retry_s
+        while True:
+            try:
+                answer = client.post("/v1/jobs", json=body, headers=headers)
+            except httpx.TransportError:
+                if time.monotonic() > give_up:
+                    raise
+                time.sleep(0.5)
+                continue
+            if answer.status_code == 503 and time.monotonic() < give_up:
+                time.sleep(0.5)
+                continue
+            break
+        assert answer.status_code in (200, 202), answer.text
+        ids.append(answer.json()["id"])
+    return ids
+
+
+def wait_all(client: httpx.Client, ids: list[str], timeout_s: float) -> list[dict[str, Any]]:
+    """Each job once it has ended, in the order of ``ids``; fails naming jobs that never ended."""
+    deadline = time.monotonic() + timeout_s
+    done: dict[str, dict[str, Any]] = {}
+    while len(done) < len(ids) and time.monotonic() < deadline:
+        for job_id in ids:
+            if job_id in done:
+                continue
+            try:
+                job = client.get(f"/v1/jobs/{job_id}")
+            except httpx.HTTPError:
+                continue  # the gateway may be reconnecting
+            if job.status_code == 200 and job.json()["status"] in TERMINAL:
+                done[job_id] = job.json()
+        time.sleep(0.5)
+    missing = [j for j in ids if j not in done]
+    assert not missing, f"{len(missing)} jobs never ended, e.g. {missing[:3]}"
+    return [done[j] for j in ids]
+
+
+def terminal_events(nats_urls: list[str], ids: list[str]) -> Counter[str]:
+    """How many terminal events each job has on JOBS (from the server's subject index)."""
+
+    async def count() -> Counter[str]:
+        nc = await nats.connect(servers=nats_urls)
+        try:
+            js = nc.jetstream()
+            found: Counter[str] = Counter()
+            for kind in ("completed", "failed", "cancelled", "timed_out"):
+                info = await js.stream_info("JOBS", subjects_filter=f"jobs.*.*.{kind}")
+                for subject, n in (info.state.subjects or {}).items():
+                    found[subject.split(".")[2]] += int(n)
+            return Counter({j: found[j] for j in ids})
+        finally:
+            await nc.close()
+
+    return asyncio.run(count())
+
+
+def outcome(
+    ids: list[str], ended: list[dict[str, Any]], terminal: Counter[str], seconds: float
+) -> dict[str, Any]:
+    """The figures of one run: statuses, error codes, jobs lost, duplicated and retried."""
+    return {
+        "submitted": len(ids),
+        "statuses": dict(Counter(job["status"] for job in ended)),
+        "error_codes": dict(Counter(job["error"]["code"] for job in ended if job.get("error"))),
+        "lost": sum(1 for j in ids if terminal[j] == 0),
+        "duplicated": sum(1 for j in ids if terminal[j] > 1),
+        "retried": sum(1 for job in ended if job.get("attempts", 1) > 1),
+        "seconds": round(seconds, 1),
+    }
+
+
+def assert_each_succeeded_once(
+    ids: list[str], ended: list[dict[str, Any]], terminal: Counter[str], figures: dict[str, Any]
+) -> None:
+    """Every job succeeded with its 64x64 output, with exactly one terminal event."""
+    assert figures["statuses"] == {"succeeded": len(ids)}, figures
+    assert all(terminal[j] == 1 for j in ids), figures
+    for job in ended:
+        [output] = job["outputs"]
+        assert output["size"] > 0 and (output["width"], output["height"]) == (64, 64)
