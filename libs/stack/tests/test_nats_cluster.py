@@ -1,15 +1,19 @@
-"""A 3-node JetStream cluster on loopback, and streams and buckets made with the replica count
-from settings (``*_NATS__REPLICAS``), reached through the comma-separated URL list."""
+"""A 3-node JetStream cluster on loopback, streams and buckets made with the replica count from
+settings (``*_NATS__REPLICAS``) through the comma-separated URL list, and the local stack's
+choice of NATS (one server, a cluster started here, or one given)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from comfyline.contracts import Names, bucket_spec, stream_spec
 from comfyline.runtime import Bus, NatsSettings
-from comfyline.stack import NatsCluster
+from comfyline.stack import NatsCluster, ServerError
+from comfyline.stack.local import LocalStack
 
 
 @pytest.fixture(scope="module")
@@ -45,3 +49,39 @@ async def test_streams_and_buckets_get_the_replica_count_from_settings(
         await bus.ensure_streams([stream_spec(names, "JOBS")])
     finally:
         await bus.close()
+
+
+def test_the_local_stack_starts_a_cluster_of_nats_nodes_with_replicas_to_match(
+    tmp_path: Path,
+) -> None:
+    stack = LocalStack(tmp_path, nats_nodes=3)
+    try:
+        stack._start_nats(on_step=lambda _: None)
+        assert stack.replicas == 3 and len(stack.nats_urls) == 3
+        nodes = {n: c for n, c in stack.all_children().items() if n.startswith("nats-server")}
+        assert len(nodes) == 3 and all(child.alive() for child in nodes.values())
+    finally:
+        stack.stop()
+    assert not any(child.alive() for child in nodes.values())
+
+
+@pytest.mark.parametrize(
+    ("layout", "refused"),
+    [
+        ({"nats_nodes": 1, "nats_replicas": 3}, "3 replicas need as many NATS nodes"),
+        ({"nats_url": "nats://127.0.0.1:4222", "nats_nodes": 3}, "not both"),
+        ({"gateways": 0}, "at least 1"),
+    ],
+)
+def test_a_layout_that_cannot_work_is_refused_before_anything_starts(
+    tmp_path: Path, layout: dict[str, Any], refused: str
+) -> None:
+    with pytest.raises(ServerError, match=refused):
+        LocalStack(tmp_path, **layout).start(on_step=lambda _: None)
+    assert not (tmp_path / "nats").exists()
+
+
+def test_on_a_given_nats_one_replica_unless_told() -> None:
+    given = "nats://127.0.0.1:4222,nats://127.0.0.1:4223"
+    assert LocalStack(Path("unused"), nats_url=given).replicas == 1
+    assert LocalStack(Path("unused"), nats_url=given, nats_replicas=2).replicas == 2

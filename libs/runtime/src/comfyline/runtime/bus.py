@@ -23,7 +23,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, NoStreamResponseError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 from opentelemetry.trace import SpanKind
 
@@ -155,7 +155,13 @@ class Bus:
 
     # --- publishing ----------------------------------------------------------------------------
     async def publish(self, subject: str, message: WireModel, msg_id: str | None = None) -> PubAck:
-        """Publish to JetStream and wait for the stream's ack (deduplicated by ``msg_id``)."""
+        """Publish to JetStream and wait for the stream's ack (deduplicated by ``msg_id``).
+
+        While a stream has no leader (a NATS node was lost and the cluster is electing one, a
+        few seconds) the server answers "no responders" or 503: nothing was stored, so the
+        publish is tried again, for up to ``request_timeout_s``. :class:`BusError` after that,
+        or on a timeout (which is not retried here: the message may have been stored).
+        """
         with _tracer.start_as_current_span(
             f"publish {subject.split('.')[0 if not self.names.namespace else 1]}",
             kind=SpanKind.PRODUCER,
@@ -165,12 +171,21 @@ class Bus:
                 "messaging.message.id": msg_id or "",
             },
         ):
-            try:
-                return await self.js.publish(
-                    subject, message.to_bytes(), headers=message_headers(message, msg_id)
-                )
-            except (TimeoutError, NatsTimeout) as exc:
-                raise BusError(f"publish to {subject} timed out") from exc
+            give_up = asyncio.get_running_loop().time() + self.settings.request_timeout_s
+            pause = 0.05
+            while True:
+                try:
+                    return await self.js.publish(
+                        subject, message.to_bytes(), headers=message_headers(message, msg_id)
+                    )
+                except (TimeoutError, NatsTimeout) as exc:
+                    raise BusError(f"publish to {subject} timed out") from exc
+                except (NoStreamResponseError, ServiceUnavailableError) as exc:
+                    if asyncio.get_running_loop().time() + pause > give_up:
+                        raise BusError(f"no stream takes {subject} now: {exc}") from exc
+                    log.warning("no stream answered; publishing again", extra={"subject": subject})
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 1.0)
 
     async def send(self, subject: str, message: WireModel) -> None:
         """Publish on core NATS (no stream, no ack): control messages."""

@@ -1,6 +1,7 @@
 """``comfyline``: the command line, with ``up`` and ``down`` to run the whole system locally.
 
 comfyline up [--state-dir DIR] [--port 8000]      start everything, Ctrl-C stops it
+    [--nats-nodes 3]                              ... on a 3-node NATS cluster started here
     [--nats-url URLS --nats-replicas 3]           ... on a NATS (cluster) already running
     [--gateways 2]                                ... with more than one gateway process
 comfyline down [--state-dir DIR]                  stop a stack started elsewhere
@@ -40,6 +41,7 @@ def _up(args: argparse.Namespace) -> int:
         host=args.host,
         comfyui_url=comfyui_url,
         nats_url=args.nats_url,
+        nats_nodes=args.nats_nodes,
         nats_replicas=args.nats_replicas,
         gateways=args.gateways,
         sim_args=(["--step-time", str(args.sim_step_time)] if args.sim_step_time else [])
@@ -128,15 +130,22 @@ def up(
             "comma-separated (nats://127.0.0.1:4222,nats://127.0.0.1:4223,...).",
         ),
     ] = None,
-    nats_replicas: Annotated[
+    nats_nodes: Annotated[
         int,
+        typer.Option(
+            min=1, max=5, help="Start this many nats-server nodes here, as one JetStream cluster."
+        ),
+    ] = 1,
+    nats_replicas: Annotated[
+        int | None,
         typer.Option(
             min=1,
             max=5,
             envvar="COMFYLINE_NATS_REPLICAS",
-            help="Copies of each stream and KV bucket (3 on a 3-node JetStream cluster).",
+            help="Copies of each stream and KV bucket (default: the nodes started here, at most "
+            "3; 1 on a NATS given with --nats-url).",
         ),
-    ] = 1,
+    ] = None,
     gateways: Annotated[
         int,
         typer.Option(
@@ -152,6 +161,7 @@ def up(
         host=host,
         sim_step_time=sim_step_time,
         nats_url=nats_url,
+        nats_nodes=nats_nodes,
         nats_replicas=nats_replicas,
         gateways=gateways,
     )

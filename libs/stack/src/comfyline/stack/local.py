@@ -3,12 +3,14 @@
 Everything lives in one state folder, so a second start finds the jobs of the first:
 
     <state-dir>/nats/        JetStream store          <state-dir>/logs/<name>.log
+    <state-dir>/nats-cluster/node-<i>/ (--nats-nodes)
     <state-dir>/s3/          SeaweedFS data           <state-dir>/credentials.json
     <state-dir>/comfyui-sim/ simulator files          <state-dir>/stack.json (once ready)
 
-NATS is started here unless ``nats_url`` names one already running (one URL or several
-comma-separated: a cluster); ``nats_replicas`` is how many copies of each stream and KV bucket
-the services make (3 on a 3-node cluster). ``gateways`` runs that many gateway processes, the
+NATS is started here, one server or a cluster of ``nats_nodes``, unless ``nats_url`` names one
+already running (one URL or several comma-separated: a cluster); ``nats_replicas`` is how many
+copies of each stream and KV bucket the services make (by default as many as the nodes started
+here, at most 3; 1 on a given NATS). ``gateways`` runs that many gateway processes, the
 first on ``port``, the others on free ports (``stack.json``: ``gateway_urls``).
 """
 
@@ -29,7 +31,15 @@ import httpx
 
 from comfyline.contracts import Names
 
-from .servers import ChildProcess, NatsServer, SeaweedS3, ServerError, free_port, wait_until
+from .servers import (
+    ChildProcess,
+    NatsCluster,
+    NatsServer,
+    SeaweedS3,
+    ServerError,
+    free_port,
+    wait_until,
+)
 
 SERVICES = ("enhancer", "orchestrator", "worker", "gateway")
 PREFIX = {
@@ -96,11 +106,15 @@ class LocalStack:
     sim_args: list[str] = field(default_factory=list)
     #: A NATS already running (comma-separated URLs of a cluster's nodes); None starts one here.
     nats_url: str | None = None
-    #: Copies of each stream and KV bucket (at most the number of JetStream nodes).
-    nats_replicas: int = 1
+    #: How many nats-server nodes to start here, as one JetStream cluster (without ``nats_url``).
+    nats_nodes: int = 1
+    #: Copies of each stream and KV bucket (at most the number of JetStream nodes); None: the
+    #: nodes started here (at most 3), or 1 on a given NATS.
+    nats_replicas: int | None = None
     #: How many gateway processes serve the API (each on its own port, one shared state).
     gateways: int = 1
     nats: NatsServer | None = None
+    nats_cluster: NatsCluster | None = None
     s3: SeaweedS3 | None = None
     children: dict[str, ChildProcess] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
@@ -116,8 +130,17 @@ class LocalStack:
         """The NATS the services use: the one given, or the one started here."""
         if self.nats_url is not None:
             return [url.strip() for url in self.nats_url.split(",") if url.strip()]
+        if self.nats_cluster is not None:
+            return [node.url for node in self.nats_cluster.nodes]
         assert self.nats is not None, "NATS is not started"
         return [self.nats.url]
+
+    @property
+    def replicas(self) -> int:
+        """Copies of each stream and KV bucket the services make."""
+        if self.nats_replicas is not None:
+            return self.nats_replicas
+        return 1 if self.nats_url is not None else min(self.nats_nodes, 3)
 
     @property
     def gateway_names(self) -> list[str]:
@@ -130,15 +153,9 @@ class LocalStack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "stack.json").unlink(missing_ok=True)
         creds = Credentials.load_or_create(self.state_dir / "credentials.json")
-        if self.gateways < 1 or self.nats_replicas < 1:
-            raise ServerError("gateways and nats_replicas must be at least 1")
+        self._check_layout()
         try:
-            if self.nats_url is None:
-                self.nats = NatsServer(self.state_dir / "nats", port=_port(4222))
-                self.nats.start()
-                on_step(f"  nats-server     {self.nats.url}")
-            else:
-                on_step(f"  NATS (given)    {', '.join(self.nats_urls)}")
+            self._start_nats(on_step)
             self.s3 = SeaweedS3(
                 self.state_dir / "s3", creds.s3_access_key, creds.s3_secret_key, _port(9000)
             )
@@ -168,7 +185,7 @@ class LocalStack:
             "gateway_urls": gateway_urls,
             "nats_url": self.nats_urls[0],
             "nats_urls": self.nats_urls,
-            "nats_replicas": self.nats_replicas,
+            "nats_replicas": self.replicas,
             "comfyui_url": comfyui,
             "comfyui_is_simulator": self.comfyui_url is None,
             "api_key": creds.api_key,
@@ -181,6 +198,29 @@ class LocalStack:
         }
         write_private(self.state_dir / "stack.json", json.dumps(self.info, indent=2))
         return self.info
+
+    def _check_layout(self) -> None:
+        if self.gateways < 1 or self.nats_nodes < 1 or self.replicas < 1:
+            raise ServerError("gateways, NATS nodes and NATS replicas must be at least 1")
+        if self.nats_url is not None and self.nats_nodes > 1:
+            raise ServerError("give a NATS to use or a number of nodes to start, not both")
+        if self.nats_url is None and self.replicas > self.nats_nodes:
+            raise ServerError(
+                f"{self.replicas} replicas need as many NATS nodes; {self.nats_nodes} are started"
+            )
+
+    def _start_nats(self, on_step: Any = print) -> None:
+        """The NATS the services use: one server, a cluster, or the one given (started there)."""
+        if self.nats_url is not None:
+            on_step(f"  NATS (given)    {', '.join(self.nats_urls)}")
+        elif self.nats_nodes > 1:
+            self.nats_cluster = NatsCluster(self.state_dir / "nats-cluster", self.nats_nodes)
+            self.nats_cluster.start()
+            on_step(f"  nats-server x{self.nats_nodes} {', '.join(self.nats_urls)}")
+        else:
+            self.nats = NatsServer(self.state_dir / "nats", port=_port(4222))
+            self.nats.start()
+            on_step(f"  nats-server     {self.nats.url}")
 
     def _start_simulator(self) -> str:
         port = _port(8188)
@@ -226,7 +266,7 @@ class LocalStack:
         env = {
             f"{p}_ENVIRONMENT": "development",
             f"{p}_NATS__URL": ",".join(self.nats_urls),
-            f"{p}_NATS__REPLICAS": str(self.nats_replicas),
+            f"{p}_NATS__REPLICAS": str(self.replicas),
             f"{p}_S3__ENDPOINT": self.s3.endpoint,
             f"{p}_S3__ACCESS_KEY": creds.s3_access_key,
             f"{p}_S3__SECRET_KEY": creds.s3_secret_key,
@@ -282,7 +322,8 @@ class LocalStack:
 
     def all_children(self) -> dict[str, ChildProcess]:
         """Every process of the stack by name: the servers and the parts started on them."""
-        found = {server.child.name: server.child for server in (self.nats, self.s3) if server}
+        servers = [self.nats, *(self.nats_cluster.nodes if self.nats_cluster else []), self.s3]
+        found = {server.child.name: server.child for server in servers if server}
         return found | self.children
 
     def record_pids(self, restarts: dict[str, int]) -> None:
@@ -301,6 +342,8 @@ class LocalStack:
             self.s3.stop()
         if self.nats is not None:
             self.nats.stop()
+        if self.nats_cluster is not None:
+            self.nats_cluster.stop()
         self.children.clear()
 
 
