@@ -122,8 +122,8 @@ def wait_until(check: Callable[[], bool], what: str, child: ChildProcess, timeou
     raise ServerError(f"{what} not ready after {timeout_s}s:\n{child.log_tail()}")
 
 
-class _Managed:
-    child: ChildProcess
+class _StartStop:
+    """Started on entering a ``with`` block, stopped on leaving it."""
 
     def __enter__(self) -> Self:
         self.start()
@@ -136,6 +136,13 @@ class _Managed:
 
     def start(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def stop(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class _Managed(_StartStop):
+    child: ChildProcess
 
     def stop(self) -> None:
         self.child.stop()
@@ -217,7 +224,7 @@ class NatsServer(_Managed):
         self.child.kill()
 
 
-class NatsCluster:
+class NatsCluster(_StartStop):
     """``nodes`` JetStream servers on loopback forming one cluster: each with its own client,
     cluster and monitor ports and store folder (``<data_dir>/node-<i>``), routes to every other.
 
@@ -269,15 +276,6 @@ class NatsCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 class SeaweedS3(_Managed):
