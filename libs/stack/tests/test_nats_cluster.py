@@ -51,6 +51,28 @@ async def test_streams_and_buckets_get_the_replica_count_from_settings(
         await bus.close()
 
 
+async def test_a_bucket_made_with_fewer_replicas_gets_the_count_from_settings(
+    cluster: NatsCluster,
+) -> None:
+    names = Names("grow")
+    one = await Bus.connect(NatsSettings(url=cluster.urls, replicas=1), names, "r1")
+    three = await Bus.connect(NatsSettings(url=cluster.urls, replicas=3), names, "r3")
+    stream = f"KV_{names.bucket('jobs')}"
+    try:
+        await one.ensure_buckets([bucket_spec(names, "jobs")])
+        kv = await one.kv(names.bucket("jobs"))
+        await kv.put("kept", b"1")
+        assert (await one.js.stream_info(stream)).config.num_replicas == 1
+        await three.ensure_buckets([bucket_spec(names, "jobs")])
+        info = await three.js.stream_info(stream)
+        assert info.config.num_replicas == 3
+        assert info.config.max_age == bucket_spec(names, "jobs").ttl_s  # the rest as it was
+        assert (await (await three.kv(names.bucket("jobs"))).get("kept")).value == b"1"
+    finally:
+        await one.close()
+        await three.close()
+
+
 def test_the_local_stack_starts_a_cluster_of_nats_nodes_with_replicas_to_match(
     tmp_path: Path,
 ) -> None:

@@ -133,7 +133,8 @@ class Bus:
                 await self.js.update_stream(config)
 
     async def ensure_buckets(self, specs: Iterable[BucketSpec]) -> None:
-        """Create each KV bucket if missing and keep a handle to it."""
+        """Create each KV bucket if missing and keep a handle to it; a bucket that exists gets
+        the replica count of the settings (as streams do), its other settings are kept."""
         for spec in specs:
             config = KeyValueConfig(
                 bucket=spec.name,
@@ -145,7 +146,11 @@ class Bus:
             try:
                 self._kv[spec.name] = await self.js.create_key_value(config)
             except BadRequestError:
-                self._kv[spec.name] = await self.js.key_value(spec.name)
+                kv = self._kv[spec.name] = await self.js.key_value(spec.name)
+                info = (await kv.status()).stream_info
+                if info.config.num_replicas != self.settings.replicas:
+                    info.config.num_replicas = self.settings.replicas
+                    await self.js.update_stream(info.config)
 
     async def kv(self, bucket: str) -> KeyValue:
         """A handle to a KV bucket (declared by :meth:`ensure_buckets` or bound on first use)."""
