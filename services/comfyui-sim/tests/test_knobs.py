@@ -5,6 +5,7 @@ sampler previews."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Awaitable, Callable
 
@@ -181,3 +182,23 @@ async def test_simulator_names_itself_in_system_stats(sim: ComfyClient) -> None:
     assert "simulator" in stats["devices"][0]["name"].lower()
     root = await sim.get("/")
     assert "not ComfyUI" in root.text
+
+
+async def test_sim_executions_logs_when_each_prompt_ran(make_sim: MakeSim) -> None:
+    """The simulator-only execution log: one entry per prompt in the order they ran, each one's
+    node work inside [started, ended], the next one starting only after the previous was done;
+    ComfyUI has no such route, so it is not under /api."""
+    sim = await make_sim(node_delays={"EmptyImage": 0.05})
+    socket = await sim.connect()
+    ids = [await sim.submit(empty_image_graph(color=n), socket) for n in range(3)]
+    for prompt_id in ids:
+        await socket.wait_for(is_done(prompt_id))
+    runs = (await sim.get_json("/sim/executions"))["executions"]
+    assert [run["prompt_id"] for run in runs] == ids
+    for run in runs:
+        assert run["success"] is True
+        assert run["ended"] - run["started"] >= 0.05
+        assert run["done"] >= run["ended"]
+    for before, after in itertools.pairwise(runs):
+        assert after["started"] >= before["done"]
+    assert (await sim.get("/api/sim/executions")).status == 404

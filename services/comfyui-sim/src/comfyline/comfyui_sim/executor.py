@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from comfyline.comfyui_sim.config import SimConfig
@@ -29,6 +30,9 @@ from comfyline.comfyui_sim.progress import ProgressRegistry
 from comfyline.comfyui_sim.prompt_queue import PromptQueue, QueueItem
 
 log = logging.getLogger("comfyui_sim.executor")
+
+#: How many executions ``GET /sim/executions`` remembers (ComfyUI's history size).
+EXECUTION_LOG_SIZE = 10000
 
 
 def now_ms() -> int:
@@ -55,6 +59,9 @@ class Executor:
         self.folder_of = {name: f for f, names in config.models.items() for name in names}
         self.loaded: dict[str, str] = {}  # model folder -> the file loaded from it last
         self.model_loads = 0
+        #: Simulator-only: when each prompt ran, as epoch seconds (``GET /sim/executions``).
+        self._executions: deque[dict[str, Any]] = deque(maxlen=EXECUTION_LOG_SIZE)
+        self._executions_lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="comfyui-sim-executor", daemon=True)
 
     def start(self) -> None:
@@ -89,19 +96,32 @@ class Executor:
                 continue
             item, task_id = got
             started = time.perf_counter()
+            began = time.time()
             try:
                 entry = self._run_prompt(item)
             except Exception:
                 log.exception("simulator bug while running prompt %s", item.prompt_id)
                 entry = self._entry(item, {}, {}, False, [])
+            ended = time.time()
             if self.stopping.wait(self.config.history_delay):
                 return
             self.queue.task_done(task_id, entry)
+            self._log_execution(item.prompt_id, began, ended, entry["status"]["completed"])
             if item.client_id is not None:
                 self.hub.send_sync(
                     "executing", {"node": None, "prompt_id": item.prompt_id}, item.client_id
                 )
             log.info("Prompt executed in %.2f seconds", time.perf_counter() - started)
+
+    def _log_execution(self, prompt_id: str, began: float, ended: float, success: bool) -> None:
+        record = {"prompt_id": prompt_id, "started": began, "ended": ended, "done": time.time()}
+        with self._executions_lock:
+            self._executions.append(record | {"success": success})
+
+    def executions(self) -> list[dict[str, Any]]:
+        """Simulator-only: when each prompt ran, oldest first (``GET /sim/executions``)."""
+        with self._executions_lock:
+            return list(self._executions)
 
     @staticmethod
     def _entry(

@@ -261,3 +261,12 @@ async def object_info_node(request: web.Request) -> web.Response:
     node_class = request.match_info["node_class"]
     cls = registry.get(node_class)
     return web.json_response({} if cls is None else {node_class: cls.info(registry.env)})
+
+
+async def executions(request: web.Request) -> web.Response:
+    """Simulator-only (ComfyUI has no such route, and it is not under ``/api``): when each prompt
+    ran, oldest first, as epoch seconds with sub-millisecond precision: ``started`` when the
+    executor took it, ``ended`` when its last node finished, ``done`` once its history entry was
+    written. Benchmarks read busy time and idle gaps from here, not from a client's clock."""
+    sim = sim_of(request)
+    return web.json_response({"executions": sim.executor.executions()})

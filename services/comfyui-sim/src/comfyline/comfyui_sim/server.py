@@ -22,7 +22,7 @@ from comfyline.comfyui_sim.config import SIMULATOR_NAME, Release, SimConfig
 from comfyline.comfyui_sim.files import file_routes
 from comfyline.comfyui_sim.jobs import jobs_routes
 from comfyline.comfyui_sim.lazy import warm_up
-from comfyline.comfyui_sim.routes import routes
+from comfyline.comfyui_sim.routes import executions, routes
 from comfyline.comfyui_sim.simulator import SIMULATOR, Simulator
 
 log = logging.getLogger("comfyui_sim")
@@ -99,6 +99,7 @@ def _add_routes(app: web.Application, release: Release) -> None:
         app.router.add_route(route.method, "/api" + route.path, route.handler, **route.kwargs)
     for route in defs:
         app.router.add_route(route.method, route.path, route.handler, **route.kwargs)
+    app.router.add_route("GET", "/sim/executions", executions)
     app.router.add_route("GET", "/{tail:.*}", _static_fallback)
 
 
