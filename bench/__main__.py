@@ -1,22 +1,30 @@
-"""Comfyline's overhead over ComfyUI itself, measured against a baseline in the same run.
+"""What Comfyline adds to each job on top of ComfyUI, measured against baselines in the same run.
 
-    uv run python -m bench [all|overhead|simulator|affinity] [--jobs 40] [--concurrency 8]
-                           [--comfyui-url URL] [--json FILE] [--load-time 0.5]
+    uv run python -m bench [all|overhead|busy|throughput|gateway|memory|simulator|affinity]
+                           [--tiny] [--comfyui-url URL] [--json FILE] [--pipeline-depth N]
 
-Starts the local stack (embedded NATS, S3, the ComfyUI simulator unless --comfyui-url, the four
-services) in a temporary folder, then runs the same ``cpu-smoke`` job (a fresh colour each time,
-so nothing is cached):
+``all`` (the default) measures, on this machine, in one run (sides alternated):
 
-1. direct: straight to ComfyUI (WebSocket + POST /prompt + /view), the baseline;
-2. comfyline: through the gateway (POST /v1/jobs with ``Prefer: wait``, then download the output
-   through its presigned link), i.e. every hop: gateway, JetStream, orchestrator, worker, S3.
+a. overhead: the same ``cpu-smoke`` job (512x512, a fresh colour each time) straight to
+   ComfyUI (WebSocket, POST /prompt, /view) and through Comfyline (POST /v1/jobs with
+   ``Prefer: wait``, then GET of the presigned output link), sequentially, job by job
+   alternated; median, p90, p99 of both sides and of each pair's difference. On the simulator,
+   and on the ComfyUI named by ``--comfyui-url`` (or ``COMFYUI_URL``) when one is given.
+b. GPU busy: K = 1, 4, 16 simulated servers whose job takes 200 ms, a backlog queued before the
+   workers start; busy fraction per server and idle gap between jobs from the servers' own
+   execution logs.
+c. throughput: 8 clients direct vs Comfyline (zero-delay simulator, 200 ms jobs, the real
+   ComfyUI when given); end-to-end jobs/s for 1, 2 and 4 workers on zero-delay simulators; the
+   accepted submissions/s of the gateway alone.
+d. the gateway's memory per idle SSE stream at 1,000 and 5,000 streams.
+e. the worker's peak RSS while it moves a 500 MB output to S3.
 
-It prints the median and p95 of each, the overhead Comfyline adds at the median, and throughput
-with several concurrent clients. The design budget is "a few milliseconds per job at the median"
-of overhead on top of ComfyUI; the last line says whether this run met it.
-
-``affinity`` (see ``bench/affinity.py``): checkpoint swaps per 100 mixed jobs on two servers and
-the throughput, with model affinity on and off, side by side in the same run.
+It prints every figure beside its target and writes them to ``bench/results/latest.json``
+(``--json`` elsewhere). ``--tiny`` runs every part with a handful of jobs in about a minute, to
+prove the bench works (CI), not to judge speed; it writes no file unless ``--json`` is given.
+Every server runs on 127.0.0.1 in a temporary folder and is stopped by its PID at the end.
+``simulator`` and ``affinity`` are the simulator's own speed and model affinity
+(``bench/simulator.py``, ``bench/affinity.py``).
 """
 
 from __future__ import annotations
@@ -24,102 +32,162 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
+import os
+import platform
+import subprocess
+import sys
 import tempfile
 import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from comfyline.catalogue import Catalogue, render, validate_input
-from comfyline.stack.local import LocalStack
 from comfyline.stack.servers import free_port
 
-from . import affinity, simulator
-from .direct import run_direct
+from . import affinity, bigoutput, busy, endtoend, gateway, overhead, simulator
+from .report import table
+from .stack import BenchStack, start_simulators, stop_simulators
 
-BUDGET_MS = 5.0
-
-
-def _graph(color: int, size: int) -> dict[str, Any]:
-    template = Catalogue.builtin().get("cpu-smoke")
-    data = validate_input(template, {"width": size, "height": size, "color": color})
-    return render(template, data)
+RESULTS = Path(__file__).parent / "results" / "latest.json"
+SLOW_JOB = ["--node-delay", "EmptyImage=0.2"]
+PARTS = ["all", "overhead", "busy", "throughput", "gateway", "memory"]
 
 
-async def _via_comfyline(client: httpx.AsyncClient, color: int, size: int) -> float:
-    started = time.perf_counter()
-    response = await client.post(
-        "/v1/jobs",
-        json={"model": "cpu-smoke", "input": {"width": size, "height": size, "color": color}},
-        headers={"Prefer": "wait=60"},
-    )
-    response.raise_for_status()
-    job = response.json()
-    while job["status"] not in {"succeeded", "failed", "cancelled", "timed_out"}:
-        job = (await client.get(f"/v1/jobs/{job['id']}", headers={"Prefer": "wait=60"})).json()
-    if job["status"] != "succeeded":
-        raise RuntimeError(f"job {job['id']} ended {job['status']}: {job.get('error')}")
-    for output in job["outputs"]:
-        (await client.get(output["url"])).raise_for_status()
-    return time.perf_counter() - started
+@dataclass(frozen=True)
+class Sizes:
+    """How much of each part runs: the full bench, or the tiny one that proves it works."""
+
+    sequential_jobs: int = 200
+    tp_jobs: int = 64
+    tp_slow_jobs: int = 40
+    tp_rounds: int = 2
+    busy_ks: tuple[int, ...] = (1, 4, 16)
+    busy_per_server: int = 15
+    e2e_workers: tuple[int, ...] = (1, 2, 4)
+    e2e_jobs: int = 300
+    e2e_clients: int = 32
+    submissions: int = 3000
+    sse_steps: tuple[int, ...] = (1000, 5000)
+    output_mb: float = 500.0
 
 
-def _summary(name: str, seconds: list[float]) -> dict[str, float]:
-    ms = sorted(s * 1000 for s in seconds)
-    p95 = ms[min(len(ms) - 1, int(len(ms) * 0.95))]
-    row = {"median_ms": statistics.median(ms), "p95_ms": p95, "n": len(ms)}
-    print(f"  {name:<22} median {row['median_ms']:8.2f} ms   p95 {p95:8.2f} ms   n={len(ms)}")
-    return row
+TINY = Sizes(
+    sequential_jobs=10,
+    tp_jobs=16,
+    tp_slow_jobs=16,
+    tp_rounds=1,
+    busy_ks=(1, 4),
+    busy_per_server=4,
+    e2e_workers=(1, 2),
+    e2e_jobs=32,
+    e2e_clients=8,
+    submissions=200,
+    sse_steps=(50,),
+    output_mb=10.0,
+)
 
 
-async def _throughput(run_one: Any, jobs: int, concurrency: int) -> float:
-    queue = iter(range(jobs))
-    started = time.perf_counter()
-
-    async def client_loop() -> None:
-        for n in queue:
-            await run_one(n)
-
-    await asyncio.gather(*(client_loop() for _ in range(concurrency)))
-    return jobs / (time.perf_counter() - started)
+def _workers_for(k: int) -> int:
+    """Workers for K servers in the busy part: one per 8 servers."""
+    return max(1, k // 8)
 
 
-async def _measure(info: dict[str, Any], jobs: int, concurrency: int, size: int) -> dict[str, Any]:
-    comfy = info["comfyui_url"]
-    auth = {"Authorization": f"Bearer {info['api_key']}"}
-    limits = httpx.Limits(max_connections=64)
-    async with (
-        httpx.AsyncClient(timeout=120, limits=limits) as plain,
-        httpx.AsyncClient(
-            base_url=info["gateway_url"], headers=auth, timeout=120, limits=limits
-        ) as api,
-    ):
-        for n in range(3):  # warm both paths
-            await run_direct(comfy, _graph(0x100000 + n, size), plain)
-            await _via_comfyline(api, 0x200000 + n, size)
-        print(f"\nsequential, {jobs} jobs each (cpu-smoke {size}x{size}, fresh colour per job):")
-        direct = [await run_direct(comfy, _graph(0x300000 + n, size), plain) for n in range(jobs)]
-        routed = [await _via_comfyline(api, 0x400000 + n, size) for n in range(jobs)]
-        results: dict[str, Any] = {
-            "direct": _summary("direct to ComfyUI", direct),
-            "comfyline": _summary("through Comfyline", routed),
-        }
-        overhead = results["comfyline"]["median_ms"] - results["direct"]["median_ms"]
-        results["overhead_median_ms"] = overhead
-        print(f"  {'overhead (median)':<22} {overhead:+8.2f} ms")
-        print(f"\n{concurrency} concurrent clients, {jobs} jobs each path:")
-        d_rate = await _throughput(
-            lambda n: run_direct(comfy, _graph(0x500000 + n, size), plain), jobs, concurrency
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _full_stack(args: argparse.Namespace, sizes: Sizes, root: Path) -> dict[str, Any]:
+    parts = args.which
+    env = {"WORKER_PIPELINE_DEPTH": str(args.pipeline_depth)} if args.pipeline_depth else {}
+    results: dict[str, Any] = {}
+    zero = start_simulators(root / "zero", max(sizes.e2e_workers), [])
+    slow = start_simulators(root / "slow", max(sizes.busy_ks), SLOW_JOB)
+    big = start_simulators(root / "big", 1, ["--png-compress-level", "0"])
+    sims = [*zero, *slow, *big]
+    stack = BenchStack(root / "state", port=free_port(), comfyui_url=zero[0].url, worker_env=env)
+    try:
+        _say("starting the local stack ...")
+        info = stack.start(on_step=_say)
+        size = 512
+        if parts in {"all", "overhead", "throughput"}:
+            places = [("simulator", zero[0].url)]
+            if args.comfyui_url:
+                places.append(("real_comfyui", args.comfyui_url))
+            for where, url in places:
+                stack.set_workers([[url]])
+                if parts in {"all", "overhead"}:
+                    _say(f"(a) sequential, {sizes.sequential_jobs} jobs per side, {where} ...")
+                    results[f"overhead_{where}"] = asyncio.run(
+                        overhead.sequential(info, url, sizes.sequential_jobs, size)
+                    )
+                if parts in {"all", "throughput"}:
+                    _say(f"(c) 8 clients, {where} ...")
+                    results[f"throughput_{where}"] = asyncio.run(
+                        overhead.throughput(info, url, sizes.tp_jobs, 8, sizes.tp_rounds, size)
+                    )
+        if parts in {"all", "throughput"}:
+            _say("(c) 8 clients, 200 ms jobs ...")
+            stack.set_workers([[slow[0].url]])
+            results["throughput_200ms"] = asyncio.run(
+                overhead.throughput(
+                    stack.info, slow[0].url, sizes.tp_slow_jobs, 8, sizes.tp_rounds, size
+                )
+            )
+            _say(f"(c) end to end, {sizes.e2e_workers} workers, zero-delay ...")
+            results["end_to_end"] = endtoend.run(
+                stack, zero, list(sizes.e2e_workers), sizes.e2e_jobs, sizes.e2e_clients, 64, env
+            )
+        if parts in {"all", "busy"}:
+            results["busy"] = {}
+            for k in sizes.busy_ks:
+                _say(f"(b) GPU busy, K={k}, {sizes.busy_per_server} jobs per server ...")
+                results["busy"][f"k_{k}"] = busy.run_k(
+                    stack, slow[:k], _workers_for(k), sizes.busy_per_server, size, env
+                )
+        if parts in {"all", "memory"}:
+            _say(f"(e) worker memory, one {sizes.output_mb:.0f} MB output ...")
+            results["worker_memory"] = bigoutput.run(stack, big[0].url, sizes.output_mb)
+    finally:
+        stack.stop()
+        stop_simulators(sims)
+    return results
+
+
+def _gateway_alone(sizes: Sizes, root: Path) -> dict[str, Any]:
+    stack = BenchStack(root / "gateway", port=free_port(), gateway_only=True, comfyui_url="-")
+    results: dict[str, Any] = {}
+    try:
+        _say("starting NATS, S3 and the gateway alone ...")
+        info = stack.start(on_step=_say)
+        _say(f"(c) gateway alone, {sizes.submissions} submissions ...")
+        asyncio.run(gateway.submissions(info, min(200, sizes.submissions), 16))  # warm-up
+        results["gateway_submissions"] = asyncio.run(
+            gateway.submissions(info, sizes.submissions, 16)
         )
-        c_rate = await _throughput(
-            lambda n: _via_comfyline(api, 0x600000 + n, size), jobs, concurrency
+        _say(f"(d) idle SSE streams {sizes.sse_steps} ...")
+        results["sse_memory"] = asyncio.run(
+            gateway.sse_memory(info, stack.pid_of("gateway"), list(sizes.sse_steps))
         )
-        print(f"  {'direct to ComfyUI':<22} {d_rate:8.1f} jobs/s")
-        print(f"  {'through Comfyline':<22} {c_rate:8.1f} jobs/s ({c_rate / d_rate:.0%})")
-        results |= {"direct_jobs_per_s": d_rate, "comfyline_jobs_per_s": c_rate}
-        return results
+    finally:
+        stack.stop()
+    return results
+
+
+def _machine() -> dict[str, Any]:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_average": os.getloadavg(),
+        "git_commit": commit,
+    }
 
 
 def main() -> None:
@@ -129,41 +197,69 @@ def main() -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "which", nargs="?", default="all", choices=["all", "overhead", "simulator", "affinity"]
+        "which",
+        nargs="?",
+        default="all",
+        choices=[
+            "all",
+            "overhead",
+            "busy",
+            "throughput",
+            "gateway",
+            "memory",
+            "simulator",
+            "affinity",
+        ],
     )
+    parser.add_argument("--tiny", action="store_true", help="a few jobs per part (CI)")
+    parser.add_argument(
+        "--comfyui-url",
+        default=os.environ.get("COMFYUI_URL") or None,
+        help="a real ComfyUI to measure too (default: $COMFYUI_URL)",
+    )
+    parser.add_argument(
+        "--pipeline-depth",
+        type=int,
+        default=None,
+        help="WORKER_PIPELINE_DEPTH of every worker (default: the worker's own default)",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--load-time", type=float, default=0.5, help="affinity: s per load")
-    parser.add_argument("--jobs", type=int, default=40)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--comfyui-url", default=None)
-    parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args()
+    if args.which == "simulator":
+        simulator.run()
+        return
+    if args.which == "affinity":
+        affinity.run(load_time=args.load_time)
+        return
+    sizes = TINY if args.tiny else Sizes()
+    began = time.monotonic()
+    machine = _machine()
     results: dict[str, Any] = {}
-    if args.which in {"all", "simulator"}:
-        results |= simulator.run(jobs=args.jobs)
-    if args.which in {"all", "overhead"}:
-        results |= _overhead(args)
-    if args.which in {"all", "affinity"}:
-        results |= affinity.run(load_time=args.load_time)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-
-
-def _overhead(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="comfyline-bench-") as tmp:
-        stack = LocalStack(Path(tmp) / "state", port=free_port(), comfyui_url=args.comfyui_url)
-        print("starting the local stack ...")
-        info = stack.start(on_step=lambda line: print(line))
-        try:
-            results = asyncio.run(_measure(info, args.jobs, args.concurrency, args.size))
-        finally:
-            stack.stop()
-    verdict = "within" if results["overhead_median_ms"] <= BUDGET_MS else "over"
-    print(
-        f"\nbudget: overhead <= {BUDGET_MS:.0f} ms at the median -> this run is {verdict} budget "
-        f"({results['overhead_median_ms']:.2f} ms)"
-    )
-    return results
+        root = Path(tmp)
+        if args.which != "gateway":
+            results |= _full_stack(args, sizes, root)
+        if args.which in {"all", "gateway"}:
+            results |= _gateway_alone(sizes, root)
+    text, verdicts = table(results)
+    took = time.monotonic() - began
+    print(f"\nComfyline bench ({'tiny' if args.tiny else 'full'}, {took:.0f} s):\n{text}")
+    out = args.json or (RESULTS if not args.tiny and args.which == "all" else None)
+    if out is not None:
+        document = {
+            "command": "uv run python -m bench " + " ".join(sys.argv[1:]),
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "seconds": took,
+            "machine": machine | {"load_average_after": os.getloadavg()},
+            "comfyui_url_given": bool(args.comfyui_url),
+            "pipeline_depth": args.pipeline_depth,
+            "targets": verdicts,
+            "results": results,
+        }
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(document, indent=2) + "\n")
+        print(f"written to {out}")
 
 
 if __name__ == "__main__":

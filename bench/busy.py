@@ -1,0 +1,112 @@
+"""(b) GPU busy: K servers whose job takes a fixed time, a backlog, one or more workers.
+
+The backlog is submitted through the gateway while no worker runs, and the bench waits until
+the orchestrator has queued every job; then the workers start. Each server's own execution log
+(the simulator's ``GET /sim/executions``) gives when each prompt started and ended; from the
+moment every server has started its first job to the moment the first server ends its last,
+each had work waiting, so any time it spent idle in that window is Comfyline's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from typing import Any
+
+import httpx
+
+from comfyline.comfyui_sim import SimulatorProcess
+from comfyline.contracts import Names
+from comfyline.runtime import Bus, NatsSettings
+
+from .clients import api_client, fresh_color, smoke_input, submit, wait_job
+from .stack import BenchStack
+from .stats import Execution, backlog_window, busy_in, summary
+
+
+def split(urls: list[str], workers: int) -> list[list[str]]:
+    """Servers dealt to ``workers`` workers round-robin (no worker without a server)."""
+    workers = max(1, min(workers, len(urls)))
+    return [urls[n::workers] for n in range(workers)]
+
+
+async def submit_backlog(info: dict[str, Any], jobs: int, size: int) -> list[dict[str, Any]]:
+    async with api_client(info, connections=16) as api:
+        gate = asyncio.Semaphore(16)
+
+        async def one() -> dict[str, Any]:
+            async with gate:
+                return await submit(api, "cpu-smoke", smoke_input(fresh_color(), size), False)
+
+        submitted = await asyncio.gather(*(one() for _ in range(jobs)))
+    await wait_queued(info["nats_url"], jobs)
+    return list(submitted)
+
+
+async def wait_queued(nats_url: str, jobs: int, timeout_s: float = 120) -> None:
+    """Until the WORK stream (a work queue) holds ``jobs`` messages."""
+    names = Names()
+    bus = await Bus.connect(NatsSettings(url=nats_url), names, "bench-busy")
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            info = await bus.js.stream_info(names.stream("WORK"))
+            if info.state.messages >= jobs:
+                return
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"the orchestrator did not queue {jobs} jobs in {timeout_s} s")
+    finally:
+        await bus.close()
+
+
+async def finish(
+    info: dict[str, Any], jobs: list[dict[str, Any]], sims: list[SimulatorProcess], since: float
+) -> list[list[Execution]]:
+    async with api_client(info) as api:
+        gate = asyncio.Semaphore(64)
+
+        async def one(job: dict[str, Any]) -> None:
+            async with gate:
+                await wait_job(api, job)
+
+        await asyncio.gather(*(one(job) for job in jobs))
+    async with httpx.AsyncClient(timeout=30) as plain:
+        logs = [(await plain.get(f"{sim.url}/sim/executions")).json() for sim in sims]
+    return [
+        [Execution.parse(raw) for raw in log["executions"] if raw["started"] >= since]
+        for log in logs
+    ]
+
+
+def run_k(
+    stack: BenchStack,
+    sims: list[SimulatorProcess],
+    workers: int,
+    per_server: int,
+    size: int,
+    depth_env: dict[str, str],
+) -> dict[str, Any]:
+    info = stack.info
+    stack.set_workers([], depth_env)
+    since = time.time()
+    jobs = asyncio.run(submit_backlog(info, per_server * len(sims), size))
+    stack.set_workers(split([s.url for s in sims], workers), depth_env)
+    servers = asyncio.run(finish(info, jobs, sims, since))
+    start, end = backlog_window(servers)
+    per = [busy_in(runs, start, end) for runs in servers]
+    gaps_ms = [g * 1000 for server in per for g in server.gaps_s]
+    busy = [server.busy_fraction for server in per]
+    return {
+        "servers": len(sims),
+        "workers": len(split([s.url for s in sims], workers)),
+        "jobs": len(jobs),
+        "window_s": end - start,
+        "busy_fraction": {
+            "min": min(busy),
+            "median": statistics.median(busy),
+            "per_server": busy,
+        },
+        "jobs_in_window_per_server": [server.jobs for server in per],
+        "idle_gap_ms": summary(gaps_ms),
+    }

@@ -1,0 +1,101 @@
+"""The two ways the bench runs a job: straight to ComfyUI (``direct.run_direct``) and through
+Comfyline the way a web app does; plus closed-loop clients that run jobs side by side."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+
+from comfyline.catalogue import Catalogue, render, validate_input
+
+from .direct import run_direct
+
+TERMINAL = {"succeeded", "failed", "cancelled", "timed_out"}
+
+
+def smoke_input(color: int, size: int) -> dict[str, int]:
+    return {"width": size, "height": size, "color": color % 0x1000000}
+
+
+def smoke_graph(color: int, size: int) -> dict[str, Any]:
+    """``cpu-smoke`` rendered exactly as Comfyline renders it for the worker."""
+    template = Catalogue.builtin().get("cpu-smoke")
+    return render(template, validate_input(template, smoke_input(color, size)))
+
+
+def api_client(info: dict[str, Any], connections: int = 64) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=info["gateway_url"],
+        headers={"Authorization": f"Bearer {info['api_key']}"},
+        timeout=120,
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+    )
+
+
+def plain_client(connections: int = 64) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.AsyncClient(timeout=120, limits=limits)
+
+
+async def wait_job(api: httpx.AsyncClient, job: dict[str, Any]) -> dict[str, Any]:
+    while job["status"] not in TERMINAL:
+        reply = await api.get(f"/v1/jobs/{job['id']}", headers={"Prefer": "wait=60"})
+        reply.raise_for_status()
+        job = reply.json()
+    if job["status"] != "succeeded":
+        raise RuntimeError(f"job {job['id']} ended {job['status']}: {job.get('error')}")
+    return job
+
+
+async def submit(
+    api: httpx.AsyncClient, model: str, data: dict[str, Any], wait: bool
+) -> dict[str, Any]:
+    headers = {"Prefer": "wait=60"} if wait else {}
+    reply = await api.post("/v1/jobs", json={"model": model, "input": data}, headers=headers)
+    reply.raise_for_status()
+    job: dict[str, Any] = reply.json()
+    return job
+
+
+async def via_comfyline(
+    api: httpx.AsyncClient, color: int, size: int, download: bool = True
+) -> float:
+    """``POST /v1/jobs`` with ``Prefer: wait``, then a GET of each output's presigned link:
+    every hop (gateway, JetStream, orchestrator, worker, S3). Seconds taken."""
+    started = time.perf_counter()
+    job = await wait_job(api, await submit(api, "cpu-smoke", smoke_input(color, size), True))
+    if download:
+        for output in job["outputs"]:
+            (await api.get(output["url"])).raise_for_status()
+    return time.perf_counter() - started
+
+
+async def direct(comfyui_url: str, plain: httpx.AsyncClient, color: int, size: int) -> float:
+    return await run_direct(comfyui_url, smoke_graph(color, size), plain)
+
+
+async def closed_loop(run_one: Callable[[int], Awaitable[Any]], jobs: int, clients: int) -> float:
+    """``clients`` loops taking the next of ``jobs`` numbered jobs until none is left; jobs/s."""
+    numbers = iter(range(jobs))
+    started = time.perf_counter()
+
+    async def client() -> None:
+        for n in numbers:
+            await run_one(n)
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return jobs / (time.perf_counter() - started)
+
+
+_colors = itertools.count(random.randrange(0x1000000))
+
+
+def fresh_color() -> int:
+    """A colour no earlier job of this run used, so ComfyUI's cache never answers."""
+    return next(_colors) % 0x1000000

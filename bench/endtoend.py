@@ -1,0 +1,67 @@
+"""(c) end-to-end jobs/s on zero-delay simulators, for 1, 2 and 4 workers (one server each).
+
+Closed-loop clients submit with ``Prefer: wait`` until the job has succeeded (no download: the
+figure is what Comfyline moves, not S3's serving); the baseline is the same clients straight to
+the same servers (round-robin), sides alternated worker count by worker count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from comfyline.comfyui_sim import SimulatorProcess
+
+from .clients import (
+    api_client,
+    closed_loop,
+    direct,
+    fresh_color,
+    plain_client,
+    smoke_input,
+    submit,
+    wait_job,
+)
+from .stack import BenchStack
+from .stats import ratio
+
+
+async def _rates(
+    info: dict[str, Any], urls: list[str], jobs: int, clients: int, size: int, first: str
+) -> dict[str, float]:
+    async def routed(n: int) -> None:
+        await wait_job(api, await submit(api, "cpu-smoke", smoke_input(fresh_color(), size), True))
+
+    async def straight(n: int) -> None:
+        await direct(urls[n % len(urls)], plain, fresh_color(), size)
+
+    rates: dict[str, float] = {}
+    async with plain_client() as plain, api_client(info) as api:
+        await closed_loop(routed, clients, clients)  # warm-up
+        for side in [first, "direct" if first == "comfyline" else "comfyline"]:
+            run = routed if side == "comfyline" else straight
+            rates[side] = await closed_loop(run, jobs, clients)
+    return rates
+
+
+def run(
+    stack: BenchStack,
+    sims: list[SimulatorProcess],
+    worker_counts: list[int],
+    jobs: int,
+    clients: int,
+    size: int,
+    env: dict[str, str],
+) -> dict[str, Any]:
+    results: dict[str, Any] = {"clients": clients, "jobs": jobs, "image": f"{size}x{size}"}
+    for n, workers in enumerate(worker_counts):
+        urls = [sim.url for sim in sims[:workers]]
+        stack.set_workers([[url] for url in urls], env)
+        first = "comfyline" if n % 2 == 0 else "direct"
+        rates = asyncio.run(_rates(stack.info, urls, jobs, clients, size, first))
+        results[f"workers_{workers}"] = {
+            "comfyline_jobs_per_s": rates["comfyline"],
+            "direct_jobs_per_s": rates["direct"],
+            "ratio": ratio(rates["comfyline"], rates["direct"]),
+        }
+    return results

@@ -1,0 +1,75 @@
+"""(a) sequential overhead and (c) 8-client throughput, direct vs Comfyline, sides alternated.
+
+Sequential: job n runs direct then through Comfyline when n is even, the other way round when
+odd, so both sides see the same machine at the same moment; the difference of each pair is
+reported as well as each side. Throughput: rounds of ``clients`` closed-loop clients, direct and
+Comfyline alternating round by round (ABBA...), the median round of each side compared.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from .clients import api_client, closed_loop, direct, fresh_color, plain_client, via_comfyline
+from .stats import ratio, summary
+
+
+async def sequential(
+    info: dict[str, Any], comfyui_url: str, jobs: int, size: int
+) -> dict[str, Any]:
+    async with plain_client() as plain, api_client(info) as api:
+        for _ in range(3):  # warm both paths (connections, encoders, caches of the services)
+            await direct(comfyui_url, plain, fresh_color(), size)
+            await via_comfyline(api, fresh_color(), size)
+        direct_s: list[float] = []
+        routed_s: list[float] = []
+        for n in range(jobs):
+            if n % 2 == 0:
+                direct_s.append(await direct(comfyui_url, plain, fresh_color(), size))
+                routed_s.append(await via_comfyline(api, fresh_color(), size))
+            else:
+                routed_s.append(await via_comfyline(api, fresh_color(), size))
+                direct_s.append(await direct(comfyui_url, plain, fresh_color(), size))
+    direct_ms = [s * 1000 for s in direct_s]
+    routed_ms = [s * 1000 for s in routed_s]
+    d, c = summary(direct_ms), summary(routed_ms)
+    return {
+        "jobs_per_side": jobs,
+        "image": f"{size}x{size}",
+        "direct_ms": d,
+        "comfyline_ms": c,
+        "paired_difference_ms": summary([b - a for a, b in zip(direct_ms, routed_ms, strict=True)]),
+        "overhead_ms": {k: c[k] - d[k] for k in ("median", "p90", "p99")},
+    }
+
+
+async def throughput(
+    info: dict[str, Any], comfyui_url: str, jobs: int, clients: int, rounds: int, size: int
+) -> dict[str, Any]:
+    rates: dict[str, list[float]] = {"direct": [], "comfyline": []}
+    async with plain_client() as plain, api_client(info) as api:
+        await closed_loop(lambda n: via_comfyline(api, fresh_color(), size), clients, clients)
+        for r in range(rounds):
+            order = ["direct", "comfyline"] if r % 2 == 0 else ["comfyline", "direct"]
+            for side in order:
+                if side == "direct":
+                    rate = await closed_loop(
+                        lambda n: direct(comfyui_url, plain, fresh_color(), size), jobs, clients
+                    )
+                else:
+                    rate = await closed_loop(
+                        lambda n: via_comfyline(api, fresh_color(), size), jobs, clients
+                    )
+                rates[side].append(rate)
+    d, c = statistics.median(rates["direct"]), statistics.median(rates["comfyline"])
+    return {
+        "clients": clients,
+        "jobs_per_round": jobs,
+        "rounds_per_side": rounds,
+        "image": f"{size}x{size}",
+        "direct_jobs_per_s": d,
+        "comfyline_jobs_per_s": c,
+        "ratio": ratio(c, d),
+        "rounds": rates,
+    }

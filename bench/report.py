@@ -1,0 +1,152 @@
+"""The bench's verdict: every figure beside its target, as printed and as written to JSON."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Row:
+    figure: str
+    value: float
+    unit: str
+    baseline: str
+    target: str
+    met: bool | None  # None: recorded, no target
+
+    def line(self) -> str:
+        verdict = {True: "met", False: "MISSED", None: "-"}[self.met]
+        value = "n/a" if math.isnan(self.value) else f"{self.value:,.2f} {self.unit}"
+        return f"  {self.figure:<46} {value:>16}  {self.baseline:<26} {self.target:<16} {verdict}"
+
+
+def _get(results: dict[str, Any], *path: str) -> Any:
+    node: Any = results
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def rows(results: dict[str, Any]) -> list[Row]:
+    out: list[Row] = []
+    for where in ("simulator", "real_comfyui"):
+        seq = _get(results, f"overhead_{where}")
+        if seq:
+            d = seq["direct_ms"]
+            for q, limit in (("median", 5.0), ("p99", 15.0)):
+                over = seq["overhead_ms"][q]
+                out.append(
+                    Row(
+                        f"sequential overhead {q} ({where.replace('_', ' ')})",
+                        over,
+                        "ms",
+                        f"direct {d[q]:.1f} ms",
+                        f"<= {limit:.0f} ms",
+                        over <= limit,
+                    )
+                )
+    throughputs: list[tuple[str, str, float | None]] = [
+        ("throughput_simulator", "8 clients, zero-delay simulator", None),
+        ("throughput_200ms", "8 clients, 200 ms jobs", 0.98),
+        ("throughput_real_comfyui", "8 clients, real ComfyUI (CPU)", None),
+    ]
+    for key, label, floor in throughputs:
+        tp = _get(results, key)
+        if tp:
+            out.append(
+                Row(
+                    label,
+                    tp["ratio"],
+                    "x direct",
+                    f"direct {tp['direct_jobs_per_s']:.1f} jobs/s",
+                    f">= {floor:.2f}x" if floor else "close to 1.0x",
+                    tp["ratio"] >= floor if floor else None,
+                )
+            )
+    for busy in sorted((_get(results, "busy") or {}).values(), key=lambda b: b["servers"]):
+        k = busy["servers"]
+        out.append(
+            Row(
+                f"GPU busy, K={k} (least busy server)",
+                busy["busy_fraction"]["min"] * 100,
+                "%",
+                f"{busy['workers']} worker(s), 200 ms jobs",
+                ">= 99 %",
+                busy["busy_fraction"]["min"] >= 0.99,
+            )
+        )
+        gap = busy["idle_gap_ms"]
+        out.append(
+            Row(
+                f"idle gap between jobs, K={k}, median (p99)",
+                gap["median"],
+                "ms",
+                f"p99 {gap['p99']:.1f} ms",
+                "<= 2 ms",
+                gap["median"] <= 2.0,
+            )
+        )
+    e2e = _get(results, "end_to_end") or {}
+    counts = sorted(int(k.split("_")[1]) for k in e2e if k.startswith("workers_"))
+    for count in counts:
+        row = e2e[f"workers_{count}"]
+        last = count == counts[-1]
+        out.append(
+            Row(
+                f"end to end, {count} worker(s), zero-delay",
+                row["comfyline_jobs_per_s"],
+                "jobs/s",
+                f"direct {row['direct_jobs_per_s']:.0f} jobs/s",
+                ">= 200 jobs/s" if last else "",
+                row["comfyline_jobs_per_s"] >= 200 if last else None,
+            )
+        )
+    subs = _get(results, "gateway_submissions")
+    if subs:
+        out.append(
+            Row(
+                "gateway alone, accepted submissions",
+                subs["accepted_per_s"],
+                "/s",
+                f"{subs['connections']} connections",
+                ">= 1,500 /s",
+                subs["accepted_per_s"] >= 1500,
+            )
+        )
+    sse = _get(results, "sse_memory") or {}
+    for key, step in sse.items():
+        if key.startswith("streams_"):
+            out.append(
+                Row(
+                    f"gateway memory per idle SSE stream, {key[8:]} open",
+                    step["kb_per_stream"],
+                    "KB",
+                    f"baseline {sse['baseline_rss_mb']:.0f} MB",
+                    "<= 30 KB",
+                    step["kb_per_stream"] <= 30,
+                )
+            )
+    mem = _get(results, "worker_memory")
+    if mem:
+        out.append(
+            Row(
+                f"worker RSS growth, {mem['output_mb']:.0f} MB output to S3",
+                mem["rss_growth_mb"],
+                "MB",
+                f"before {mem['rss_before_mb']:.0f} MB",
+                "<= 50 MB",
+                mem["rss_growth_mb"] <= 50,
+            )
+        )
+    return out
+
+
+def table(results: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    found = rows(results)
+    header = f"  {'figure':<46} {'value':>16}  {'baseline (same run)':<26} {'target':<16} verdict"
+    text = "\n".join([header, "  " + "-" * (len(header) - 2), *(r.line() for r in found)])
+    return text, [asdict(r) for r in found]

@@ -1,0 +1,168 @@
+"""The stack the bench measures: the local stack, with the bench's own ComfyUI servers, any
+number of workers that can be swapped between measurements, and limits no load test meets."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from comfyline.comfyui_sim import SimulatorProcess
+from comfyline.contracts import Names
+from comfyline.stack.local import Credentials, LocalStack
+from comfyline.stack.servers import ChildProcess, ServerError, free_port
+
+#: The gateway's limits for the bench: far above any rate it reaches, so none of them refuses
+#: a job (the checks still run on every submission).
+BENCH_LIMITS = {
+    "GATEWAY_LIMITS__SUBMIT_PER_MIN": "10000000",
+    "GATEWAY_LIMITS__STATUS_PER_MIN": "10000000",
+    "GATEWAY_LIMITS__ACTIVE_JOBS": "10000000",
+}
+
+
+@dataclass
+class BenchStack(LocalStack):
+    """``gateway_only``: NATS, S3 and the gateway, nothing behind it. Otherwise every service,
+    with the workers of ``set_workers`` (one per group of ComfyUI URLs)."""
+
+    gateway_only: bool = False
+    worker_env: dict[str, str] = field(default_factory=dict)
+    workers: list[ChildProcess] = field(default_factory=list)
+    _base_worker_env: dict[str, str] = field(default_factory=dict)
+    _generation: int = 0
+
+    def _service_env(
+        self, name: str, creds: Credentials, comfyui: str, gateway_url: str
+    ) -> dict[str, str]:
+        env = super()._service_env(name, creds, comfyui, gateway_url)
+        if name == "gateway":
+            env |= BENCH_LIMITS
+        if name == "orchestrator":
+            # A backlog can be queued while no worker runs (the GPU-busy part starts its workers
+            # on a full queue); with workers running this changes nothing.
+            env["ORCHESTRATOR_REQUIRE_LIVE_WORKER"] = "false"
+        return env
+
+    def _start_service(self, name: str, env: dict[str, str]) -> None:
+        if name == "worker":
+            self._base_worker_env = env
+        if self.gateway_only and name != "gateway":
+            return
+        super()._start_service(name, env | (self.worker_env if name == "worker" else {}))
+
+    def _wait_services(self, gateway_url: str) -> None:
+        if not self.gateway_only:
+            super()._wait_services(gateway_url)
+            return
+        import httpx
+
+        from comfyline.stack.servers import wait_until
+
+        wait_until(
+            lambda: httpx.get(f"{gateway_url}/readyz", timeout=2).status_code == 200,
+            "gateway",
+            self.children["gateway"],
+            60,
+        )
+
+    def pid_of(self, name: str) -> int:
+        return self.children[name].pid
+
+    def set_workers(self, groups: list[list[str]], env: dict[str, str] | None = None) -> None:
+        """Stop every worker (the stack's first one included), then start one per group of
+        ComfyUI URLs and wait until each has announced itself (and the old ones are gone)."""
+        first = self.children.pop("worker", None)
+        if first is not None:
+            first.stop(grace_s=15)
+        for worker in self.workers:
+            worker.stop(grace_s=15)
+        self.workers = []
+        self._generation += 1
+        ids = []
+        for n, urls in enumerate(groups):
+            worker_id = f"bench-{os.getpid()}-{self._generation}-{n}"
+            child = ChildProcess(
+                f"worker-{worker_id}",
+                [sys.executable, "-m", "comfyline.worker"],
+                self.logs / f"worker-{worker_id}.log",
+                env=self._base_worker_env
+                | self.worker_env
+                | (env or {})
+                | {
+                    "WORKER_COMFYUI_URLS": ",".join(urls),
+                    "WORKER_WORKER_ID": worker_id,
+                    "WORKER_METRICS_PORT": str(free_port()),
+                },
+            )
+            child.spawn()
+            self.workers.append(child)
+            ids.append(worker_id)
+        assert self.nats is not None
+        asyncio.run(_wait_for_workers(self.nats.url, set(ids), self.workers, timeout_s=60))
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop(grace_s=15)
+        self.workers = []
+        super().stop()
+
+
+async def _wait_for_workers(
+    nats_url: str, ids: set[str], children: list[ChildProcess], timeout_s: float
+) -> None:
+    from comfyline.runtime import Bus, NatsSettings
+
+    names = Names()
+    bus = await Bus.connect(NatsSettings(url=nats_url, connect_attempts=10), names, "bench")
+    deadline = time.monotonic() + timeout_s
+    try:
+        kv = await bus.kv(names.bucket("workers"))
+        while time.monotonic() < deadline:
+            for child in children:
+                if not child.alive():
+                    raise ServerError(f"{child.name} exited:\n{child.log_tail()}")
+            try:
+                keys = set(await kv.keys())
+            except Exception:  # no keys yet
+                keys = set()
+            if keys == ids:
+                return
+            await asyncio.sleep(0.1)
+        raise ServerError(f"workers {sorted(ids)} did not announce themselves in time")
+    finally:
+        await bus.close()
+
+
+def start_simulators(root: Path, count: int, args: list[str]) -> list[SimulatorProcess]:
+    """``count`` simulators with the same knobs (``--history-delay 0`` always: the bench
+    measures Comfyline, not the simulated race), started side by side."""
+    sims = [
+        SimulatorProcess(root / f"sim-{n}", args=["--history-delay", "0", *args])
+        for n in range(count)
+    ]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda sim: sim.start(), sims))
+    return sims
+
+
+def stop_simulators(sims: list[SimulatorProcess]) -> None:
+    for sim in sims:
+        sim.stop()
+
+
+def rss_bytes(pid: int, field_name: str = "VmRSS") -> int:
+    """A process's resident memory (``VmRSS``) or its peak since the last reset (``VmHWM``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1]) * 1024
+    raise ValueError(f"no {field_name} for PID {pid}")
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Make ``VmHWM`` start again from the current resident size (Linux ``clear_refs`` 5)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
