@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
@@ -38,6 +39,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +49,7 @@ from typing import Any
 from comfyline.stack.servers import free_port
 
 from . import affinity, bigoutput, busy, endtoend, gateway, overhead, simulator
+from .clients import REFUSED
 from .report import table
 from .stack import BenchStack, start_simulators, stop_simulators
 
@@ -97,81 +101,122 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def _full_stack(args: argparse.Namespace, sizes: Sizes, root: Path) -> dict[str, Any]:
-    parts = args.which
+class Parts:
+    """Runs each part, keeping its figures, or its error (the other parts still run)."""
+
+    def __init__(self) -> None:
+        self.results: dict[str, Any] = {}
+        self.failed: list[str] = []
+
+    def measure(self, key: str, label: str, run: Callable[[], Any]) -> None:
+        _say(label + " ...")
+        began = time.monotonic()
+        try:
+            self.results[key] = run()
+        except Exception as exc:  # one part's failure is reported, not fatal to the others
+            traceback.print_exc()
+            self.results[key] = {"error": f"{type(exc).__name__}: {exc}"}
+            self.failed.append(key)
+        _say(f"    {time.monotonic() - began:.0f} s")
+
+
+def _full_stack(args: argparse.Namespace, sizes: Sizes, root: Path, parts: Parts) -> None:
+    which = args.which
     env = {"WORKER_PIPELINE_DEPTH": str(args.pipeline_depth)} if args.pipeline_depth else {}
-    results: dict[str, Any] = {}
     zero = start_simulators(root / "zero", max(sizes.e2e_workers), [])
     slow = start_simulators(root / "slow", max(sizes.busy_ks), SLOW_JOB)
     big = start_simulators(root / "big", 1, ["--png-compress-level", "0"])
     sims = [*zero, *slow, *big]
     stack = BenchStack(root / "state", port=free_port(), comfyui_url=zero[0].url, worker_env=env)
+    size = 512
     try:
         _say("starting the local stack ...")
         info = stack.start(on_step=_say)
-        size = 512
-        if parts in {"all", "overhead", "throughput"}:
-            places = [("simulator", zero[0].url)]
-            if args.comfyui_url:
-                places.append(("real_comfyui", args.comfyui_url))
-            for where, url in places:
-                stack.set_workers([[url]])
-                if parts in {"all", "overhead"}:
-                    _say(f"(a) sequential, {sizes.sequential_jobs} jobs per side, {where} ...")
-                    results[f"overhead_{where}"] = asyncio.run(
-                        overhead.sequential(info, url, sizes.sequential_jobs, size)
-                    )
-                if parts in {"all", "throughput"}:
-                    _say(f"(c) 8 clients, {where} ...")
-                    results[f"throughput_{where}"] = asyncio.run(
-                        overhead.throughput(info, url, sizes.tp_jobs, 8, sizes.tp_rounds, size)
-                    )
-        if parts in {"all", "throughput"}:
-            _say("(c) 8 clients, 200 ms jobs ...")
+        places = [("simulator", zero[0].url)]
+        if args.comfyui_url:
+            places.append(("real_comfyui", args.comfyui_url))
+
+        def sequential(url: str) -> Any:
+            return asyncio.run(overhead.sequential(info, url, sizes.sequential_jobs, size))
+
+        def clients8(url: str, jobs: int) -> Any:
+            return asyncio.run(overhead.throughput(info, url, jobs, 8, sizes.tp_rounds, size))
+
+        for where, url in places if which in {"all", "overhead", "throughput"} else []:
+            stack.set_workers([[url]])
+            if which in {"all", "overhead"}:
+                parts.measure(
+                    f"overhead_{where}",
+                    f"(a) sequential, {sizes.sequential_jobs} jobs per side, {where}",
+                    functools.partial(sequential, url),
+                )
+            if which in {"all", "throughput"}:
+                parts.measure(
+                    f"throughput_{where}",
+                    f"(c) 8 clients, {where}",
+                    functools.partial(clients8, url, sizes.tp_jobs),
+                )
+        if which in {"all", "throughput"}:
             stack.set_workers([[slow[0].url]])
-            results["throughput_200ms"] = asyncio.run(
-                overhead.throughput(
-                    stack.info, slow[0].url, sizes.tp_slow_jobs, 8, sizes.tp_rounds, size
-                )
+            parts.measure(
+                "throughput_200ms",
+                "(c) 8 clients, 200 ms jobs",
+                functools.partial(clients8, slow[0].url, sizes.tp_slow_jobs),
             )
-            _say(f"(c) end to end, {sizes.e2e_workers} workers, zero-delay ...")
-            results["end_to_end"] = endtoend.run(
-                stack, zero, list(sizes.e2e_workers), sizes.e2e_jobs, sizes.e2e_clients, 64, env
+            parts.measure(
+                "end_to_end",
+                f"(c) end to end, {list(sizes.e2e_workers)} workers, zero-delay",
+                lambda: endtoend.run(
+                    stack, zero, list(sizes.e2e_workers), sizes.e2e_jobs, sizes.e2e_clients, 64
+                ),
             )
-        if parts in {"all", "busy"}:
-            results["busy"] = {}
+        if which in {"all", "busy"}:
+            busy_parts = Parts()
             for k in sizes.busy_ks:
-                _say(f"(b) GPU busy, K={k}, {sizes.busy_per_server} jobs per server ...")
-                results["busy"][f"k_{k}"] = busy.run_k(
-                    stack, slow[:k], _workers_for(k), sizes.busy_per_server, size, env
+                busy_parts.measure(
+                    f"k_{k}",
+                    f"(b) GPU busy, K={k}, {sizes.busy_per_server} jobs per server",
+                    functools.partial(
+                        busy.run_k, stack, slow[:k], _workers_for(k), sizes.busy_per_server, size
+                    ),
                 )
-        if parts in {"all", "memory"}:
-            _say(f"(e) worker memory, one {sizes.output_mb:.0f} MB output ...")
-            results["worker_memory"] = bigoutput.run(stack, big[0].url, sizes.output_mb)
+            parts.results["busy"] = busy_parts.results
+            parts.failed += [f"busy.{key}" for key in busy_parts.failed]
+        if which in {"all", "memory"}:
+            parts.measure(
+                "worker_memory",
+                f"(e) worker memory, one {sizes.output_mb:.0f} MB output",
+                lambda: bigoutput.run(stack, big[0].url, sizes.output_mb),
+            )
     finally:
         stack.stop()
         stop_simulators(sims)
-    return results
 
 
-def _gateway_alone(sizes: Sizes, root: Path) -> dict[str, Any]:
+def _gateway_alone(sizes: Sizes, root: Path, parts: Parts) -> None:
     stack = BenchStack(root / "gateway", port=free_port(), gateway_only=True, comfyui_url="-")
-    results: dict[str, Any] = {}
     try:
         _say("starting NATS, S3 and the gateway alone ...")
         info = stack.start(on_step=_say)
-        _say(f"(c) gateway alone, {sizes.submissions} submissions ...")
-        asyncio.run(gateway.submissions(info, min(200, sizes.submissions), 16))  # warm-up
-        results["gateway_submissions"] = asyncio.run(
-            gateway.submissions(info, sizes.submissions, 16)
+
+        def submissions() -> dict[str, Any]:
+            asyncio.run(gateway.submissions(info, min(200, sizes.submissions), 16))  # warm-up
+            return asyncio.run(gateway.submissions(info, sizes.submissions, 16))
+
+        parts.measure(
+            "gateway_submissions",
+            f"(c) gateway alone, {sizes.submissions} submissions",
+            submissions,
         )
-        _say(f"(d) idle SSE streams {sizes.sse_steps} ...")
-        results["sse_memory"] = asyncio.run(
-            gateway.sse_memory(info, stack.pid_of("gateway"), list(sizes.sse_steps))
+        parts.measure(
+            "sse_memory",
+            f"(d) idle SSE streams {list(sizes.sse_steps)}",
+            lambda: asyncio.run(
+                gateway.sse_memory(info, stack.pid_of("gateway"), list(sizes.sse_steps))
+            ),
         )
     finally:
         stack.stop()
-    return results
 
 
 def _machine() -> dict[str, Any]:
@@ -235,13 +280,15 @@ def main() -> None:
     sizes = TINY if args.tiny else Sizes()
     began = time.monotonic()
     machine = _machine()
-    results: dict[str, Any] = {}
+    parts = Parts()
     with tempfile.TemporaryDirectory(prefix="comfyline-bench-") as tmp:
         root = Path(tmp)
         if args.which != "gateway":
-            results |= _full_stack(args, sizes, root)
+            _full_stack(args, sizes, root, parts)
         if args.which in {"all", "gateway"}:
-            results |= _gateway_alone(sizes, root)
+            _gateway_alone(sizes, root, parts)
+    results = parts.results
+    results["submissions_refused_then_retried"] = {str(k): v for k, v in REFUSED.items()}
     text, verdicts = table(results)
     took = time.monotonic() - began
     print(f"\nComfyline bench ({'tiny' if args.tiny else 'full'}, {took:.0f} s):\n{text}")
@@ -260,6 +307,8 @@ def main() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(document, indent=2) + "\n")
         print(f"written to {out}")
+    if parts.failed:
+        raise SystemExit(f"parts that failed: {', '.join(parts.failed)}")
 
 
 if __name__ == "__main__":

@@ -85,13 +85,12 @@ def run_k(
     workers: int,
     per_server: int,
     size: int,
-    depth_env: dict[str, str],
 ) -> dict[str, Any]:
     info = stack.info
-    stack.set_workers([], depth_env)
+    stack.set_workers([])
     since = time.time()
     jobs = asyncio.run(submit_backlog(info, per_server * len(sims), size))
-    stack.set_workers(split([s.url for s in sims], workers), depth_env)
+    stack.set_workers(split([s.url for s in sims], workers))
     servers = asyncio.run(finish(info, jobs, sims, since))
     start, end = backlog_window(servers)
     per = [busy_in(runs, start, end) for runs in servers]

@@ -17,6 +17,8 @@ from comfyline.catalogue import Catalogue, render, validate_input
 from .direct import run_direct
 
 TERMINAL = {"succeeded", "failed", "cancelled", "timed_out"}
+#: Submissions the gateway refused (429/503) and the bench retried, by status, since start.
+REFUSED: dict[int, int] = {}
 
 
 def smoke_input(color: int, size: int) -> dict[str, int]:
@@ -56,8 +58,15 @@ async def wait_job(api: httpx.AsyncClient, job: dict[str, Any]) -> dict[str, Any
 async def submit(
     api: httpx.AsyncClient, model: str, data: dict[str, Any], wait: bool
 ) -> dict[str, Any]:
+    """``POST /v1/jobs``; a 429 or 503 (a contended counter, a full queue) is retried after a
+    short pause, as a client honouring ``Retry-After`` would, and counted in ``REFUSED``."""
     headers = {"Prefer": "wait=60"} if wait else {}
-    reply = await api.post("/v1/jobs", json={"model": model, "input": data}, headers=headers)
+    for attempt in range(1, 21):
+        reply = await api.post("/v1/jobs", json={"model": model, "input": data}, headers=headers)
+        if reply.status_code not in (429, 503) or attempt == 20:
+            break
+        REFUSED[reply.status_code] = REFUSED.get(reply.status_code, 0) + 1
+        await asyncio.sleep(0.02 * attempt)
     reply.raise_for_status()
     job: dict[str, Any] = reply.json()
     return job

@@ -37,7 +37,9 @@ async def _rates(
 
     rates: dict[str, float] = {}
     async with plain_client() as plain, api_client(info) as api:
-        await closed_loop(routed, clients, clients)  # warm-up
+        for url in urls:  # warm-up: every server's encoders, then every path of Comfyline
+            await direct(url, plain, fresh_color(), size)
+        await closed_loop(routed, clients, clients)
         for side in [first, "direct" if first == "comfyline" else "comfyline"]:
             run = routed if side == "comfyline" else straight
             rates[side] = await closed_loop(run, jobs, clients)
@@ -51,12 +53,11 @@ def run(
     jobs: int,
     clients: int,
     size: int,
-    env: dict[str, str],
 ) -> dict[str, Any]:
     results: dict[str, Any] = {"clients": clients, "jobs": jobs, "image": f"{size}x{size}"}
     for n, workers in enumerate(worker_counts):
         urls = [sim.url for sim in sims[:workers]]
-        stack.set_workers([[url] for url in urls], env)
+        stack.set_workers([[url] for url in urls])
         first = "comfyline" if n % 2 == 0 else "direct"
         rates = asyncio.run(_rates(stack.info, urls, jobs, clients, size, first))
         results[f"workers_{workers}"] = {

@@ -56,6 +56,7 @@ async def submissions(info: dict[str, Any], total: int, connections: int) -> dic
     request = _request(info["gateway_url"], "POST", "/v1/jobs", info["api_key"], body)
     statuses: dict[int, int] = {}
     remaining = iter(range(total))
+    accepted_at: list[float] = []
 
     async def connection() -> None:
         reader, writer = await _connect(info["gateway_url"])
@@ -66,6 +67,8 @@ async def submissions(info: dict[str, Any], total: int, connections: int) -> dic
                 if "content-length" in headers:
                     await reader.readexactly(int(headers["content-length"]))
                 statuses[status] = statuses.get(status, 0) + 1
+                if status == 202:
+                    accepted_at.append(time.perf_counter())
         finally:
             writer.close()
 
@@ -80,7 +83,21 @@ async def submissions(info: dict[str, Any], total: int, connections: int) -> dic
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "seconds": seconds,
         "accepted_per_s": accepted / seconds,
+        "accepted_per_s_by_fifth": _rates_by_part(started, accepted_at, 5),
     }
+
+
+def _rates_by_part(started: float, stamps: list[float], parts: int) -> list[float]:
+    """Accepted/s in each of ``parts`` equal shares of the submissions (does the rate hold?)."""
+    stamps = sorted(stamps)
+    share = len(stamps) // parts
+    if share == 0:
+        return []
+    rates = []
+    for n in range(parts):
+        begin = started if n == 0 else stamps[n * share - 1]
+        rates.append(share / max(stamps[(n + 1) * share - 1] - begin, 1e-9))
+    return rates
 
 
 async def sse_memory(info: dict[str, Any], gateway_pid: int, steps: list[int]) -> dict[str, Any]:
@@ -90,15 +107,23 @@ async def sse_memory(info: dict[str, Any], gateway_pid: int, steps: list[int]) -
     open_streams: list[asyncio.StreamWriter] = []
     gate = asyncio.Semaphore(50)
 
+    refused: dict[int, int] = {}
+
     async def open_one() -> None:
         async with gate:
-            reader, writer = await _connect(info["gateway_url"])
-            writer.write(request)
-            status, _ = await _status_and_headers(reader)
-            if status != 200:
+            for attempt in range(50):
+                reader, writer = await _connect(info["gateway_url"])
+                writer.write(request)
+                status, _ = await _status_and_headers(reader)
+                if status == 200:
+                    open_streams.append(writer)
+                    return
                 writer.close()
-                raise RuntimeError(f"GET /v1/events answered {status}")
-            open_streams.append(writer)
+                refused[status] = refused.get(status, 0) + 1
+                if status not in (429, 503):
+                    break
+                await asyncio.sleep(0.05 * (attempt + 1))  # as a client honouring Retry-After
+            raise RuntimeError(f"GET /v1/events answered {status}")
 
     await asyncio.sleep(1)
     baseline = rss_bytes(gateway_pid)
@@ -115,4 +140,5 @@ async def sse_memory(info: dict[str, Any], gateway_pid: int, steps: list[int]) -
     finally:
         for writer in open_streams:
             writer.close()
+    results["refused_then_retried"] = {str(k): v for k, v in sorted(refused.items())}
     return results
