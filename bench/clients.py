@@ -17,8 +17,8 @@ from comfyline.catalogue import Catalogue, render, validate_input
 from .direct import run_direct
 
 TERMINAL = {"succeeded", "failed", "cancelled", "timed_out"}
-#: Submissions the gateway refused (429/503) and the bench retried, by status, since start.
-REFUSED: dict[int, int] = {}
+#: Requests the gateway refused (429/503) or dropped, retried by the bench, since it started.
+REFUSED: dict[str, int] = {}
 
 
 def smoke_input(color: int, size: int) -> dict[str, int]:
@@ -45,10 +45,31 @@ def plain_client(connections: int = 64) -> httpx.AsyncClient:
     return httpx.AsyncClient(timeout=120, limits=limits)
 
 
+async def call(api: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """One request to the gateway; a 429 or 503 (a contended counter, a full queue) is retried
+    after a short pause, as a client honouring ``Retry-After`` would, and counted in
+    ``REFUSED``; so is a request on a kept-alive connection the server had just closed. Any
+    other error status raises."""
+    for attempt in range(1, 21):
+        try:
+            reply = await api.request(method, url, **kwargs)
+        except httpx.RemoteProtocolError:
+            # A kept-alive connection the server closed just as it was reused: not an answer.
+            if attempt == 20:
+                raise
+            REFUSED["disconnected"] = REFUSED.get("disconnected", 0) + 1
+            continue
+        if reply.status_code not in (429, 503) or attempt == 20:
+            break
+        REFUSED[str(reply.status_code)] = REFUSED.get(str(reply.status_code), 0) + 1
+        await asyncio.sleep(0.02 * attempt)
+    reply.raise_for_status()
+    return reply
+
+
 async def wait_job(api: httpx.AsyncClient, job: dict[str, Any]) -> dict[str, Any]:
     while job["status"] not in TERMINAL:
-        reply = await api.get(f"/v1/jobs/{job['id']}", headers={"Prefer": "wait=60"})
-        reply.raise_for_status()
+        reply = await call(api, "GET", f"/v1/jobs/{job['id']}", headers={"Prefer": "wait=60"})
         job = reply.json()
     if job["status"] != "succeeded":
         raise RuntimeError(f"job {job['id']} ended {job['status']}: {job.get('error')}")
@@ -58,16 +79,9 @@ async def wait_job(api: httpx.AsyncClient, job: dict[str, Any]) -> dict[str, Any
 async def submit(
     api: httpx.AsyncClient, model: str, data: dict[str, Any], wait: bool
 ) -> dict[str, Any]:
-    """``POST /v1/jobs``; a 429 or 503 (a contended counter, a full queue) is retried after a
-    short pause, as a client honouring ``Retry-After`` would, and counted in ``REFUSED``."""
     headers = {"Prefer": "wait=60"} if wait else {}
-    for attempt in range(1, 21):
-        reply = await api.post("/v1/jobs", json={"model": model, "input": data}, headers=headers)
-        if reply.status_code not in (429, 503) or attempt == 20:
-            break
-        REFUSED[reply.status_code] = REFUSED.get(reply.status_code, 0) + 1
-        await asyncio.sleep(0.02 * attempt)
-    reply.raise_for_status()
+    body = {"model": model, "input": data}
+    reply = await call(api, "POST", "/v1/jobs", json=body, headers=headers)
     job: dict[str, Any] = reply.json()
     return job
 
@@ -81,7 +95,7 @@ async def via_comfyline(
     job = await wait_job(api, await submit(api, "cpu-smoke", smoke_input(color, size), True))
     if download:
         for output in job["outputs"]:
-            (await api.get(output["url"])).raise_for_status()
+            await call(api, "GET", output["url"])
     return time.perf_counter() - started
 
 

@@ -105,7 +105,7 @@ async def sse_memory(info: dict[str, Any], gateway_pid: int, steps: list[int]) -
     memory growth per open stream at each."""
     request = _request(info["gateway_url"], "GET", "/v1/events", info["api_key"])
     open_streams: list[asyncio.StreamWriter] = []
-    gate = asyncio.Semaphore(50)
+    gate = asyncio.Semaphore(16)
 
     refused: dict[int, int] = {}
 

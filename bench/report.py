@@ -23,12 +23,24 @@ class Row:
 
 
 def _get(results: dict[str, Any], *path: str) -> Any:
+    """The part at ``path``, or None when it is missing or failed (failures have their own row)."""
     node: Any = results
     for key in path:
         if not isinstance(node, dict) or key not in node:
             return None
         node = node[key]
-    return node
+    return None if isinstance(node, dict) and "error" in node else node
+
+
+def _failures(results: dict[str, Any], prefix: str = "") -> list[Row]:
+    failed = []
+    for key, part in results.items():
+        if isinstance(part, dict) and "error" in part:
+            error = part["error"][:26]
+            failed.append(Row(f"{prefix}{key}: FAILED", math.nan, "", error, "", False))
+        elif isinstance(part, dict) and key == "busy":
+            failed += _failures(part, "busy.")
+    return failed
 
 
 def rows(results: dict[str, Any]) -> list[Row]:
@@ -67,7 +79,8 @@ def rows(results: dict[str, Any]) -> list[Row]:
                     tp["ratio"] >= floor if floor else None,
                 )
             )
-    for busy in sorted((_get(results, "busy") or {}).values(), key=lambda b: b["servers"]):
+    measured = [b for b in (_get(results, "busy") or {}).values() if "error" not in b]
+    for busy in sorted(measured, key=lambda b: b["servers"]):
         k = busy["servers"]
         out.append(
             Row(
@@ -142,7 +155,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 mem["rss_growth_mb"] <= 50,
             )
         )
-    return out
+    return out + _failures(results)
 
 
 def table(results: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
