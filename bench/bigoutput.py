@@ -50,7 +50,11 @@ def _model() -> dict[str, Any]:
 
 async def _run(info: dict[str, Any], side: int) -> dict[str, Any]:
     async with api_client(info) as api:
-        reply = await api.post("/v1/models", json=_model())
+        for _ in range(300):  # the gateway hears of the new worker's server within seconds
+            reply = await api.post("/v1/models", json=_model())
+            if reply.status_code != 503:
+                break
+            await asyncio.sleep(0.2)
         if reply.status_code not in (201, 409):
             raise RuntimeError(f"publishing {MODEL}: {reply.status_code} {reply.text}")
         job = await wait_job(api, await submit(api, MODEL, {"width": side, "height": side}, True))

@@ -1,20 +1,23 @@
-"""The two ways the bench runs a job: straight to ComfyUI (``direct.run_direct``) and through
+"""The two ways the bench runs a job: straight to ComfyUI (``direct.DirectClient``) and through
 Comfyline the way a web app does; plus closed-loop clients that run jobs side by side."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import itertools
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
 
 from comfyline.catalogue import Catalogue, render, validate_input
+from comfyline.contracts import ModelTemplate
 
-from .direct import run_direct
+from .direct import DirectPool
 
 TERMINAL = {"succeeded", "failed", "cancelled", "timed_out"}
 #: Requests the gateway refused (429/503) or dropped, retried by the bench, since it started.
@@ -25,10 +28,14 @@ def smoke_input(color: int, size: int) -> dict[str, int]:
     return {"width": size, "height": size, "color": color % 0x1000000}
 
 
+@functools.cache
+def _smoke() -> ModelTemplate:
+    return Catalogue.builtin().get("cpu-smoke")
+
+
 def smoke_graph(color: int, size: int) -> dict[str, Any]:
     """``cpu-smoke`` rendered exactly as Comfyline renders it for the worker."""
-    template = Catalogue.builtin().get("cpu-smoke")
-    return render(template, validate_input(template, smoke_input(color, size)))
+    return render(_smoke(), validate_input(_smoke(), smoke_input(color, size)))
 
 
 def api_client(info: dict[str, Any], connections: int = 64) -> httpx.AsyncClient:
@@ -99,8 +106,19 @@ async def via_comfyline(
     return time.perf_counter() - started
 
 
-async def direct(comfyui_url: str, plain: httpx.AsyncClient, color: int, size: int) -> float:
-    return await run_direct(comfyui_url, smoke_graph(color, size), plain)
+@contextlib.asynccontextmanager
+async def direct_pool() -> AsyncIterator[DirectPool]:
+    """Direct clients (one socket each, kept open) for the baseline side."""
+    async with plain_client() as http:
+        pool = DirectPool(http)
+        try:
+            yield pool
+        finally:
+            await pool.close()
+
+
+async def direct(comfyui_url: str, pool: DirectPool, color: int, size: int) -> float:
+    return await pool.run(comfyui_url, smoke_graph(color, size))
 
 
 async def closed_loop(run_one: Callable[[int], Awaitable[Any]], jobs: int, clients: int) -> float:

@@ -16,8 +16,8 @@ from .clients import (
     api_client,
     closed_loop,
     direct,
+    direct_pool,
     fresh_color,
-    plain_client,
     smoke_input,
     submit,
     wait_job,
@@ -36,7 +36,7 @@ async def _rates(
         await direct(urls[n % len(urls)], plain, fresh_color(), size)
 
     rates: dict[str, float] = {}
-    async with plain_client() as plain, api_client(info) as api:
+    async with direct_pool() as plain, api_client(info) as api:
         for url in urls:  # warm-up: every server's encoders, then every path of Comfyline
             await direct(url, plain, fresh_color(), size)
         await closed_loop(routed, clients, clients)

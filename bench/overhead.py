@@ -11,14 +11,14 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from .clients import api_client, closed_loop, direct, fresh_color, plain_client, via_comfyline
+from .clients import api_client, closed_loop, direct, direct_pool, fresh_color, via_comfyline
 from .stats import ratio, summary
 
 
 async def sequential(
     info: dict[str, Any], comfyui_url: str, jobs: int, size: int
 ) -> dict[str, Any]:
-    async with plain_client() as plain, api_client(info) as api:
+    async with direct_pool() as plain, api_client(info) as api:
         for _ in range(3):  # warm both paths (connections, encoders, caches of the services)
             await direct(comfyui_url, plain, fresh_color(), size)
             await via_comfyline(api, fresh_color(), size)
@@ -48,7 +48,7 @@ async def throughput(
     info: dict[str, Any], comfyui_url: str, jobs: int, clients: int, rounds: int, size: int
 ) -> dict[str, Any]:
     rates: dict[str, list[float]] = {"direct": [], "comfyline": []}
-    async with plain_client() as plain, api_client(info) as api:
+    async with direct_pool() as plain, api_client(info) as api:
         await closed_loop(lambda n: via_comfyline(api, fresh_color(), size), clients, clients)
         for r in range(rounds):
             order = ["direct", "comfyline"] if r % 2 == 0 else ["comfyline", "direct"]
