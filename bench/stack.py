@@ -37,9 +37,14 @@ class BenchStack(LocalStack):
     _generation: int = 0
 
     def _service_env(
-        self, name: str, creds: Credentials, comfyui: str, gateway_url: str
+        self,
+        name: str,
+        creds: Credentials,
+        comfyui: str,
+        gateway_url: str,
+        process: str | None = None,
     ) -> dict[str, str]:
-        env = super()._service_env(name, creds, comfyui, gateway_url)
+        env = super()._service_env(name, creds, comfyui, gateway_url, process)
         if name == "gateway":
             env |= BENCH_LIMITS
         if name == "orchestrator":
@@ -48,23 +53,24 @@ class BenchStack(LocalStack):
             env["ORCHESTRATOR_REQUIRE_LIVE_WORKER"] = "false"
         return env
 
-    def _start_service(self, name: str, env: dict[str, str]) -> None:
-        if name == "worker":
+    def _start_service(self, service: str, env: dict[str, str], name: str | None = None) -> None:
+        if service == "worker":
             self._base_worker_env = env
-        if self.gateway_only and name != "gateway":
+        if self.gateway_only and service != "gateway":
             return
-        super()._start_service(name, env | (self.worker_env if name == "worker" else {}))
+        extra = self.worker_env if service == "worker" else {}
+        super()._start_service(service, env | extra, name)
 
-    def _wait_services(self, gateway_url: str) -> None:
+    def _wait_services(self, gateway_urls: list[str]) -> None:
         if not self.gateway_only:
-            super()._wait_services(gateway_url)
+            super()._wait_services(gateway_urls)
             return
         import httpx
 
         from comfyline.stack.servers import wait_until
 
         wait_until(
-            lambda: httpx.get(f"{gateway_url}/readyz", timeout=2).status_code == 200,
+            lambda: httpx.get(f"{gateway_urls[0]}/readyz", timeout=2).status_code == 200,
             "gateway",
             self.children["gateway"],
             60,
@@ -102,8 +108,8 @@ class BenchStack(LocalStack):
             child.spawn()
             self.workers.append(child)
             ids.append(worker_id)
-        assert self.nats is not None
-        asyncio.run(_wait_for_workers(self.nats.url, set(ids), self.workers, timeout_s=60))
+        nats_url = ",".join(self.nats_urls)
+        asyncio.run(_wait_for_workers(nats_url, set(ids), self.workers, timeout_s=60))
 
     def stop(self) -> None:
         for worker in self.workers:
