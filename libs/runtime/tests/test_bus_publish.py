@@ -16,16 +16,16 @@ class Note(WireModel):
     text: str
 
 
-async def _bus(settings: NatsSettings, names: Names, timeout_s: float) -> Bus:
+async def _bus(settings: NatsSettings, names: Names, retry_s: float) -> Bus:
     return await Bus.connect(
-        settings.model_copy(update={"request_timeout_s": timeout_s}), names, "publish-test"
+        settings.model_copy(update={"publish_retry_s": retry_s}), names, "publish-test"
     )
 
 
-async def test_a_publish_no_stream_takes_fails_as_unavailable_after_the_request_timeout(
+async def test_a_publish_no_stream_takes_fails_as_unavailable_after_its_retry_time(
     nats_settings: NatsSettings, names: Names
 ) -> None:
-    bus = await _bus(nats_settings, names, timeout_s=0.5)
+    bus = await _bus(nats_settings, names, retry_s=0.5)
     try:
         with pytest.raises(BusError, match="no stream takes") as raised:
             await bus.publish(f"{names.namespace}.nowhere", Note(text="x"), msg_id="n-1")
@@ -34,10 +34,10 @@ async def test_a_publish_no_stream_takes_fails_as_unavailable_after_the_request_
         await bus.close()
 
 
-async def test_a_publish_lands_once_when_the_stream_answers_within_the_timeout(
+async def test_a_publish_lands_once_when_the_stream_answers_within_its_retry_time(
     nats_settings: NatsSettings, names: Names
 ) -> None:
-    bus = await _bus(nats_settings, names, timeout_s=10)
+    bus = await _bus(nats_settings, names, retry_s=10)
     stream = f"{names.namespace}_LATE"
     subject = f"{names.namespace}.late"
     try:

@@ -164,8 +164,8 @@ class Bus:
 
         While a stream has no leader (a NATS node was lost and the cluster is electing one, a
         few seconds) the server answers "no responders" or 503: nothing was stored, so the
-        publish is tried again, for up to ``request_timeout_s``. :class:`BusError` after that,
-        or on a timeout (which is not retried here: the message may have been stored).
+        publish is tried again, for up to ``publish_retry_s``. :class:`BusError` after that, or
+        on a timeout (which is not retried here: the message may have been stored).
         """
         with _tracer.start_as_current_span(
             f"publish {subject.split('.')[0 if not self.names.namespace else 1]}",
@@ -176,7 +176,7 @@ class Bus:
                 "messaging.message.id": msg_id or "",
             },
         ):
-            give_up = asyncio.get_running_loop().time() + self.settings.request_timeout_s
+            give_up = asyncio.get_running_loop().time() + self.settings.publish_retry_s
             pause = 0.05
             while True:
                 try:

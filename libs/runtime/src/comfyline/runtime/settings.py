@@ -31,6 +31,12 @@ class NatsSettings(BaseModel):
     connect_timeout_s: float = 5.0
     connect_attempts: int = 30
     request_timeout_s: float = 5.0
+    publish_retry_s: float = Field(
+        default=15.0,
+        ge=0,
+        description="how long a publish no stream answers is tried again (a stream electing "
+        "its leader after a NATS node is lost takes a few seconds)",
+    )
 
 
 class S3Settings(BaseModel):
