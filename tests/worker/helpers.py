@@ -361,23 +361,12 @@ class WorkerProcess:
 
 
 async def heartbeats(bus: Bus) -> dict[str, Any]:
-    """The workers KV bucket: worker id -> WorkerHeartbeat."""
+    """The workers KV bucket: worker id -> WorkerHeartbeat (read with one ordered consumer)."""
     from comfyline.contracts import WorkerHeartbeat
+    from comfyline.runtime import scan
 
     kv = await bus.kv(bus.names.bucket("workers"))
-    found: dict[str, Any] = {}
-    try:
-        keys = await kv.keys()
-    except Exception:
-        return found
-    for key in keys:
-        try:
-            entry = await kv.get(key)
-        except Exception:
-            continue
-        if entry.value:
-            found[key] = WorkerHeartbeat.from_bytes(entry.value)
-    return found
+    return {key: WorkerHeartbeat.from_bytes(value) for key, value in await scan(kv, ">")}
 
 
 async def queue_ids(client: httpx.AsyncClient, url: str) -> tuple[set[str], set[str]]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from comfyline.comfyui_sim import SimulatorProcess
 from comfyline.runtime import Bus, NatsSettings, S3Settings
+from comfyline.testkit.orchestrator import until
 
 from .helpers import RunWatch, SimFactory, WorkerProcess, Workers, heartbeats, publish_job
 
@@ -68,7 +70,7 @@ async def test_a_new_worker_joins_and_takes_work_with_no_configuration_change(
     waiting = await publish_job(bus, "cpu-smoke", {"color": 2})
     await asyncio.sleep(0.3)
     assert not runs.of(waiting.job_id), "one job at a time: the second waits"
-    beats = await heartbeats(bus)
+    beats: dict[str, Any] = await heartbeats(bus)
     assert (
         beats["worker-a"].servers[0].busy and beats["worker-a"].servers[0].job_id == long_job.job_id
     )
@@ -77,8 +79,13 @@ async def test_a_new_worker_joins_and_takes_work_with_no_configuration_change(
     done = await runs.wait_for(waiting.job_id, "completed")
     assert done.server == second.url and done.worker_id == "worker-b"
     assert not runs.of(long_job.job_id, "completed"), "the new worker did not wait for the first"
-    beats = await heartbeats(bus)
-    assert set(beats) == {"worker-a", "worker-b"}
+    beats.clear()
+
+    async def both() -> bool:
+        beats.update(await heartbeats(bus))
+        return set(beats) == {"worker-a", "worker-b"}
+
+    await until(both, timeout_s=10, every_s=0.2)
     assert "cpu-smoke" in beats["worker-b"].models and beats["worker-b"].servers[0].healthy
     await joined.stop()
     assert "worker-b" not in await heartbeats(bus), "a clean stop leaves the fleet"

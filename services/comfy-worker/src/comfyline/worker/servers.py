@@ -224,8 +224,9 @@ class Server:
         while True:
             was_up = self.healthy
             up = await self.check()
-            if up and (not was_up or self.match_models()):
-                await on_up(self)
+            unshared = self.object_info is not None and self.object_info_key is None
+            if up and (not was_up or self.match_models() or unshared):
+                await on_up(self)  # again while /object_info could not be stored
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(up_every_s if up else down_every_s):
