@@ -35,6 +35,7 @@ from .settings import LimitSettings
 Entry = KeyValue.Entry
 RouteClass = Literal["submit", "enhance", "status", "upload", "keys"]
 _CAS_ATTEMPTS = 25
+_COUNTS_KEPT = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,10 @@ class Limits:
         self.settings = settings
         self.ratelimits = ratelimits
         self.usage = usage
+        #: The last count and revision this gateway saw of each rate-limit key: the next request
+        #: of that key compare-and-sets against it without reading first (one round trip; a
+        #: stale revision only costs the read it would have made anyway).
+        self._counts: dict[str, tuple[int, int]] = {}
 
     def limit_of(self, principal: Principal, name: str, default: float | None) -> float | None:
         """A limit for this caller: the key's override, else the default."""
@@ -90,25 +95,38 @@ class Limits:
         key = f"{principal.owner}.{route_class}.{window}"
         for attempt in range(1, _CAS_ATTEMPTS + 1):
             async with nats_errors("rate limit"):
+                known = self._counts.pop(key, None) if attempt == 1 else None
+                if known is not None:
+                    count, revision = known
+                else:
+                    try:
+                        entry: Entry | None = await self.ratelimits.get(key)
+                    except KeyNotFoundError:  # the first request of this window
+                        entry = None
+                    count = int(entry.value or b"0") if entry is not None else 0
+                    revision = entry.revision or 0 if entry is not None else 0
                 try:
-                    entry: Entry | None = await self.ratelimits.get(key)
-                except KeyNotFoundError:  # the first request of this window
-                    entry = None
-                try:
-                    if entry is None:
-                        if limit < 1:
-                            return RateDecision(False, limit, 0, reset_s, window_s)
-                        await self.ratelimits.create(key, b"1", msg_ttl=float(window_s * 2))
-                        return RateDecision(True, limit, limit - 1, reset_s, window_s)
-                    count = int(entry.value or b"0")
-                    if count >= limit:
+                    if count >= limit or limit < 1:
                         return RateDecision(False, limit, 0, reset_s, window_s)
-                    await self.ratelimits.update(key, str(count + 1).encode(), last=entry.revision)
+                    if revision:
+                        revision = await self.ratelimits.update(
+                            key, str(count + 1).encode(), last=revision
+                        )
+                    else:
+                        revision = await self.ratelimits.create(
+                            key, b"1", msg_ttl=float(window_s * 2)
+                        )
+                    self._remember(key, count + 1, revision)
                     return RateDecision(True, limit, max(0, limit - count - 1), reset_s, window_s)
                 except KeyWrongLastSequenceError:
                     pass  # another request (or replica) counted first: read again
             await cas_pause(attempt)
         return RateDecision(False, limit, 0, reset_s, window_s)
+
+    def _remember(self, key: str, count: int, revision: int) -> None:
+        if len(self._counts) >= _COUNTS_KEPT:
+            self._counts.clear()  # keys change every window: dropping them all is cheap
+        self._counts[key] = (count, revision)
 
     # --- active jobs, queue caps -------------------------------------------------------------
     async def reserve_active(self, principal: Principal, count: int = 1) -> None:
