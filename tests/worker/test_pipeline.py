@@ -6,9 +6,12 @@ ComfyUIs (the simulator and a real one, ``any_comfyui``) with model-free stock g
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import random
 import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ import pytest
 from PIL import Image
 
 from comfyline.catalogue import Catalogue
-from comfyline.contracts import Binding, CancelCommand, RunEvent, RunJob
+from comfyline.contracts import Binding, CancelCommand, RunEvent
 from comfyline.runtime import Bus, NatsSettings, ObjectStore, S3Settings
 
 from .helpers import (
@@ -85,77 +88,74 @@ async def prompt_of(client: httpx.AsyncClient, url: str, job_id: str) -> str:
     raise AssertionError(f"{job_id} is not in the queue of {url}")
 
 
-async def two_slow_jobs(bus: Bus) -> list[RunJob]:
-    return [
-        await publish_job(
-            bus, "slow-colour", {"color": random.randrange(0xFFFFFF)}, record=True, validate=False
-        )
-        for _ in range(2)
-    ]
+@dataclass
+class InFlight:
+    """Two jobs of ours on one server: ``first`` executing, ``second`` waiting behind it."""
+
+    client: httpx.AsyncClient
+    url: str
+    first: str
+    second: str
+    running: str  # first's prompt id
+    waiting: str  # second's prompt id
+
+
+@contextlib.asynccontextmanager
+async def two_in_flight(
+    bus: Bus, workers: Workers, url: str, **settings: Any
+) -> AsyncIterator[InFlight]:
+    """A worker on ``url`` given two slow jobs of fresh colours (so neither ComfyUI answers from
+    its cache); the server is left idle afterwards."""
+    workers([url], catalogue=catalogue(), models=["slow-colour"], **settings)
+    async with httpx.AsyncClient(timeout=10) as client:
+        try:
+            for _ in range(2):
+                data = {"color": random.randrange(0xFFFFFF)}
+                await publish_job(bus, "slow-colour", data, record=True, validate=False)
+            first, second = await one_running_one_waiting(client, url)
+            running, waiting = [await prompt_of(client, url, j) for j in (first, second)]
+            yield InFlight(client, url, first, second, running, waiting)
+        finally:
+            await idle(client, url)
 
 
 async def test_cancel_of_the_waiting_job_deletes_its_prompt_and_the_running_one_goes_on(
     bus: Bus, workers: Workers, runs: RunWatch, any_comfyui: str
 ) -> None:
-    url = any_comfyui
-    workers([url], catalogue=catalogue(), models=["slow-colour"])
-    async with httpx.AsyncClient(timeout=10) as client:
-        try:
-            await two_slow_jobs(bus)
-            first, second = await one_running_one_waiting(client, url)
-            running, waiting = [await prompt_of(client, url, j) for j in (first, second)]
-            await bus.send(bus.names.cancel(second), CancelCommand(job_id=second))
-            ended = await runs.wait_for(second, "cancelled", "completed", "failed")
-            assert ended.kind == "cancelled", ended
-            assert not runs.of(second, "started"), "the waiting job never ran"
-            done = await runs.wait_for(first, "completed", "failed", timeout=90)
-            assert done.kind == "completed" and done.prompt_id == running
-            assert waiting not in set().union(*await queue_ids(client, url))
-            assert await history(client, url, waiting) == {}, "its prompt never executed"
-        finally:
-            await idle(client, url)
+    async with two_in_flight(bus, workers, any_comfyui) as on:
+        await bus.send(bus.names.cancel(on.second), CancelCommand(job_id=on.second))
+        ended = await runs.wait_for(on.second, "cancelled", "completed", "failed")
+        assert ended.kind == "cancelled", ended
+        assert not runs.of(on.second, "started"), "the waiting job never ran"
+        done = await runs.wait_for(on.first, "completed", "failed", timeout=90)
+        assert done.kind == "completed" and done.prompt_id == on.running
+        assert on.waiting not in set().union(*await queue_ids(on.client, on.url))
+        assert await history(on.client, on.url, on.waiting) == {}, "its prompt never executed"
 
 
 async def test_cancel_of_the_running_job_interrupts_it_and_the_waiting_one_runs_next(
     bus: Bus, workers: Workers, runs: RunWatch, any_comfyui: str
 ) -> None:
-    url = any_comfyui
-    workers([url], catalogue=catalogue(), models=["slow-colour"])
-    async with httpx.AsyncClient(timeout=10) as client:
-        try:
-            await two_slow_jobs(bus)
-            first, second = await one_running_one_waiting(client, url)
-            running, waiting = [await prompt_of(client, url, j) for j in (first, second)]
-            await runs.wait_for(first, "started", timeout=60)
-            await bus.send(bus.names.cancel(first), CancelCommand(job_id=first))
-            ended = await runs.wait_for(first, "cancelled", "completed", "failed")
-            assert ended.kind == "cancelled" and ended.prompt_id == running, ended
-            done = await runs.wait_for(second, "completed", "failed", timeout=90)
-            assert done.kind == "completed" and done.prompt_id == waiting, done.error
-            kinds = stamps(await history(client, url, running))
-            assert "execution_interrupted" in kinds and "execution_success" not in kinds
-            assert "execution_success" in stamps(await history(client, url, waiting))
-        finally:
-            await idle(client, url)
+    async with two_in_flight(bus, workers, any_comfyui) as on:
+        await runs.wait_for(on.first, "started", timeout=60)
+        await bus.send(bus.names.cancel(on.first), CancelCommand(job_id=on.first))
+        ended = await runs.wait_for(on.first, "cancelled", "completed", "failed")
+        assert ended.kind == "cancelled" and ended.prompt_id == on.running, ended
+        done = await runs.wait_for(on.second, "completed", "failed", timeout=90)
+        assert done.kind == "completed" and done.prompt_id == on.waiting, done.error
+        kinds = stamps(await history(on.client, on.url, on.running))
+        assert "execution_interrupted" in kinds and "execution_success" not in kinds
+        assert "execution_success" in stamps(await history(on.client, on.url, on.waiting))
 
 
 async def test_progress_of_two_prompts_in_flight_goes_to_each_ones_job(
     bus: Bus, workers: Workers, runs: RunWatch, any_comfyui: str
 ) -> None:
-    url = any_comfyui
-    workers([url], catalogue=catalogue(), models=["slow-colour"], progress_interval_s=0.0)
-    async with httpx.AsyncClient(timeout=10) as client:
-        try:
-            await two_slow_jobs(bus)
-            first, second = await one_running_one_waiting(client, url)
-            running, waiting = [await prompt_of(client, url, j) for j in (first, second)]
-            for job_id in (first, second):
-                done = await runs.wait_for(job_id, "completed", "failed", timeout=90)
-                assert done.kind == "completed", done.error
-        finally:
-            await idle(client, url)
-        prompts = {first: running, second: waiting}
-        for job_id, prompt_id in prompts.items():
+    async with two_in_flight(bus, workers, any_comfyui, progress_interval_s=0.0) as on:
+        for job_id in (on.first, on.second):
+            done = await runs.wait_for(job_id, "completed", "failed", timeout=90)
+            assert done.kind == "completed", done.error
+        for job_id, prompt_id in {on.first: on.running, on.second: on.waiting}.items():
             events = runs.of(job_id)
             assert {e.prompt_id for e in events if e.kind != "failed"} == {prompt_id}
             progress = [e for e in events if e.kind == "progress"]
@@ -163,11 +163,11 @@ async def test_progress_of_two_prompts_in_flight_goes_to_each_ones_job(
             [started] = [e for e in events if e.kind == "started"]
             assert all(p.occurred_at >= started.occurred_at for p in progress)
         # The waiting prompt started only when the running one had ended, on ComfyUI's clock.
-        ended = stamps(await history(client, url, running))["execution_success"]
-        began = stamps(await history(client, url, waiting))["execution_start"]
+        ended = stamps(await history(on.client, on.url, on.running))["execution_success"]
+        began = stamps(await history(on.client, on.url, on.waiting))["execution_start"]
         assert began >= ended
         # ... and its job reported nothing before it started executing.
-        first_of_second = min(e.occurred_at for e in runs.of(second))
+        first_of_second = min(e.occurred_at for e in runs.of(on.second))
         assert first_of_second.timestamp() * 1000 >= ended - 50
 
 
