@@ -191,6 +191,10 @@ async def test_the_sdk_follows_a_job_over_v2_sse_and_outputs_are_assets(
         f"/api/v2/assets/{output_id}/content", headers={**user, "Range": "bytes=0-3"}
     )
     assert first.status_code == 206 and first.content == b"\x89PNG"
+    whole = await fleet.http.get(f"/api/v2/assets/{output_id}/content", headers=user)
+    assert (
+        asset["hash"] == view["outputs"][0]["hash"] == "blake3:" + blake3(whole.content).hexdigest()
+    )
 
 
 async def test_v2_idempotency_replays_the_job_and_refuses_another_body(

@@ -38,6 +38,7 @@ class OutputRef(WireModel):
     duration_s: float | None = None
     node_id: str | None = Field(default=None, description="the ComfyUI node that made it")
     filename: str | None = Field(default=None, description="ComfyUI's file name")
+    hash: str | None = Field(default=None, description="blake3:<hex> of the bytes stored")
 
 
 class Progress(WireModel):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Sequence
 
+from blake3 import blake3
+
 from comfyline.contracts import OutputKind, OutputRef, OutputSpec, RunJob
 from comfyline.runtime import ObjectStore
 
@@ -46,11 +48,13 @@ async def store_output(
     key = output_key(run_job, index, file.filename)
     mime = content_type(file.filename)
     probe = MediaProbe(file.filename)
+    hasher = blake3()
     async with client.view(file.filename, file.subfolder, file.type) as response:
 
         async def chunks() -> AsyncIterator[bytes]:
             async for chunk in response.aiter_bytes(CHUNK):
                 probe.feed(chunk)
+                hasher.update(chunk)
                 yield chunk
 
         size = await store.put_stream(
@@ -71,6 +75,7 @@ async def store_output(
         duration_s=round(info.duration_s, 3) if info.duration_s is not None else None,
         node_id=file.node_id,
         filename=file.filename,
+        hash=f"blake3:{hasher.hexdigest()}",
     )
 
 

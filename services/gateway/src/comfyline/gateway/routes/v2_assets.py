@@ -85,7 +85,7 @@ def output_view(gw: Gateway, record: JobRecord, ref: OutputRef) -> dict[str, Any
         "content_type": ref.content_type,
         "size_bytes": ref.size,
         "id": output_id(record.id, ref.index),
-        "hash": None,
+        "hash": ref.hash,
         "url": url,
         "url_expires_at": url_expires,
         "created_at": (record.finished_at or record.updated_at).isoformat(),
