@@ -69,9 +69,9 @@ class Sizes:
     busy_ks: tuple[int, ...] = (1, 4, 16)
     busy_per_server: int = 15
     e2e_workers: tuple[int, ...] = (1, 2, 4)
-    e2e_jobs: int = 200
+    e2e_jobs: int = 150
     e2e_clients: int = 32
-    submissions: int = 3000
+    submissions: int = 2000
     sse_steps: tuple[int, ...] = (1000, 5000)
     output_mb: float = 500.0
 
@@ -177,7 +177,7 @@ def _full_stack(args: argparse.Namespace, sizes: Sizes, root: Path, parts: Parts
                     f"k_{k}",
                     f"(b) GPU busy, K={k}, {sizes.busy_per_server} jobs per server",
                     functools.partial(
-                        busy.run_k, stack, slow[:k], _workers_for(k), sizes.busy_per_server, size
+                        busy.run_k, stack, slow[:k], _workers_for(k), sizes.busy_per_server, 64
                     ),
                 )
             parts.results["busy"] = busy_parts.results

@@ -10,6 +10,7 @@ import itertools
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from comfyline.catalogue import Catalogue, render, validate_input
 from comfyline.contracts import ModelTemplate
 
 from .direct import DirectPool
+from .stats import steady_rate
 
 TERMINAL = {"succeeded", "failed", "cancelled", "timed_out"}
 #: Requests the gateway refused (429/503) or dropped, retried by the bench, since it started.
@@ -121,17 +123,30 @@ async def direct(comfyui_url: str, pool: DirectPool, color: int, size: int) -> f
     return await pool.run(comfyui_url, smoke_graph(color, size))
 
 
-async def closed_loop(run_one: Callable[[int], Awaitable[Any]], jobs: int, clients: int) -> float:
-    """``clients`` loops taking the next of ``jobs`` numbered jobs until none is left; jobs/s."""
+@dataclass(frozen=True)
+class Rate:
+    """Jobs/s of a closed-loop run: over the whole run (``overall``), and ``steady``: between
+    the ``clients``-th completion and the ``clients``-th from last, when every client had a job
+    in flight (the start-up and the drain at the end are latency, already measured by (a))."""
+
+    overall: float
+    steady: float
+
+
+async def closed_loop(run_one: Callable[[int], Awaitable[Any]], jobs: int, clients: int) -> Rate:
+    """``clients`` loops taking the next of ``jobs`` numbered jobs until none is left."""
     numbers = iter(range(jobs))
+    ended: list[float] = []
     started = time.perf_counter()
 
     async def client() -> None:
         for n in numbers:
             await run_one(n)
+            ended.append(time.perf_counter())
 
     await asyncio.gather(*(client() for _ in range(clients)))
-    return jobs / (time.perf_counter() - started)
+    overall = jobs / (time.perf_counter() - started)
+    return Rate(overall, steady_rate(ended, clients) or overall)
 
 
 _colors = itertools.count(random.randrange(0x1000000))

@@ -2,12 +2,16 @@
 
 Closed-loop clients submit with ``Prefer: wait`` until the job has succeeded (no download: the
 figure is what Comfyline moves, not S3's serving); the baseline is the same clients straight to
-the same servers (round-robin), sides alternated worker count by worker count.
+the same servers (round-robin), sides alternated worker count by worker count. While the
+Comfyline side runs, the CPU time each part uses (services, workers, NATS, S3, the servers) is
+read from ``/proc``: CPU milliseconds per job, by part, say where a 2-core machine's time goes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from comfyline.comfyui_sim import SimulatorProcess
@@ -27,8 +31,14 @@ from .stats import ratio
 
 
 async def _rates(
-    info: dict[str, Any], urls: list[str], jobs: int, clients: int, size: int, first: str
-) -> dict[str, float]:
+    info: dict[str, Any],
+    urls: list[str],
+    jobs: int,
+    clients: int,
+    size: int,
+    first: str,
+    cpu: Callable[[], dict[str, float]],
+) -> tuple[dict[str, float], dict[str, float]]:
     async def routed(n: int) -> None:
         await wait_job(api, await submit(api, "cpu-smoke", smoke_input(fresh_color(), size), True))
 
@@ -42,8 +52,12 @@ async def _rates(
         await closed_loop(routed, clients, clients)
         for side in [first, "direct" if first == "comfyline" else "comfyline"]:
             run = routed if side == "comfyline" else straight
-            rates[side] = await closed_loop(run, jobs, clients)
-    return rates
+            before = cpu()
+            rates[side] = (await closed_loop(run, jobs, clients)).overall
+            if side == "comfyline":
+                after = cpu()
+                per_job = {k: (after[k] - before.get(k, 0.0)) * 1000 / jobs for k in after}
+    return rates, per_job
 
 
 def run(
@@ -59,10 +73,12 @@ def run(
         urls = [sim.url for sim in sims[:workers]]
         stack.set_workers([[url] for url in urls])
         first = "comfyline" if n % 2 == 0 else "direct"
-        rates = asyncio.run(_rates(stack.info, urls, jobs, clients, size, first))
+        cpu = functools.partial(stack.cpu_by_part, sims[:workers])
+        rates, per_job = asyncio.run(_rates(stack.info, urls, jobs, clients, size, first, cpu))
         results[f"workers_{workers}"] = {
             "comfyline_jobs_per_s": rates["comfyline"],
             "direct_jobs_per_s": rates["direct"],
             "ratio": ratio(rates["comfyline"], rates["direct"]),
+            "cpu_ms_per_job": dict(sorted(per_job.items(), key=lambda kv: -kv[1])),
         }
     return results

@@ -3,7 +3,8 @@
 Sequential: job n runs direct then through Comfyline when n is even, the other way round when
 odd, so both sides see the same machine at the same moment; the difference of each pair is
 reported as well as each side. Throughput: rounds of ``clients`` closed-loop clients, direct and
-Comfyline alternating round by round (ABBA...), the median round of each side compared.
+Comfyline alternating round by round (ABBA...), the median round of each side compared, both
+in the steady state (every client with a job in flight) and over the whole round.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from .clients import api_client, closed_loop, direct, direct_pool, fresh_color, via_comfyline
+from .clients import Rate, api_client, closed_loop, direct, direct_pool, fresh_color, via_comfyline
 from .stats import ratio, summary
 
 
@@ -47,8 +48,11 @@ async def sequential(
 async def throughput(
     info: dict[str, Any], comfyui_url: str, jobs: int, clients: int, rounds: int, size: int
 ) -> dict[str, Any]:
-    rates: dict[str, list[float]] = {"direct": [], "comfyline": []}
+    rates: dict[str, list[Rate]] = {"direct": [], "comfyline": []}
     async with direct_pool() as plain, api_client(info) as api:
+        await closed_loop(
+            lambda n: direct(comfyui_url, plain, fresh_color(), size), clients, clients
+        )
         await closed_loop(lambda n: via_comfyline(api, fresh_color(), size), clients, clients)
         for r in range(rounds):
             order = ["direct", "comfyline"] if r % 2 == 0 else ["comfyline", "direct"]
@@ -62,14 +66,20 @@ async def throughput(
                         lambda n: via_comfyline(api, fresh_color(), size), jobs, clients
                     )
                 rates[side].append(rate)
-    d, c = statistics.median(rates["direct"]), statistics.median(rates["comfyline"])
-    return {
+    figures: dict[str, Any] = {
         "clients": clients,
         "jobs_per_round": jobs,
         "rounds_per_side": rounds,
         "image": f"{size}x{size}",
-        "direct_jobs_per_s": d,
-        "comfyline_jobs_per_s": c,
-        "ratio": ratio(c, d),
-        "rounds": rates,
     }
+    for kind in ("steady", "overall"):
+        d = statistics.median(getattr(r, kind) for r in rates["direct"])
+        c = statistics.median(getattr(r, kind) for r in rates["comfyline"])
+        prefix = "" if kind == "steady" else "overall_"
+        figures |= {
+            f"{prefix}direct_jobs_per_s": d,
+            f"{prefix}comfyline_jobs_per_s": c,
+            f"{prefix}ratio": ratio(c, d),
+        }
+    figures["rounds"] = {side: [vars(r) for r in found] for side, found in rates.items()}
+    return figures

@@ -71,7 +71,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
         if tp:
             out.append(
                 Row(
-                    label,
+                    label + ", steady",
                     tp["ratio"],
                     "x direct",
                     f"direct {tp['direct_jobs_per_s']:.1f} jobs/s",
@@ -79,6 +79,17 @@ def rows(results: dict[str, Any]) -> list[Row]:
                     tp["ratio"] >= floor if floor else None,
                 )
             )
+            if "overall_ratio" in tp:
+                out.append(
+                    Row(
+                        label + ", whole rounds",
+                        tp["overall_ratio"],
+                        "x direct",
+                        f"direct {tp['overall_direct_jobs_per_s']:.1f} jobs/s",
+                        "",
+                        None,
+                    )
+                )
     measured = [b for b in (_get(results, "busy") or {}).values() if "error" not in b]
     for busy in sorted(measured, key=lambda b: b["servers"]):
         k = busy["servers"]

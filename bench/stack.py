@@ -79,6 +79,20 @@ class BenchStack(LocalStack):
     def pid_of(self, name: str) -> int:
         return self.children[name].pid
 
+    def cpu_by_part(self, sims: list[SimulatorProcess]) -> dict[str, float]:
+        """CPU seconds used so far by each part: every service, all workers together, NATS,
+        S3, and the given simulators together."""
+        used: dict[str, float] = {}
+        parts = [(name, child.pid) for name, child in self.all_children().items()]
+        parts += [("worker", w.pid) for w in self.workers] + [("comfyui", s.pid) for s in sims]
+        for name, pid in parts:
+            part = "nats-server" if name.startswith("nats") else name
+            try:
+                used[part] = used.get(part, 0.0) + cpu_seconds(pid)
+            except (OSError, ValueError):
+                continue  # a process that has ended (a worker being replaced)
+        return used
+
     def set_workers(self, groups: list[list[str]], env: dict[str, str] | None = None) -> None:
         """Stop every worker (the stack's first one included), then start one per group of
         ComfyUI URLs and wait until each has announced itself (and the old ones are gone)."""
@@ -159,6 +173,13 @@ def start_simulators(root: Path, count: int, args: list[str]) -> list[SimulatorP
 def stop_simulators(sims: list[SimulatorProcess]) -> None:
     for sim in sims:
         sim.stop()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (``/proc/<pid>/stat``)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_bytes(pid: int, field_name: str = "VmRSS") -> int:

@@ -82,3 +82,14 @@ def busy_in(runs: Iterable[Execution], start: float, end: float) -> ServerBusy:
 
 def ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else math.nan
+
+
+def steady_rate(ended: Sequence[float], clients: int) -> float | None:
+    """Completions per second between the ``clients``-th completion and the ``clients``-th from
+    last (every client had a job in flight then); None when too few jobs ran to tell."""
+    ordered = sorted(ended)
+    inside = len(ordered) - 2 * clients
+    if clients < 1 or inside < clients:
+        return None
+    first, last = ordered[clients - 1], ordered[-clients - 1]
+    return inside / max(last - first, 1e-9)
