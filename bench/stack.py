@@ -162,11 +162,17 @@ def start_simulators(root: Path, count: int, args: list[str]) -> list[SimulatorP
     """``count`` simulators with the same knobs (``--history-delay 0`` always: the bench
     measures Comfyline, not the simulated race), started side by side."""
     sims = [
-        SimulatorProcess(root / f"sim-{n}", args=["--history-delay", "0", *args])
+        SimulatorProcess(
+            root / f"sim-{n}", args=["--history-delay", "0", *args], startup_timeout=90
+        )
         for n in range(count)
     ]
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(lambda sim: sim.start(), sims))
+    try:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(lambda sim: sim.start(), sims))
+    except BaseException:
+        stop_simulators(sims)
+        raise
     return sims
 
 
