@@ -201,7 +201,14 @@ def _gateway_alone(sizes: Sizes, root: Path, parts: Parts) -> None:
 
         def submissions() -> dict[str, Any]:
             asyncio.run(gateway.submissions(info, min(200, sizes.submissions), 16))  # warm-up
-            return asyncio.run(gateway.submissions(info, sizes.submissions, 16))
+            before = stack.cpu_by_part([])
+            found = asyncio.run(gateway.submissions(info, sizes.submissions, 16))
+            after = stack.cpu_by_part([])
+            found["cpu_ms_per_submission"] = {
+                part: (after[part] - before.get(part, 0.0)) * 1000 / sizes.submissions
+                for part in after
+            }
+            return found
 
         parts.measure(
             "gateway_submissions",
