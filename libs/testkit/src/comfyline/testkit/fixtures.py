@@ -12,6 +12,8 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from minio.deleteobjects import DeleteObject
+from minio.error import S3Error
 
 from comfyline.comfyui_sim import SimulatorProcess
 from comfyline.contracts import Names, bucket_spec, stream_spec
@@ -69,14 +71,34 @@ def nats_settings(nats_server: NatsServer | ContainerNats) -> NatsSettings:
 
 
 @pytest.fixture
-def s3_settings(s3_server: SeaweedS3 | ContainerS3, namespace: str) -> S3Settings:
-    """Settings for a bucket of this test's own on the session's S3 server."""
-    return S3Settings(
+def s3_settings(s3_server: SeaweedS3 | ContainerS3, namespace: str) -> Iterator[S3Settings]:
+    """Settings for a bucket of this test's own on the session's S3 server, removed after the
+    test with what it holds: SeaweedFS gives every bucket volumes of its own, and a session that
+    kept a thousand of them would run out of volumes for the last tests' uploads."""
+    settings = S3Settings(
         endpoint=s3_server.endpoint,
         access_key=TEST_ACCESS_KEY,
         secret_key=TEST_SECRET_KEY,
         bucket=f"cl-{namespace}",
     )
+    yield settings
+    remove_bucket(settings)
+
+
+def remove_bucket(settings: S3Settings) -> None:
+    """Delete a test's bucket and every object in it (a missing bucket is fine)."""
+    client = ObjectStore(settings).client
+    try:
+        if not client.bucket_exists(settings.bucket):
+            return
+        objects = client.list_objects(settings.bucket, recursive=True)
+        doomed = (DeleteObject(o.object_name) for o in objects if o.object_name)
+        for error in client.remove_objects(settings.bucket, doomed):
+            raise RuntimeError(f"could not empty {settings.bucket}: {error}")
+        client.remove_bucket(settings.bucket)
+    except S3Error as exc:
+        if exc.code != "NoSuchBucket":
+            raise
 
 
 @pytest.fixture
