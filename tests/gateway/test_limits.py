@@ -46,6 +46,20 @@ async def test_rate_limit_is_one_budget_across_two_gateway_instances(
         assert response.headers["ratelimit-policy"] == "4;w=60"
 
 
+async def test_many_requests_at_once_under_one_key_are_all_counted_none_refused(
+    client: httpx.AsyncClient,
+) -> None:
+    """Concurrent requests of one gateway take turns on the shared counters: none is refused
+    for losing compare-and-set races, and every one is counted."""
+    user = await new_key(client, "tess", limits={"submit_per_min": 200, "active_jobs": 200})
+    answers = await asyncio.gather(
+        *(client.post("/v1/jobs", json=SMOKE, headers=user) for _ in range(150))
+    )
+    assert sorted(a.status_code for a in answers) == [202] * 150, [a.text for a in answers][:3]
+    remaining = sorted(int(a.headers["ratelimit-remaining"]) for a in answers)
+    assert remaining == list(range(50, 200))
+
+
 async def test_route_classes_have_their_own_budgets(client: httpx.AsyncClient) -> None:
     user = await new_key(client, "sam", limits={"status_per_min": 2})
     assert [(await client.get("/v1/jobs", headers=user)).status_code for _ in range(3)] == [

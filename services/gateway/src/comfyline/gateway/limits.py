@@ -9,6 +9,7 @@ a default in :class:`LimitSettings`; an API key's ``limits`` override it per own
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from dataclasses import dataclass
@@ -76,6 +77,9 @@ class Limits:
         #: of that key compare-and-sets against it without reading first (one round trip; a
         #: stale revision only costs the read it would have made anyway).
         self._counts: dict[str, tuple[int, int]] = {}
+        #: One turn at a time per counter in this process: requests of one gateway never race
+        #: each other's compare-and-sets (only another replica's write can make one retry).
+        self._turns: dict[str, asyncio.Lock] = {}
 
     def limit_of(self, principal: Principal, name: str, default: float | None) -> float | None:
         """A limit for this caller: the key's override, else the default."""
@@ -83,8 +87,22 @@ class Limits:
         return float(value) if value is not None else default
 
     # --- rate limits -----------------------------------------------------------------------
+    def _turn(self, key: str) -> asyncio.Lock:
+        lock = self._turns.get(key)
+        if lock is None:
+            if len(self._turns) >= _COUNTS_KEPT:
+                for idle in [k for k, v in self._turns.items() if not v.locked()]:
+                    del self._turns[idle]
+            lock = self._turns[key] = asyncio.Lock()
+        return lock
+
     async def rate(self, principal: Principal, route_class: RouteClass) -> RateDecision:
         """Count one request of ``route_class``; the decision carries the headers to send."""
+        key = f"{principal.owner}.{route_class}.{int(time.time() // self.settings.window_s)}"
+        async with self._turn(key):
+            return await self._rate(principal, route_class)
+
+    async def _rate(self, principal: Principal, route_class: RouteClass) -> RateDecision:
         name = f"{route_class}_per_min"
         default = float(getattr(self.settings, name))
         limit = int(self.limit_of(principal, name, default) or 0)
@@ -137,6 +155,10 @@ class Limits:
         """
         cap = int(self.limit_of(principal, "active_jobs", self.settings.active_jobs) or 0)
         key = active_jobs_key(principal.owner)
+        async with self._turn(key):
+            await self._reserve(principal, key, cap, count)
+
+    async def _reserve(self, principal: Principal, key: str, cap: int, count: int) -> None:
         for attempt in range(1, _CAS_ATTEMPTS + 1):
             found = await get_model(self.usage, key, ActiveJobs)
             active, revision = found or (ActiveJobs(owner=principal.owner), 0)
@@ -160,6 +182,10 @@ class Limits:
     async def release_active(self, principal: Principal, count: int = 1) -> None:
         """Give back ``count`` slots whose jobs were never published."""
         key = active_jobs_key(principal.owner)
+        async with self._turn(key):
+            await self._release(key, count)
+
+    async def _release(self, key: str, count: int) -> None:
         for attempt in range(1, _CAS_ATTEMPTS + 1):
             found = await get_model(self.usage, key, ActiveJobs)
             if found is None or found[0].count == 0:
