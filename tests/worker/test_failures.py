@@ -13,7 +13,13 @@ from .helpers import RunWatch, SimFactory, Workers, heartbeats, publish_job
 
 
 async def settled(bus: Bus, model: str) -> tuple[int, int]:
-    info = await bus.js.consumer_info(bus.names.stream("WORK"), bus.names.work_consumer(model))
+    """The work consumer's pending and unacked counts, once nothing is unacked (or after 10 s):
+    the worker reports a failure before it terminates the message."""
+    for _ in range(100):
+        info = await bus.js.consumer_info(bus.names.stream("WORK"), bus.names.work_consumer(model))
+        if not info.num_ack_pending:
+            break
+        await asyncio.sleep(0.1)
     return info.num_pending, info.num_ack_pending
 
 

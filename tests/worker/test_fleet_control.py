@@ -16,6 +16,7 @@ import pytest
 from comfyline.catalogue import Catalogue
 from comfyline.contracts import JobRecord, JobState, RunJob
 from comfyline.gateway import create_app
+from comfyline.gateway.settings import LimitSettings
 from comfyline.orchestrator import Orchestrator
 from comfyline.runtime import Bus, NatsSettings, S3Settings
 from comfyline.testkit.orchestrator import (
@@ -45,7 +46,10 @@ async def api(
     bus: Bus, nats_settings: NatsSettings, s3_settings: S3Settings, orchestrator: Orchestrator
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The gateway in-process, in front of the orchestrator."""
-    app = create_app(make_settings(bus.names.namespace, nats_settings, s3_settings))
+    # The tests poll the admin routes until the fleet changes: more than a minute's default
+    # status budget of the admin key.
+    limits = LimitSettings(status_per_min=100_000)
+    app = create_app(make_settings(bus.names.namespace, nats_settings, s3_settings, limits=limits))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as http:
