@@ -36,6 +36,7 @@ class LiveCatalogue(Catalogue):
         self.base = base
         self.refresh_s = refresh_s
         self._task: asyncio.Task[None] | None = None
+        self._seen: list[tuple[str, bytes]] | None = None  # the bucket as last applied
 
     async def start(self) -> None:
         """Read the bucket once, then keep re-reading it."""
@@ -70,11 +71,15 @@ class LiveCatalogue(Catalogue):
         except (BusError, Exception) as exc:
             log.warning("cannot read the models bucket", extra={"error": str(exc)})
             return
+        entries = sorted(entries)
+        if entries == self._seen:
+            return  # unchanged: no templates to parse and validate again
         templates = {(t.name, t.version): t for t in self.base.templates()}
         for key, raw in entries:
             for template in _parse(key, raw):
                 templates[(template.name, template.version)] = template
         self._reset(list(templates.values()))
+        self._seen = entries
 
 
 def _parse(key: str, raw: bytes) -> list[ModelTemplate]:
