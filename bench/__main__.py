@@ -20,7 +20,7 @@ d. the gateway's memory per idle SSE stream at 1,000 and 5,000 streams.
 e. the worker's peak RSS while it moves a 500 MB output to S3.
 
 It prints every figure beside its target and writes them to ``bench/results/latest.json``
-(``--json`` elsewhere). ``--tiny`` runs every part with a handful of jobs in about a minute, to
+(``--json`` elsewhere). ``--tiny`` runs every part with a handful of jobs in a minute or two, to
 prove the bench works (CI), not to judge speed; it writes no file unless ``--json`` is given.
 Every server runs on 127.0.0.1 in a temporary folder and is stopped by its PID at the end.
 ``simulator`` and ``affinity`` are the simulator's own speed and model affinity
