@@ -9,6 +9,7 @@ import random
 from collections.abc import Callable
 
 from nats.errors import Error as NatsError
+from nats.js.client import JetStreamContext
 from nats.js.errors import Error as JetStreamError
 from nats.js.kv import KeyValue
 
@@ -33,25 +34,45 @@ async def cas_pause(attempt: int) -> None:
 async def scan(kv: KeyValue, pattern: str, timeout_s: float = 5.0) -> list[tuple[str, bytes]]:
     """Every current ``(key, value)`` matching ``pattern`` (a KV wildcard), deletes left out.
 
-    One ordered consumer delivers the last value of each matching key and stops at the end of
-    the initial values, so this reads each key once. Raises :class:`BusError` on failure or
-    after ``timeout_s``.
+    The bucket's stream first says how many keys match (``STREAM.INFO`` with a subject filter);
+    one ordered consumer then delivers the last value of each, and the read ends once that many
+    have arrived. (The watcher's own "no more values" marker cannot be trusted for this: nats.py
+    sends it when the consumer has nothing pending, which is also true when every value has been
+    sent but not yet handed to the watcher, so a busy process could read a full bucket as
+    empty.) A key written meanwhile may or may not be in the result. Raises :class:`BusError` on
+    failure or after ``timeout_s``.
     """
-    found: list[tuple[str, bytes]] = []
+    stream, prefix, js = kv._stream, kv._pre, kv._js  # nats.py keeps them private
     try:
-        watcher = await kv.watch(pattern, ignore_deletes=True, inactive_threshold=30)
+        expected = await _matching(js, stream, prefix, pattern)
+        found: list[tuple[str, bytes]] = []
+        if not expected:
+            return found
+        watcher = await kv.watch(pattern, ignore_deletes=False, inactive_threshold=30)
         try:
+            seen = 0
             async with asyncio.timeout(timeout_s):
                 async for entry in watcher:
                     if entry is None:
-                        break
-                    if entry.value is not None:
+                        if not seen and not await _matching(js, stream, prefix, pattern):
+                            break  # they expired in between
+                        continue
+                    seen += 1
+                    if entry.operation not in _GONE and entry.value is not None:
                         found.append((entry.key, entry.value))
+                    if seen >= expected or entry.delta == 0:  # delta: values still to come
+                        break
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
     except (NatsError, JetStreamError, TimeoutError) as exc:
         raise BusError(f"cannot read {pattern} from the bucket: {exc}") from exc
     return found
+
+
+async def _matching(js: JetStreamContext, stream: str, prefix: str, pattern: str) -> int:
+    """How many keys of the bucket's stream match ``pattern`` (deleted ones' markers included)."""
+    info = await js.stream_info(stream, subjects_filter=f"{prefix}{pattern}")
+    return len(info.state.subjects or {})
 
 
 async def follow_bucket(
