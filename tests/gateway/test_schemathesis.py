@@ -159,9 +159,20 @@ def test_schemathesis_finds_no_server_error_and_no_schema_break(
             headers={"Authorization": f"Bearer {ADMIN_KEY}"},
         )
         assert created.status_code == 201, created.text
+        # The OpenAI-compatible routes wait for their job (GATEWAY_OPENAI__WAIT_S) and answer
+        # their documented 504 `timeout` when it has not finished; this stack runs no job, so
+        # that answer is the expected one there, and every other 5xx still fails the run.
+        config = tmp_path / "schemathesis.toml"
+        config.write_text(
+            "[[operations]]\n"
+            'include-path-regex = "^/v1/(images/(generations|edits)|audio/speech)$"\n'
+            'checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "504"]\n'
+        )
         run = subprocess.run(
             [
                 str(SCHEMATHESIS),
+                "--config-file",
+                str(config),
                 "run",
                 f"{base}/openapi.json",
                 "--header",
