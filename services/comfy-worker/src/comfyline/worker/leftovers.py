@@ -12,7 +12,7 @@ its outputs are never stored, and the redelivered job stores its own under the s
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 from typing import Any
 
 from .comfy_client import ComfyClient
@@ -20,13 +20,13 @@ from .comfy_client import ComfyClient
 log = logging.getLogger(__name__)
 
 
-def stale(extra: dict[str, Any], worker_id: str, session: str, live: Iterable[str]) -> bool:
+def stale(extra: dict[str, Any], worker_id: str, session: str, live: Set[str]) -> bool:
     """True for a prompt of ours posted by a worker (or worker life) that is gone."""
     tag = extra.get("comfyline")
     if not isinstance(tag, dict) or tag.get("session") == session:
         return False
     owner = tag.get("worker_id")
-    return owner == worker_id or owner not in set(live)
+    return owner == worker_id or owner not in live
 
 
 async def clear_leftovers(

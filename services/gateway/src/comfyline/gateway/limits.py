@@ -98,11 +98,6 @@ class Limits:
 
     async def rate(self, principal: Principal, route_class: RouteClass) -> RateDecision:
         """Count one request of ``route_class``; the decision carries the headers to send."""
-        key = f"{principal.owner}.{route_class}.{int(time.time() // self.settings.window_s)}"
-        async with self._turn(key):
-            return await self._rate(principal, route_class)
-
-    async def _rate(self, principal: Principal, route_class: RouteClass) -> RateDecision:
         name = f"{route_class}_per_min"
         default = float(getattr(self.settings, name))
         limit = int(self.limit_of(principal, name, default) or 0)
@@ -111,6 +106,11 @@ class Limits:
         window = int(now // window_s)
         reset_s = max(1, math.ceil((window + 1) * window_s - now))
         key = f"{principal.owner}.{route_class}.{window}"
+        async with self._turn(key):
+            return await self._count(key, limit, reset_s, window_s)
+
+    async def _count(self, key: str, limit: int, reset_s: int, window_s: int) -> RateDecision:
+        """One more request under ``key`` if ``limit`` allows (compare-and-set, retried)."""
         for attempt in range(1, _CAS_ATTEMPTS + 1):
             async with nats_errors("rate limit"):
                 known = self._counts.pop(key, None) if attempt == 1 else None
