@@ -91,7 +91,12 @@ class Gateway:
         return str(request.base_url).rstrip("/")
 
 
-def get_gateway(request: Request) -> Gateway:
+async def get_gateway(request: Request) -> Gateway:
+    """The running gateway (503 while it starts).
+
+    ``async`` on purpose: FastAPI runs a plain ``def`` dependency in its thread pool, a thread
+    hop on every request for what is one attribute read.
+    """
     gateway = getattr(request.app.state, "gateway", None)
     if gateway is None:
         raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "the gateway is starting")
