@@ -10,25 +10,26 @@ import uvloop
 from comfyline.runtime.lifecycle import loop_factory, run
 
 
-def test_services_run_on_uvloop_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("COMFYLINE_EVENT_LOOP", raising=False)
+@pytest.mark.parametrize(
+    ("choice", "factory", "on_uvloop"),
+    [
+        (None, uvloop.new_event_loop, True),
+        ("uvloop", uvloop.new_event_loop, True),
+        ("asyncio", None, False),
+    ],
+)
+def test_the_service_loop_is_uvloop_unless_the_standard_one_is_chosen(
+    monkeypatch: pytest.MonkeyPatch, choice: str | None, factory: object, on_uvloop: bool
+) -> None:
+    if choice is None:
+        monkeypatch.delenv("COMFYLINE_EVENT_LOOP", raising=False)
+    else:
+        monkeypatch.setenv("COMFYLINE_EVENT_LOOP", choice)
     seen: list[asyncio.AbstractEventLoop] = []
 
     async def main(stop: asyncio.Event) -> None:
         seen.append(asyncio.get_running_loop())
 
     run(main)
-    assert loop_factory() is uvloop.new_event_loop
-    assert isinstance(seen[0], uvloop.Loop)
-
-
-def test_the_standard_loop_can_be_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("COMFYLINE_EVENT_LOOP", "asyncio")
-    seen: list[asyncio.AbstractEventLoop] = []
-
-    async def main(stop: asyncio.Event) -> None:
-        seen.append(asyncio.get_running_loop())
-
-    run(main)
-    assert loop_factory() is None
-    assert not isinstance(seen[0], uvloop.Loop)
+    assert loop_factory() is factory
+    assert isinstance(seen[0], uvloop.Loop) is on_uvloop
