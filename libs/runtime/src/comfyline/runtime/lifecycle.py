@@ -3,8 +3,8 @@
 On SIGTERM or SIGINT a stop event is set; the service stops fetching, finishes or naks in-flight
 work within its grace period, then drains its NATS connection.
 
-Services run on uvloop where it is installed: every job crosses four services in series, and
-uvloop's cheaper callbacks and socket I/O shorten each of those hops.
+Services run on uvloop where it is installed: every job crosses the gateway, the orchestrator
+and a worker in series, and uvloop's cheaper callbacks and socket I/O shorten each of those hops.
 ``COMFYLINE_EVENT_LOOP=asyncio`` runs the standard loop instead (for debugging).
 """
 
@@ -52,7 +52,7 @@ def run(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
         await main(stop)
 
     try:
-        with asyncio.Runner(loop_factory=loop_factory()) as runner_:
-            runner_.run(runner())
+        with asyncio.Runner(loop_factory=loop_factory()) as loop_runner:
+            loop_runner.run(runner())
     except KeyboardInterrupt:  # pragma: no cover - second Ctrl-C
         pass
