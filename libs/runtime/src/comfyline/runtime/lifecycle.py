@@ -1,4 +1,4 @@
-"""The uniform service lifecycle: ``python -m comfyline.<service>`` runs ``asyncio.run(main())``.
+"""The uniform service lifecycle: ``python -m comfyline.<service>`` runs ``main`` on one event loop.
 
 On SIGTERM or SIGINT a stop event is set; the service stops fetching, finishes or naks in-flight
 work within its grace period, then drains its NATS connection.
