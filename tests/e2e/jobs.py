@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import nats
+from nats.js.errors import NoKeysError
 
 from .conftest import Stack
 
@@ -88,6 +89,42 @@ def terminal_events(nats_urls: list[str], ids: list[str]) -> Counter[str]:
             await nc.close()
 
     return asyncio.run(count())
+
+
+def slots_held(nats_urls: list[str]) -> dict[str, int]:
+    """Each owner's count of active-job slots (``active.<owner>`` in the ``usage`` bucket)."""
+
+    async def read() -> dict[str, int]:
+        nc = await nats.connect(servers=nats_urls)
+        try:
+            kv = await nc.jetstream().key_value("usage")
+            held = {}
+            try:
+                keys = await kv.keys()
+            except NoKeysError:
+                keys = []
+            for key in (k for k in keys if k.startswith("active.")):
+                entry = await kv.get(key)
+                held[key] = int(json.loads(entry.value or b"{}").get("count", 0))
+            return held
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+def wait_slots_released(nats_urls: list[str], timeout_s: float) -> dict[str, int]:
+    """The slots still held once every owner's count is back to 0, or after ``timeout_s``.
+
+    Slots come back as the orchestrator counts each terminal event, a little after the jobs end
+    (after a broker restart, up to the consumers' AckWait later).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        held = {key: n for key, n in slots_held(nats_urls).items() if n}
+        if not held or time.monotonic() > deadline:
+            return held
+        time.sleep(0.5)
 
 
 def outcome(

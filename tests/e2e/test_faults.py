@@ -5,7 +5,8 @@ through each fault in turn while jobs run: SIGKILL of the worker, the orchestrat
 ComfyUI frozen for 30 s and S3 frozen for 20 s (SIGSTOP, then SIGCONT); nats-server killed (the
 stack starts it again on the same port and store); and a burst of 1,000 jobs. After each, every
 job submitted during it must have ended ``succeeded`` with its output in S3, with exactly one
-terminal event on ``JOBS``. The figures go to ``docs/reliability.md``.
+terminal event on ``JOBS``, and every active-job slot must come back. The figures go to
+``docs/reliability.md``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,15 @@ import pytest
 from comfyline.stack import free_port
 
 from .conftest import Stack
-from .jobs import assert_each_succeeded_once, outcome, stack_info, submit, terminal_events, wait_all
+from .jobs import (
+    assert_each_succeeded_once,
+    outcome,
+    stack_info,
+    submit,
+    terminal_events,
+    wait_all,
+    wait_slots_released,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(1500)]
 
@@ -67,6 +76,9 @@ def _run_fault(
     if hits_a_run:  # the fault struck a job mid-run, which was then tried again
         assert RESULTS[name]["retried"] >= 1, RESULTS[name]
     assert_each_succeeded_once(ids, ended, terminal, RESULTS[name])
+    # Every slot comes back (the next fault starts from an empty count: the burst fills the cap).
+    held = wait_slots_released(info["nats_urls"], timeout_s=90)
+    assert not held, f"active-job slots still held after {name}: {held}"
 
 
 def _kill(stack: Stack, name: str, after_s: float = 1.0) -> Callable[[], None]:
