@@ -11,20 +11,24 @@ from comfyline.contracts import (
     ErrorCode,
     EventKind,
     JobError,
+    JobEvent,
     JobRecord,
     JobState,
     PreviewRef,
     Progress,
     RunEvent,
     RunEventKind,
+    RunJob,
     utcnow,
 )
 from comfyline.orchestrator import JobStore, Orchestrator, Settings
 from comfyline.runtime import Bus, NatsSettings
 from comfyline.testkit.orchestrator import (
+    Outcome,
     ScriptedWorker,
     announce_worker,
     event_counts,
+    output_of,
     quick_settings,
     submit,
     succeed,
@@ -171,6 +175,38 @@ async def test_a_dispatch_written_but_never_published_is_replayed(
     assert counts[f"{job_id}.dispatched"] == 1
     assert counts[f"{job_id}.completed"] == 1
     assert worker.deliveries == [(job_id, 1)]
+
+
+async def test_a_completion_without_its_start_records_and_announces_the_start_first(
+    bus: Bus, orchestrator: Orchestrator
+) -> None:
+    """The worker's ``started`` went to another orchestrator (or was lost): ``completed`` alone
+    writes the start with the ending, and ``started`` is announced once, before ``completed``."""
+
+    async def complete_only(worker: ScriptedWorker, job: RunJob, attempt: int) -> Outcome:
+        await worker.report(job, "completed", attempt, outputs=[output_of(job)], gpu_seconds=1.0)
+        return "ack"
+
+    worker = ScriptedWorker(bus, "cpu-smoke", complete_only)
+    await worker.start()
+    try:
+        job_id = await submit(bus, "cpu-smoke", {})
+        record = await wait_record(bus, job_id)
+    finally:
+        await worker.stop()
+    assert record.status is JobState.SUCCEEDED
+    [attempt] = record.attempt_log
+    assert attempt.started_at is not None and attempt.outcome == "succeeded"
+    assert record.started_at == attempt.started_at
+    counts = await event_counts(bus, job_id)
+    assert (counts[f"{job_id}.started"], counts[f"{job_id}.completed"]) == (1, 1)
+    stream = bus.names.stream("JOBS")
+    started = await bus.js.get_last_msg(stream, bus.names.job_kind_filter("started", None, job_id))
+    completed = await bus.js.get_last_msg(
+        stream, bus.names.job_kind_filter("completed", None, job_id)
+    )
+    assert (started.seq or 0) < (completed.seq or 0)
+    assert JobEvent.from_bytes(started.data or b"").status is JobState.RUNNING
 
 
 async def test_a_restarted_orchestrator_carries_on(

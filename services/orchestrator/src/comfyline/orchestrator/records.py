@@ -4,6 +4,13 @@ The orchestrator is the only writer. Every change is a *step* (see :mod:`.transi
 the record as last read; the write names the revision it read (``kv.update(last=revision)``), so
 two orchestrators can never overwrite each other: the loser re-reads and applies its step again
 to what the winner wrote, which usually makes the step a ``DROP`` or a ``REPLAY``.
+
+A job's next change usually follows this process's own last write of it (dispatched, then
+started, then completed), so the store remembers what it last wrote of each unfinished job and a
+change tries that first without reading: one round trip instead of two. The compare-and-set
+keeps this safe: if anyone wrote in between, the write is refused and the step is applied again
+to a fresh read. A step that writes nothing (``DROP``, ``REPLAY``) is always decided on a fresh
+read, never on what was remembered.
 """
 
 from __future__ import annotations
@@ -21,6 +28,9 @@ from comfyline.runtime import Bus, Retry, cas_pause
 from .transitions import Step, Verdict
 
 log = logging.getLogger(__name__)
+
+#: How many unfinished jobs' last writes are remembered (the oldest are forgotten first).
+KNOWN_KEPT = 4096
 
 Outcome = Literal["applied", "replay", "drop", "refused", "missing"]
 
@@ -71,6 +81,8 @@ class JobStore:
         self.bus = bus
         self.cas_attempts = cas_attempts
         self._bucket = bus.names.bucket("jobs")
+        #: What this process last wrote of each unfinished job (see the module's docstring).
+        self._known: dict[str, Snapshot] = {}
 
     async def kv(self) -> KeyValue:
         """The bucket handle."""
@@ -95,7 +107,7 @@ class JobStore:
         kv = await self.kv()
         try:
             revision = await kv.create(record.id, record.to_bytes())
-            return Snapshot(record, revision), True
+            return self._remember(Snapshot(record, revision)), True
         except KeyWrongLastSequenceError:
             found = await self.get(record.id)
             if found is None:  # pragma: no cover - created and deleted in between
@@ -109,25 +121,46 @@ class JobStore:
         and reported as ``refused``; nothing is written.
         """
         kv = await self.kv()
+        known = self._known.pop(job_id, None)
         for attempt in range(1, self.cas_attempts + 1):
-            current = await self.get(job_id)
+            current = known or await self.get(job_id)
             if current is None:
                 return Change("missing", None)
             try:
                 result = step(current.record)
             except TransitionRefused as refused:
+                if known is not None:  # decided on a fresh read only
+                    known = None
+                    continue
                 log.error(
                     "refused transition; not applied",
                     extra={"job_id": job_id, **refused.details, "reason": refused.message},
                 )
                 return Change("refused", current.record, current.revision)
             if isinstance(result, Verdict):
+                if known is not None:
+                    known = None
+                    continue
                 outcome: Outcome = "replay" if result is Verdict.REPLAY else "drop"
                 return Change(outcome, current.record, current.revision)
             try:
                 revision = await kv.update(job_id, result.to_bytes(), last=current.revision)
             except KeyWrongLastSequenceError:
+                if known is not None:  # someone else wrote since: read it, no pause
+                    known = None
+                    continue
                 await cas_pause(attempt)
                 continue
+            self._remember(Snapshot(result, revision))
             return Change("applied", result, revision)
         raise Retry(f"job {job_id} is contended; will try again", delay=0.2)
+
+    def _remember(self, snapshot: Snapshot) -> Snapshot:
+        """Keep ``snapshot`` as the job's last write (a finished job is forgotten)."""
+        job_id = snapshot.record.id
+        self._known.pop(job_id, None)
+        if not snapshot.record.status.terminal:
+            if len(self._known) >= KNOWN_KEPT:
+                del self._known[next(iter(self._known))]
+            self._known[job_id] = snapshot
+        return snapshot

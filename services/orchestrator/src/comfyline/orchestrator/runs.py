@@ -89,21 +89,21 @@ class RunReports:
         if event.kind == "preview":
             await self._preview(event, seq)
             return
-        if event.kind == "completed":
-            await self._begin(event, now)
-        implied_start = False
+        implied_start: JobRecord | None = None  # the record as started, when the event implied it
 
         def step(record: JobRecord) -> JobRecord | Verdict:
             nonlocal implied_start
-            implied_start = False
+            implied_start = None
             if event.kind == "started":
                 return self._started(record, event, now)
             if event.kind == "progress":
                 result = self._progress(record, event, now)
-                implied_start = isinstance(result, JobRecord) and not started(record, event.attempt)
+                if isinstance(result, JobRecord) and not started(record, event.attempt):
+                    implied_start = result
                 return result
             if event.kind == "completed":
-                return self._completed(record, event, now)
+                implied_start = self._implied_start(record, event, now)
+                return self._completed(implied_start or record, event, now)
             if event.kind == "failed":
                 return self._failed(record, event, now)
             return self._cancelled(record, now)
@@ -114,14 +114,15 @@ class RunReports:
         if not change.effective:
             return
         record = change.require()
-        if event.kind == "started" or implied_start:
+        if event.kind == "started" or implied_start is not None:
             await self.journal.announce(
-                record,
+                implied_start or record,
                 EventKind.STARTED,
                 replay=change.replay,
                 msg_id=event_msg_id(record.id, EventKind.STARTED, event.attempt),
             )
-            await self.deadlines.arm_run(record, event.attempt)
+            if not record.status.terminal:
+                await self.deadlines.arm_run(record, event.attempt)
         if event.kind == "progress":
             await self.journal.announce(
                 record,
@@ -142,20 +143,15 @@ class RunReports:
         elif record.status.terminal:
             await self.journal.conclude(record, replay=change.replay)
 
-    async def _begin(self, event: RunEvent, now: datetime) -> None:
+    def _implied_start(self, record: JobRecord, event: RunEvent, now: datetime) -> JobRecord | None:
         """A completion that overtook its delivery's ``started`` (another orchestrator has it):
-        record and announce the start first, so every run's story has its beginning."""
-
-        def step(record: JobRecord) -> JobRecord | Verdict:
-            active = record.status in (JobState.DISPATCHED, JobState.RUNNING)
-            if not active or event.attempt < record.attempts or started(record, event.attempt):
-                return Verdict.DROP
-            return advance(record, EventKind.STARTED, now, **self._start(record, event, now))
-
-        change = await self.store.change(event.job_id, step)
-        if change.outcome == "applied":
-            msg_id = event_msg_id(event.job_id, EventKind.STARTED, event.attempt)
-            await self.journal.announce(change.require(), EventKind.STARTED, msg_id=msg_id)
+        the record as started, so the start is written with the ending and announced before it
+        and every run's story has its beginning. None when the start is known (or moot)."""
+        active = record.status in (JobState.DISPATCHED, JobState.RUNNING)
+        if not active or event.attempt < record.attempts or started(record, event.attempt):
+            return None
+        begun = advance(record, EventKind.STARTED, now, **self._start(record, event, now))
+        return begun if isinstance(begun, JobRecord) else None
 
     # --- steps: pure functions of the record -----------------------------------------------------
     def _start(self, record: JobRecord, event: RunEvent, now: datetime) -> dict[str, Any]:
