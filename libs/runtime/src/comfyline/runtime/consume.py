@@ -175,6 +175,16 @@ def durable_config(
 
 
 KeyOf = Callable[[Msg], str | None]
+#: How long a fetch of a known backlog waits for its batch to fill.
+BACKLOG_FETCH_S = 0.05
+
+
+def _pending_after(msg: Msg) -> int:
+    """How many messages the consumer still had to deliver after ``msg`` (0 if unknown)."""
+    try:
+        return int(msg.metadata.num_pending or 0)
+    except Exception:  # not a JetStream message (a status message): nothing known
+        return 0
 
 
 async def run_consumer(
@@ -198,10 +208,18 @@ async def run_consumer(
     run events of one job) are handled one after another in stream order. On stop, in-flight
     messages get ``grace_s`` to finish; the rest are cancelled, which naks them, so another
     replica picks them up at once.
+
+    A fetch asks for what is known to be waiting (the last message's ``num_pending``, at most
+    ``max_batch``), and for one message while nothing is: a batch fetch returns only once it is
+    full or its pull request expires, so asking for more than is there would hold the first
+    message back (up to ``fetch_timeout_s``, measured at about 0.75 s for a third of the jobs
+    of a lightly loaded stack). A backlog fetch waits at most :data:`BACKLOG_FETCH_S` for a
+    batch another replica may have half emptied.
     """
     psub = await bus.js.pull_subscribe_bind(durable=durable, stream=stream)
     running: set[asyncio.Task[None]] = set()
     tails: dict[str, asyncio.Task[None]] = {}
+    waiting = 0  # messages the consumer had left to deliver, as of the last one fetched
 
     async def one(msg: Msg, before: asyncio.Task[None] | None) -> None:
         if before is not None:
@@ -217,9 +235,14 @@ async def run_consumer(
             if len(running) >= concurrency:
                 await asyncio.wait(running, timeout=fetch_timeout_s, return_when="FIRST_COMPLETED")
                 continue
+            batch = min(max_batch, concurrency - len(running), waiting)
             try:
-                msgs = await psub.fetch(min(max_batch, concurrency - len(running)), fetch_timeout_s)
+                if batch > 1:
+                    msgs = await psub.fetch(batch, min(fetch_timeout_s, BACKLOG_FETCH_S))
+                else:
+                    msgs = await psub.fetch(1, fetch_timeout_s)
             except (TimeoutError, NatsTimeout):
+                waiting = 0
                 continue
             except ConnectionClosedError:
                 break
@@ -229,6 +252,7 @@ async def run_consumer(
                 log.exception("fetch failed; retrying", extra={"consumer": durable})
                 await asyncio.sleep(0.5)
                 continue
+            waiting = _pending_after(msgs[-1]) if msgs else 0
             for msg in msgs:
                 msg_key = key(msg) if key else None
                 task = asyncio.create_task(one(msg, tails.get(msg_key) if msg_key else None))
