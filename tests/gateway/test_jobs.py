@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from datetime import timedelta
 from typing import Any
 
 import httpx
+from nats.js.errors import KeyNotFoundError
 
 from comfyline.contracts import (
+    ActiveJobs,
     CancelReply,
     CancelRequest,
     EventKind,
+    IdempotencyRecord,
     JobEvent,
     JobRecord,
     JobState,
+    active_jobs_key,
+    new_job_id,
+    utcnow,
 )
+from comfyline.gateway.auth import Principal
+from comfyline.gateway.schemas import JobCreate
+from comfyline.gateway.submit import Submitter, body_digest
 from comfyline.runtime import Bus, serve
 from comfyline.runtime.consume import Delivery
 from comfyline.testkit.orchestrator import submitted_event
@@ -133,6 +143,47 @@ async def test_concurrent_retries_with_one_idempotency_key_make_one_job(
         bus.names.stream("JOBS"), subjects_filter=bus.names.owner_events_filter("alice")
     )
     assert len(info.state.subjects or {}) == 1  # one job, published once
+
+
+async def recorded_key(bus: Bus, key: str, age_s: float) -> str:
+    """What a request leaves after recording ``key`` and before publishing its job."""
+    job_id = new_job_id()
+    digest = body_digest(JobCreate.model_validate(SMOKE))
+    created = utcnow() - timedelta(seconds=age_s)
+    record = IdempotencyRecord(job_id=job_id, body_sha256=digest, created_at=created)
+    kv = await bus.kv(bus.names.bucket("idempotency"))
+    await kv.put(Submitter._idem_key(Principal(owner_id="alice"), key), record.to_bytes())
+    return job_id
+
+
+async def active_count(bus: Bus, owner: str) -> int:
+    usage = await bus.kv(bus.names.bucket("usage"))
+    try:
+        entry = await usage.get(active_jobs_key(owner))
+    except KeyNotFoundError:
+        return 0
+    return ActiveJobs.from_bytes(entry.value or b"{}").count
+
+
+async def test_a_retry_while_its_key_is_being_handled_is_409_and_takes_no_slot(
+    client: httpx.AsyncClient, alice: dict[str, str], bus: Bus
+) -> None:
+    await recorded_key(bus, "order-88", age_s=0.5)
+    before = await active_count(bus, "alice")
+    retry = await submit(client, {**alice, "Idempotency-Key": "order-88"})
+    assert retry.status_code == 409 and retry.json()["code"] == "idempotency_conflict"
+    assert retry.headers["retry-after"] == "1"
+    assert await active_count(bus, "alice") == before
+
+
+async def test_a_key_recorded_by_a_gateway_that_died_publishes_its_job_on_retry(
+    client: httpx.AsyncClient, alice: dict[str, str], bus: Bus
+) -> None:
+    job_id = await recorded_key(bus, "order-89", age_s=120)
+    before = await active_count(bus, "alice")
+    retry = await submit(client, {**alice, "Idempotency-Key": "order-89"})
+    assert retry.status_code == 202 and retry.json()["id"] == job_id
+    assert await active_count(bus, "alice") == before + 1
 
 
 async def test_prefer_wait_returns_the_finished_job(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from nats.js.errors import KeyWrongLastSequenceError
@@ -61,6 +62,20 @@ class Submitted:
 
     record: JobRecord
     replayed: bool
+
+
+#: Beyond the publish's own retry time, how long a recorded Idempotency-Key counts as in flight.
+IN_FLIGHT_MARGIN_S = 5.0
+
+
+def in_progress() -> ApiError:
+    """409 for a retry that arrives while the request with its key is still being handled."""
+    return ApiError(
+        409,
+        ErrorCode.IDEMPOTENCY_CONFLICT,
+        "a request with this Idempotency-Key is in progress; retry shortly",
+        headers={"Retry-After": "1"},
+    )
 
 
 def body_digest(body: JobCreate) -> str:
@@ -183,7 +198,10 @@ class Submitter:
                 record = await self.jobs.find(earlier.job_id)
                 if record is not None:
                     return Submitted(record, replayed=True)
-                job_id = earlier.job_id  # recorded, never published: publish it now
+                if utcnow() - earlier.created_at < self._in_flight:
+                    # The request that recorded it may still publish it (and take its slot).
+                    raise in_progress()
+                job_id = earlier.job_id  # recorded, never published (its gateway died): now
         await self.limits.check_quota(principal)
         # Each lane has its own cap: a batch backlog never fills the interactive queue.
         lane = lane_of(principal, body.priority)
@@ -343,13 +361,13 @@ class Submitter:
         earlier = await self._earlier(idem_key, digest)
         record = await self.jobs.find(earlier.job_id) if earlier else None
         if record is None:
-            raise ApiError(
-                409,
-                ErrorCode.IDEMPOTENCY_CONFLICT,
-                "a request with this Idempotency-Key is in progress; retry shortly",
-                headers={"Retry-After": "1"},
-            )
+            raise in_progress()
         return Submitted(record, replayed=True)
+
+    @property
+    def _in_flight(self) -> timedelta:
+        """How long a recorded key's request may still be publishing its job (its retries)."""
+        return timedelta(seconds=self.bus.settings.publish_retry_s + IN_FLIGHT_MARGIN_S)
 
     async def _release(self, idem_key: str) -> None:
         try:
