@@ -9,7 +9,9 @@ a. overhead: the same ``cpu-smoke`` job (512x512, a fresh colour each time) stra
    ComfyUI (WebSocket, POST /prompt, /view) and through Comfyline (POST /v1/jobs with
    ``Prefer: wait``, then GET of the presigned output link), sequentially, job by job
    alternated; median, p90, p99 of both sides and of each pair's difference. On the simulator,
-   and on the ComfyUI named by ``--comfyui-url`` (or ``COMFYUI_URL``) when one is given.
+   and on the ComfyUI named by ``--comfyui-url`` (or ``COMFYUI_URL``) when one is given. Then
+   the same on the simulator with the jobs 1.2 s apart (a lightly loaded stack, idle between
+   jobs, as most web apps' traffic is).
 b. GPU busy: K = 1, 4, 16 simulated servers whose job takes 200 ms, a backlog queued before the
    workers start; busy fraction per server and idle gap between jobs from the servers' own
    execution logs.
@@ -55,6 +57,8 @@ from .stack import BenchStack, start_simulators, stop_simulators
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 SLOW_JOB = ["--node-delay", "EmptyImage=0.2"]
+#: The pause between jobs of the sparse overhead run: longer than the consumers' idle pull.
+SPARSE_PAUSE_S = 1.2
 PARTS = ["all", "overhead", "busy", "throughput", "gateway", "memory"]
 
 
@@ -63,6 +67,7 @@ class Sizes:
     """How much of each part runs: the full bench, or the tiny one that proves it works."""
 
     sequential_jobs: int = 200
+    sparse_jobs: int = 20
     tp_jobs: int = 64
     tp_slow_jobs: int = 32
     tp_rounds: int = 2
@@ -78,6 +83,7 @@ class Sizes:
 
 TINY = Sizes(
     sequential_jobs=10,
+    sparse_jobs=3,
     tp_jobs=16,
     tp_slow_jobs=16,
     tp_rounds=1,
@@ -139,6 +145,10 @@ def _full_stack(args: argparse.Namespace, sizes: Sizes, root: Path, parts: Parts
         def sequential(url: str) -> Any:
             return asyncio.run(overhead.sequential(info, url, sizes.sequential_jobs, size))
 
+        def sparse(url: str) -> Any:
+            pause = SPARSE_PAUSE_S
+            return asyncio.run(overhead.sequential(info, url, sizes.sparse_jobs, size, pause))
+
         def clients8(url: str, jobs: int) -> Any:
             return asyncio.run(overhead.throughput(info, url, jobs, 8, sizes.tp_rounds, size))
 
@@ -149,6 +159,13 @@ def _full_stack(args: argparse.Namespace, sizes: Sizes, root: Path, parts: Parts
                     f"overhead_{where}",
                     f"(a) sequential, {sizes.sequential_jobs} jobs per side, {where}",
                     functools.partial(sequential, url),
+                )
+            if which in {"all", "overhead"} and where == "simulator":
+                parts.measure(
+                    "overhead_sparse_simulator",
+                    f"(a) sequential, {sizes.sparse_jobs} jobs per side, "
+                    f"{SPARSE_PAUSE_S:g} s apart, {where}",
+                    functools.partial(sparse, url),
                 )
             if which in {"all", "throughput"}:
                 parts.measure(

@@ -9,6 +9,7 @@ in the steady state (every client with a job in flight) and over the whole round
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 from typing import Any
 
@@ -17,8 +18,10 @@ from .stats import ratio, summary
 
 
 async def sequential(
-    info: dict[str, Any], comfyui_url: str, jobs: int, size: int
+    info: dict[str, Any], comfyui_url: str, jobs: int, size: int, pause_s: float = 0.0
 ) -> dict[str, Any]:
+    """``jobs`` pairs, back to back, or ``pause_s`` apart (a lightly loaded stack: every part
+    idles between jobs, as it does for most web apps most of the time)."""
     async with direct_pool() as plain, api_client(info) as api:
         for _ in range(3):  # warm both paths (connections, encoders, caches of the services)
             await direct(comfyui_url, plain, fresh_color(), size)
@@ -26,6 +29,7 @@ async def sequential(
         direct_s: list[float] = []
         routed_s: list[float] = []
         for n in range(jobs):
+            await asyncio.sleep(pause_s)
             if n % 2 == 0:
                 direct_s.append(await direct(comfyui_url, plain, fresh_color(), size))
                 routed_s.append(await via_comfyline(api, fresh_color(), size))
@@ -37,6 +41,7 @@ async def sequential(
     d, c = summary(direct_ms), summary(routed_ms)
     return {
         "jobs_per_side": jobs,
+        "pause_s": pause_s,
         "image": f"{size}x{size}",
         "direct_ms": d,
         "comfyline_ms": c,

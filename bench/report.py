@@ -61,6 +61,23 @@ def rows(results: dict[str, Any]) -> list[Row]:
                         over <= limit,
                     )
                 )
+    sparse = _get(results, "overhead_sparse_simulator")
+    if sparse:
+        d, over = sparse["direct_ms"], sparse["overhead_ms"]
+        label = f"sparse overhead {{}} ({sparse['pause_s']:g} s apart, simulator)"
+        out.append(
+            Row(
+                label.format("median"),
+                over["median"],
+                "ms",
+                f"direct {d['median']:.1f} ms",
+                "<= 5 ms",
+                over["median"] <= 5.0,
+            )
+        )
+        out.append(
+            Row(label.format("p90"), over["p90"], "ms", f"direct {d['p90']:.1f} ms", "", None)
+        )
     throughputs: list[tuple[str, str, float | None]] = [
         ("throughput_simulator", "8 clients, zero-delay simulator", None),
         ("throughput_200ms", "8 clients, 200 ms jobs", 0.98),
