@@ -4,6 +4,10 @@
 repeated publish is dropped by the stream; progress adds a counter
 (``<job_id>:<attempt>:progress:<n>``) and is throttled: the latest value is sent at most once per
 interval by a background task, so a chatty sampler never slows the frame loop.
+
+``started`` is published in the background too (the frame loop goes on to the run's end while
+its ack comes back), but always before anything after it: progress and previews wait for it, and
+so does the final event, which it must precede on ``RUNS``.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class RunReporter:
         self._latest_preview: Preview | None = None
         self._preview_pending = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._start: asyncio.Task[None] | None = None
 
     async def _publish(self, kind: RunEventKind, msg_id: str, **fields: object) -> None:
         event = RunEvent(
@@ -77,7 +82,8 @@ class RunReporter:
         if self.was_started:
             return
         self.was_started = True
-        await self._publish("started", self._id("started"))
+        self._start = asyncio.create_task(self._publish("started", self._id("started")))
+        self._start.add_done_callback(_observed)
         if not self._tasks:
             self._tasks.append(asyncio.create_task(self._send_progress()))
             if self._store_preview is not None:
@@ -94,7 +100,23 @@ class RunReporter:
             self._latest_preview = preview
             self._preview_pending.set()
 
+    async def _started_sent(self, must: bool = True) -> None:
+        """Until ``started`` is on ``RUNS``; its failure is raised when ``must`` (the job must
+        then come back rather than end with no start), else only logged."""
+        if self._start is None:
+            return
+        try:
+            await asyncio.shield(self._start)
+        except asyncio.CancelledError:
+            if not self._start.cancelled():
+                raise
+        except Exception:
+            if must:
+                raise
+            log.warning("started event not published", exc_info=True)
+
     async def _send_progress(self) -> None:
+        await self._started_sent(must=False)
         last = 0.0
         while True:
             await self._pending.wait()
@@ -116,6 +138,7 @@ class RunReporter:
 
     async def _send_previews(self) -> None:
         assert self._store_preview is not None
+        await self._started_sent(must=False)
         while True:
             await self._preview_pending.wait()
             self._preview_pending.clear()
@@ -144,6 +167,7 @@ class RunReporter:
         if not self.was_started:
             await self.started(self.prompt_id or "")
             await self.stop_progress()
+        await self._started_sent()
         await self._publish(
             "completed", self._id("completed"), outputs=outputs, gpu_seconds=gpu_seconds
         )
@@ -158,6 +182,7 @@ class RunReporter:
         """The attempt failed; ``final=False`` when the job will be tried again, after
         ``retry_in_s``."""
         await self.stop_progress()
+        await self._started_sent(must=False)
         await self._publish(
             "failed",
             self._id("failed"),
@@ -170,9 +195,16 @@ class RunReporter:
     async def cancelled(self, reason: str, gpu_seconds: float | None) -> None:
         """The job was cancelled and its prompt stopped (a deleted prompt sends no frame)."""
         await self.stop_progress()
+        await self._started_sent(must=False)
         await self._publish(
             "cancelled",
             self._id("cancelled"),
             error=JobError(code="cancelled", message=reason),
             gpu_seconds=gpu_seconds,
         )
+
+
+def _observed(task: asyncio.Task[None]) -> None:
+    """Retrieve a background publish's outcome (it is awaited again where it matters)."""
+    if not task.cancelled():
+        task.exception()
