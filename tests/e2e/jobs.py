@@ -91,6 +91,21 @@ def terminal_events(nats_urls: list[str], ids: list[str]) -> Counter[str]:
     return asyncio.run(count())
 
 
+def settled_terminal_events(nats_urls: list[str], ids: list[str], timeout_s: float) -> Counter[str]:
+    """:func:`terminal_events` once every job has one, or after ``timeout_s``.
+
+    A job's record can say it ended before its terminal event is out: when the orchestrator
+    dies between writing the record and publishing the event, the run event that ended the job
+    comes back after the consumer's AckWait (30 s) and the event is published then.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        terminal = terminal_events(nats_urls, ids)
+        if all(terminal[j] for j in ids) or time.monotonic() > deadline:
+            return terminal
+        time.sleep(0.5)
+
+
 def slots_held(nats_urls: list[str]) -> dict[str, int]:
     """Each owner's count of active-job slots (``active.<owner>`` in the ``usage`` bucket)."""
 

@@ -28,9 +28,9 @@ from .jobs import (
     TERMINAL,
     assert_each_succeeded_once,
     outcome,
+    settled_terminal_events,
     stack_info,
     submit,
-    terminal_events,
     wait_all,
 )
 
@@ -112,7 +112,7 @@ def test_a_nats_node_killed_during_200_jobs_loses_no_job_and_doubles_none(
     took = time.monotonic() - started
     assert not victim.child.alive()
     survivors = [node.url for node in cluster.nodes if node is not victim]
-    terminal = terminal_events(survivors, ids)
+    terminal = settled_terminal_events(survivors, ids, timeout_s=90)
     figures = outcome(ids, ended, terminal, took)
     figures |= {"killed": victim.name, "killed_at_s": round(killed_at, 1)}
     print(f"\ncluster node lost: {figures}")

@@ -28,9 +28,9 @@ from .conftest import Stack
 from .jobs import (
     assert_each_succeeded_once,
     outcome,
+    settled_terminal_events,
     stack_info,
     submit,
-    terminal_events,
     wait_all,
     wait_slots_released,
 )
@@ -71,7 +71,7 @@ def _run_fault(
         fault()
         ended = wait_all(client, ids, timeout_s)
     took = time.monotonic() - started
-    terminal = terminal_events(info["nats_urls"], ids)
+    terminal = settled_terminal_events(info["nats_urls"], ids, timeout_s=90)
     RESULTS[name] = outcome(ids, ended, terminal, took)
     if hits_a_run:  # the fault struck a job mid-run, which was then tried again
         assert RESULTS[name]["retried"] >= 1, RESULTS[name]
