@@ -123,14 +123,15 @@ class JobStore:
         kv = await self.kv()
         known = self._known.pop(job_id, None)
         for attempt in range(1, self.cas_attempts + 1):
+            fresh = known is None  # decided on a read, not on what this store remembered
             current = known or await self.get(job_id)
+            known = None
             if current is None:
                 return Change("missing", None)
             try:
                 result = step(current.record)
             except TransitionRefused as refused:
-                if known is not None:  # decided on a fresh read only
-                    known = None
+                if not fresh:
                     continue
                 log.error(
                     "refused transition; not applied",
@@ -138,18 +139,15 @@ class JobStore:
                 )
                 return Change("refused", current.record, current.revision)
             if isinstance(result, Verdict):
-                if known is not None:
-                    known = None
+                if not fresh:
                     continue
                 outcome: Outcome = "replay" if result is Verdict.REPLAY else "drop"
                 return Change(outcome, current.record, current.revision)
             try:
                 revision = await kv.update(job_id, result.to_bytes(), last=current.revision)
             except KeyWrongLastSequenceError:
-                if known is not None:  # someone else wrote since: read it, no pause
-                    known = None
-                    continue
-                await cas_pause(attempt)
+                if fresh:  # another writer won a race: pause; a stale memory is just re-read
+                    await cas_pause(attempt)
                 continue
             self._remember(Snapshot(result, revision))
             return Change("applied", result, revision)
