@@ -6,7 +6,8 @@ import asyncio
 import json
 import time
 from collections import Counter
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import httpx
 import nats
@@ -14,6 +15,7 @@ from nats.js.errors import NoKeysError
 
 from .conftest import Stack
 
+T = TypeVar("T")
 TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")
 
 
@@ -91,6 +93,17 @@ def terminal_events(nats_urls: list[str], ids: list[str]) -> Counter[str]:
     return asyncio.run(count())
 
 
+def polled(read: Callable[[], T], done: Callable[[T], bool], timeout_s: float) -> T:
+    """``read()`` every 0.5 s until ``done`` says its value is final, or after ``timeout_s``;
+    the last value either way (the caller's assertion shows it)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = read()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.5)
+
+
 def settled_terminal_events(nats_urls: list[str], ids: list[str], timeout_s: float) -> Counter[str]:
     """:func:`terminal_events` once every job has one, or after ``timeout_s``.
 
@@ -98,12 +111,9 @@ def settled_terminal_events(nats_urls: list[str], ids: list[str], timeout_s: flo
     dies between writing the record and publishing the event, the run event that ended the job
     comes back after the consumer's AckWait (30 s) and the event is published then.
     """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        terminal = terminal_events(nats_urls, ids)
-        if all(terminal[j] for j in ids) or time.monotonic() > deadline:
-            return terminal
-        time.sleep(0.5)
+    return polled(
+        lambda: terminal_events(nats_urls, ids), lambda found: all(found[j] for j in ids), timeout_s
+    )
 
 
 def slots_held(nats_urls: list[str]) -> dict[str, int]:
@@ -134,12 +144,11 @@ def wait_slots_released(nats_urls: list[str], timeout_s: float) -> dict[str, int
     Slots come back as the orchestrator counts each terminal event, a little after the jobs end
     (after a broker restart, up to the consumers' AckWait later).
     """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        held = {key: n for key, n in slots_held(nats_urls).items() if n}
-        if not held or time.monotonic() > deadline:
-            return held
-        time.sleep(0.5)
+    return polled(
+        lambda: {key: n for key, n in slots_held(nats_urls).items() if n},
+        lambda held: not held,
+        timeout_s,
+    )
 
 
 def outcome(
