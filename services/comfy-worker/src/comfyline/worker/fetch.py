@@ -8,6 +8,12 @@ that no server can take at once, no pull request lingers to deliver a message la
 worker, and a batch job is taken only when no interactive job that server could run is waiting.
 When all are empty it waits for the doorbell (a plain subscription to ``work.>`` that rings on
 each new job) or the idle poll interval (which finds redeliveries, which ring no bell).
+
+A consumer found empty is not asked again until the doorbell rings for it or a sweep is due (once
+per idle poll interval: redeliveries ring no bell). A fetched message whose ``num_pending`` is 0
+empties its consumer the same way. So a server that finishes a job asks only the consumers that
+may hold work, not every model's two lanes: with a dozen models that was some fifty requests per
+job, on the CPU the job's own hops need.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import contextlib
 import itertools
 import json
 import logging
+import time
 from collections.abc import Iterator, Sequence
 
 import nats.errors
@@ -84,22 +91,36 @@ class Doorbell:
 class WorkFetcher:
     """Binds the work consumers and fetches one message at a time from them."""
 
-    def __init__(self, bus: Bus, ack_wait_s: float, request_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        ack_wait_s: float,
+        request_timeout_s: float = 5.0,
+        sweep_s: float = 1.0,
+    ) -> None:
         self.bus = bus
         self.ack_wait_s = ack_wait_s
         self.request_timeout_s = request_timeout_s
+        self.sweep_s = sweep_s
         self.bell = Doorbell()
         self.bound: set[str] = set()
         self._stream = bus.names.stream("WORK")
         self._prefix = bus.api_prefix
         self._turn = itertools.count()
         self._sub: Subscription | None = None
+        #: (model, lane) consumers found empty since the last sweep, with no bell since.
+        self._empty: set[tuple[str, str]] = set()
+        self._rung_at: dict[tuple[str, str], float] = {}
+        self._swept = time.monotonic()
 
     async def start(self) -> None:
         """Listen for newly published work (the doorbell)."""
 
         async def on_work(msg: Msg) -> None:
-            self.bell.ring(*self.bus.names.work_key(msg.subject))
+            key = self.bus.names.work_key(msg.subject)
+            self._empty.discard(key)
+            self._rung_at[key] = time.monotonic()
+            self.bell.ring(*key)
 
         self._sub = await self.bus.nc.subscribe(self.bus.names.all_work(), cb=on_work)
 
@@ -127,6 +148,19 @@ class WorkFetcher:
         self.bound.add(template.name)
         log.info("bound work consumer", extra={"model": template.name})
 
+    def may_have_work(self, models: Sequence[str]) -> list[str]:
+        """Those of ``models`` whose consumers are not known to be empty (all, once a sweep is
+        due: redelivered work rings no bell)."""
+        if time.monotonic() - self._swept >= self.sweep_s:
+            self._empty.clear()
+            self._swept = time.monotonic()
+        return [m for m in models if any((m, lane) not in self._empty for lane in LANES)]
+
+    def _found_empty(self, key: tuple[str, str], since: float) -> None:
+        """Remember ``key`` as empty unless its bell rang at ``since`` or later."""
+        if self._rung_at.get(key, -1.0) < since:
+            self._empty.add(key)
+
     async def next_for(
         self, models: Sequence[str], rung: Sequence[tuple[str, str]] = (), rotate: bool = True
     ) -> Msg | None:
@@ -147,6 +181,8 @@ class WorkFetcher:
                     if msg is not None:
                         return msg
             for model in ready[start:] + ready[:start]:
+                if (model, lane) in self._empty:
+                    continue
                 msg = await self._next(model, lane)
                 if msg is not None:
                     return msg
@@ -188,6 +224,7 @@ class WorkFetcher:
         durable = self.bus.names.work_consumer(model, lane)
         subject = f"{self._prefix}.CONSUMER.MSG.NEXT.{self._stream}.{durable}"
         body = json.dumps({"batch": 1, "expires": int(wait_s * 1e9)}).encode() if wait_s else _NEXT
+        asked_at = time.monotonic()
         try:
             msg = await self.bus.nc.request(
                 subject, body, timeout=self.request_timeout_s + wait_s, old_style=True
@@ -196,7 +233,13 @@ class WorkFetcher:
             return None
         status = (msg.headers or {}).get("Status")
         if status:
-            if status not in {"404", "408"}:
+            if status in {"404", "408"}:
+                # A bell just before the request may announce a message not yet visible to it.
+                self._found_empty((model, lane), asked_at - RUNG_WAIT_S)
+            else:
                 log.warning("work fetch refused", extra={"model": model, "status": status})
             return None
+        with contextlib.suppress(ValueError, AttributeError):
+            if msg.metadata.num_pending == 0:
+                self._found_empty((model, lane), asked_at)
         return msg

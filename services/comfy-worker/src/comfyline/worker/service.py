@@ -93,7 +93,9 @@ class Worker:
             for url in settings.comfyui_urls
         ]
         self.cancels = CancelListener(bus)
-        self.fetcher = WorkFetcher(bus, settings.ack_wait_s, bus.settings.request_timeout_s)
+        self.fetcher = WorkFetcher(
+            bus, settings.ack_wait_s, bus.settings.request_timeout_s, sweep_s=settings.idle_poll_s
+        )
         self.handler = JobHandler(bus, store, catalogue, settings, self.cancels)
         self.registry = Registry(
             bus, settings.worker_id, self.servers, settings.heartbeat_interval_s
@@ -206,10 +208,13 @@ class Worker:
                     await _until(server.changed.wait(), stop, self.settings.pipeline_defer_s)
                     if server.changed.is_set():
                         continue  # a job ended (or the server fell): decide again
-            if models and self.settings.affinity:
-                models = await self.affinity.order(server, models)
             with self.fetcher.bell.listen(models) as ring:
-                msg = await self.fetcher.next_for(models, rung, rotate=not self.settings.affinity)
+                candidates = self.fetcher.may_have_work(models)
+                if candidates and self.settings.affinity:
+                    candidates = await self.affinity.order(server, candidates)
+                msg = await self.fetcher.next_for(
+                    candidates, rung, rotate=not self.settings.affinity
+                )
                 if msg is None:
                     await _until(
                         _either(ring.wait(), server.changed.wait()),
