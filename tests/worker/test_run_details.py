@@ -12,6 +12,7 @@ from comfyline.contracts import ErrorCode, OutputKind, OutputSpec, Progress
 from comfyline.runtime import Bus, ObjectStore
 from comfyline.worker import ComfyClient, ComfyRun, PromptRejected, RunOptions
 from comfyline.worker.frames import Preview
+from comfyline.worker.run import RunResult
 
 from .helpers import RunWatch, SimFactory, Workers, publish_job
 
@@ -96,6 +97,10 @@ class Quiet:
         pass
 
 
+async def kept(result: RunResult) -> None:
+    """Keep nothing of a run's result."""
+
+
 async def test_node_errors_on_a_200_refuse_the_run_and_take_the_prompt_back(
     sim_factory: SimFactory,
 ) -> None:
@@ -118,7 +123,7 @@ async def test_node_errors_on_a_200_refuse_the_run_and_take_the_prompt_back(
     )
     try:
         with pytest.raises(PromptRejected) as refused:
-            await run.execute()
+            await run.execute(kept)
         assert refused.value.code == ErrorCode.COMFY_VALIDATION and refused.value.node_id == "3"
         await asyncio.sleep(1.5)
         async with httpx.AsyncClient() as http:

@@ -15,9 +15,10 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -85,7 +86,14 @@ class ComfySocket:
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
 
+    @property
+    def open(self) -> bool:
+        """Connected (or reconnecting) and reading frames."""
+        return self._reader is not None and not self._reader.done()
+
     async def __aenter__(self) -> Self:
+        if self._reader is not None:  # opened ahead (a spare)
+            return self
         try:
             self._ws = await self._connect()
         except (OSError, InvalidHandshake, TimeoutError) as exc:
@@ -156,6 +164,11 @@ class ComfySocket:
                     return False
             delay = min(delay * 2, 1.0)
 
+    def forget_earlier(self) -> None:
+        """Drop the events heard so far."""
+        while not self._events.empty():
+            self._events.get_nowait()
+
     def notify(self, event: Event) -> None:
         """Put an outside verdict among the frames (the run reads both from one queue)."""
         self._events.put_nowait(event)
@@ -167,3 +180,45 @@ class ComfySocket:
                 return await self._events.get()
         except TimeoutError:
             return None
+
+
+class SpareSocket:
+    """A socket opened ahead of a server's next run, so that the run starts without waiting for
+    the WebSocket handshake; the next spare opens while the run goes on. Frames a spare heard
+    before its run took it (queue status broadcasts) are dropped: no prompt of its clientId
+    existed yet."""
+
+    def __init__(self, client: ComfyClient, **options: Any) -> None:
+        self.client = client
+        self.options = options
+        self._next: asyncio.Task[ComfySocket | None] | None = None
+
+    async def take(self) -> ComfySocket:
+        """An open socket with a fresh clientId if the spare is ready (else one still to open
+        with ``async with``), and the next spare on its way."""
+        spare, self._next = self._next, asyncio.create_task(self._open(), name="spare socket")
+        socket = await spare if spare is not None else None
+        if socket is not None and socket.open:
+            socket.forget_earlier()
+            return socket
+        if socket is not None:
+            await socket.__aexit__(None, None, None)
+        return ComfySocket(self.client, str(uuid.uuid4()), **self.options)
+
+    async def _open(self) -> ComfySocket | None:
+        socket = ComfySocket(self.client, str(uuid.uuid4()), **self.options)
+        try:
+            return await socket.__aenter__()
+        except ComfyUnavailable:
+            return None
+
+    async def close(self) -> None:
+        """Close the spare (the worker stops)."""
+        spare, self._next = self._next, None
+        if spare is None:
+            return
+        spare.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            socket = await spare
+            if socket is not None:
+                await socket.__aexit__(None, None, None)

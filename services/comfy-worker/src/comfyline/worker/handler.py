@@ -24,6 +24,7 @@ from comfyline.contracts import (
     ErrorCode,
     JobRecord,
     ModelTemplate,
+    OutputRef,
     PreviewRef,
     RunJob,
     utcnow,
@@ -44,13 +45,14 @@ from comfyline.runtime import (
 from comfyline.runtime.metrics import RunClock
 
 from .cancel import CancelListener
+from .comfy_socket import SpareSocket
 from .errors import RunCancelled, WorkerError
 from .frames import Preview
 from .inputs import InputResolver, upload_inputs
 from .media import extension
 from .outputs import store_outputs
 from .reporter import RunReporter
-from .run import ComfyRun, RunOptions
+from .run import ComfyRun, RunOptions, RunResult
 from .servers import Lease, Server
 from .settings import Settings
 
@@ -127,6 +129,7 @@ class JobHandler:
         self.settings = settings
         self.cancels = cancels
         self.resolver = InputResolver(bus, store)
+        self.spares: dict[str, SpareSocket] = {}  # by server URL
         #: In every prompt's ``extra_data``: a later worker knows our leftovers by it.
         self.tag = {"worker_id": settings.worker_id, "session": uuid.uuid4().hex}
 
@@ -198,6 +201,22 @@ class JobHandler:
             lease.release()
             run_clock.stop()
             await reporter.stop_progress()
+
+    async def close(self) -> None:
+        """Close the sockets opened ahead of runs (the worker stops)."""
+        for spare in self.spares.values():
+            await spare.close()
+
+    def _spare(self, server: Server) -> SpareSocket:
+        """The socket opened ahead of ``server``'s next run."""
+        spare = self.spares.get(server.url)
+        if spare is None:
+            spare = self.spares[server.url] = SpareSocket(
+                server.client,
+                connect_timeout_s=self.settings.connect_timeout_s,
+                previews=self.settings.previews,
+            )
+        return spare
 
     async def _template(self, run_job: RunJob) -> ModelTemplate:
         try:
@@ -280,6 +299,7 @@ class JobHandler:
                 previews=self.settings.previews,
             ),
             extra_data={"comfyline": self.tag | {"job_id": run_job.job_id}},
+            spare=self._spare(server),
         )
         control.run = run
         control.check()
@@ -289,15 +309,19 @@ class JobHandler:
             "comfyline.model": template.name,
             "comfyline.job_id": run_job.job_id,
         }
+
+        async def keep(result: RunResult) -> list[OutputRef]:
+            if not result.files:
+                raise WorkerError("the run made no output files", code=ErrorCode.COMFY_NO_OUTPUT)
+            with _tracer.start_as_current_span("store outputs", attributes=attributes):
+                return await store_outputs(
+                    server.client, self.store, run_job, result.files, outputs_wanted
+                )
+
         with _tracer.start_as_current_span("comfyui run", attributes=attributes):
-            result = await run.execute()
-        lease.release()  # ComfyUI is done: the next job may be queued while we store outputs
-        if not result.files:
-            raise WorkerError("the run made no output files", code=ErrorCode.COMFY_NO_OUTPUT)
-        with _tracer.start_as_current_span("store outputs", attributes=attributes):
-            outputs = await store_outputs(
-                server.client, self.store, run_job, result.files, outputs_wanted
-            )
+            # Outputs stream to S3 from the end frame on; once ComfyUI's done marker came, the
+            # lease is given back and the next job may be queued.
+            result, outputs = await run.execute(keep, free=lease.release)
         await reporter.completed(outputs, result.gpu_seconds)
         log.info(
             "job completed",

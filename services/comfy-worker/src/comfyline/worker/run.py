@@ -1,7 +1,8 @@
 """One prompt on one ComfyUI server, from ``POST /prompt`` to its last frame.
 
-The socket is opened before the prompt is posted, with ids we choose (a fresh ``clientId`` and a
-fresh ``prompt_id``, so cancelling needs nothing from ComfyUI's answer). ``node_errors`` are
+The socket is opened before the prompt is posted (usually ahead of the job: a spare), with ids we
+choose (a fresh ``clientId`` and a fresh ``prompt_id``, so cancelling needs nothing from
+ComfyUI's answer). ``node_errors`` are
 checked even on 200. Frames drive a :class:`RunTracker`; silence longer than the watchdog, or a
 reconnect, is caught up over HTTP (``/history`` only once it has a status, then ``/queue``).
 Cancellation interrupts a running prompt or deletes a pending one, and resolves the deleted case
@@ -15,14 +16,22 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from comfyline.contracts import ErrorCode, OutputSpec, Progress
+from comfyline.runtime import cancel_and_wait
 
 from .comfy_client import ComfyClient
-from .comfy_socket import ComfySocket, Reconnected, Resolved, SocketDead, SocketLost
+from .comfy_socket import (
+    ComfySocket,
+    Reconnected,
+    Resolved,
+    SocketDead,
+    SocketLost,
+    SpareSocket,
+)
 from .errors import (
     ComfyUnavailable,
     RunCancelled,
@@ -39,6 +48,7 @@ DONE_GRACE_S = 2.0
 #: How long a prompt of a job without a deadline of its own may wait in ComfyUI's queue (behind
 #: at most ``pipeline_depth - 1`` others, each bounded by its own run deadline).
 QUEUE_LIMIT_S = 3600.0
+T = TypeVar("T")
 
 
 class RunListener(Protocol):
@@ -84,6 +94,7 @@ class ComfyRun:
         listener: RunListener,
         options: RunOptions,
         extra_data: dict[str, Any] | None = None,
+        spare: SpareSocket | None = None,
     ) -> None:
         self.client = client
         self.extra_data = extra_data
@@ -92,31 +103,52 @@ class ComfyRun:
         self.listener = listener
         self.options = options
         self.prompt_id = str(uuid.uuid4())
+        self.spare = spare  # where a socket opened ahead of the run comes from (None: none)
         self.client_id = str(uuid.uuid4())
         self.tracker = RunTracker(self.prompt_id, graph)
         self.cancel_requested = False
         self._posted = False
         self._socket: ComfySocket | None = None
 
-    async def execute(self) -> RunResult:
-        """Post the prompt and follow it to the end; raises a :class:`WorkerError` on failure."""
-        socket = ComfySocket(
-            self.client,
-            self.client_id,
-            connect_timeout_s=self.options.connect_timeout_s,
-            reconnect_budget_s=self.options.reconnect_budget_s,
-            previews=self.options.previews,
-        )
+    async def execute(
+        self,
+        keep: Callable[[RunResult], Coroutine[Any, Any, T]],
+        free: Callable[[], None] = lambda: None,
+    ) -> tuple[RunResult, T]:
+        """Post the prompt and follow it to its end frame; raises a :class:`WorkerError` on
+        failure. Then ``keep`` the result (store its outputs) while ComfyUI finishes with the
+        prompt: ``free`` is called once its done marker came, and the socket closes meanwhile.
+        Returns the result and what ``keep`` returned.
+        """
+        if self.spare is not None:
+            socket = await self.spare.take()
+            self.client_id = socket.client_id
+        else:
+            socket = ComfySocket(
+                self.client,
+                self.client_id,
+                connect_timeout_s=self.options.connect_timeout_s,
+                reconnect_budget_s=self.options.reconnect_budget_s,
+                previews=self.options.previews,
+            )
         async with socket:
             self._socket = socket
             try:
-                return await self._drive(socket)
+                result = await self._drive(socket)
             except asyncio.CancelledError:
                 # The worker is giving the job back: free the GPU for whoever runs it next.
                 if self._posted and not self.tracker.phase.finished:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(self._stop_prompt(), 3.0)
                 raise
+            kept: asyncio.Task[T] = asyncio.create_task(keep(result), name=f"keep {self.prompt_id}")
+            try:
+                await self._await_done_marker(socket)
+            except BaseException:
+                await cancel_and_wait([kept])
+                raise
+            free()
+        return result, await kept
 
     async def _drive(self, socket: ComfySocket) -> RunResult:
         if self.cancel_requested:
@@ -165,7 +197,6 @@ class ComfyRun:
                         self.listener.progress(self.tracker.progress())
                     if update.preview is not None:
                         self.listener.preview(update.preview)
-        await self._await_done_marker(socket)
         return self._result()
 
     def _run_deadline(self, queue_deadline: float) -> float:

@@ -291,6 +291,7 @@ class Worker:
             if late:
                 await asyncio.wait(late, timeout=10)
         await cancel_and_wait(background)
+        await self.handler.close()
         with contextlib.suppress(Exception):
             await self.registry.remove()
         await self.fetcher.stop()
