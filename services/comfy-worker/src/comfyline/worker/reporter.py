@@ -116,8 +116,11 @@ class RunReporter:
             log.warning("started event not published", exc_info=True)
 
     async def _send_progress(self) -> None:
+        # The first one too comes an interval after the start: a run shorter than that reports
+        # none (its start and its end say all there is), and spares every service the work of
+        # relaying it while the run's outputs are on their way.
+        last = time.monotonic()
         await self._started_sent(must=False)
-        last = 0.0
         while True:
             await self._pending.wait()
             wait = self.interval - (time.monotonic() - last)

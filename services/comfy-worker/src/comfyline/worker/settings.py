@@ -70,7 +70,10 @@ class Settings(ServiceSettings):
         default=5.0, gt=0, description="how often the workers KV entry is refreshed"
     )
     progress_interval_s: float = Field(
-        default=0.5, ge=0, description="at most one progress event per job this often"
+        default=0.5,
+        ge=0,
+        description="at most one progress event per job this often, the first this long after "
+        "the start (a shorter run reports none)",
     )
     previews: bool = Field(default=False, description="store live previews and report them")
     preview_interval_s: float = Field(default=2.0, ge=0)
