@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from comfyline.contracts import ErrorCode, JobEvent, JobState, RunJob
+from comfyline.contracts import ErrorCode, JobEvent, JobRecord, JobState, RunJob
 from comfyline.orchestrator import Orchestrator
 from comfyline.runtime import Bus
 from comfyline.testkit.orchestrator import (
@@ -44,6 +44,29 @@ async def run_one(bus: Bus, model: str, data: dict[str, Any], **submit_args: Any
     finally:
         await worker.stop()
     return record, recorder.inputs
+
+
+async def test_a_job_with_nothing_to_wait_for_is_created_dispatched(
+    bus: Bus, orchestrator: Orchestrator
+) -> None:
+    """No text to screen, a live worker: the first record written already says ``dispatched``
+    (one write before the work goes out, not two), and every event is announced once."""
+    kv = await bus.kv(bus.names.bucket("jobs"))
+    watcher = await kv.watchall()
+    record, _ = await run_one(bus, "cpu-smoke", {"width": 8, "height": 8, "color": 1})
+    assert record.status is JobState.SUCCEEDED
+    statuses: list[JobState] = []
+    while JobState.SUCCEEDED not in statuses:
+        entry = await watcher.updates(timeout=5)
+        if entry is not None and entry.key == record.id and entry.value:
+            statuses.append(JobRecord.from_bytes(entry.value).status)
+    await watcher.stop()
+    assert statuses[0] is JobState.DISPATCHED, statuses
+    assert JobState.QUEUED not in statuses
+    assert record.dispatched_at is not None
+    kinds = ("submitted", "dispatched", "started", "completed")
+    counts = await event_counts(bus, record.id)
+    assert {k: counts.get(f"{record.id}.{k}") for k in kinds} == dict.fromkeys(kinds, 1)
 
 
 async def test_a_job_runs_from_submission_to_completion(

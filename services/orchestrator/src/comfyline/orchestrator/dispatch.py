@@ -4,7 +4,9 @@ One handler per submission (durable ``orchestrator-submissions`` on ``JOBS``), e
 before it is announced, and every step safe to run again on a redelivery:
 
 1. create the job record (``kv.create``; a redelivery finds it and carries on from its state),
-   arm the queue deadline;
+   arm the queue deadline. A job with nothing to wait for (no text to screen, a live worker, its
+   model not paused) is created ``dispatched`` at once, and its work, its ``dispatched`` event and
+   its queue deadline go out together: one record write, where steps 2-4 take two or more;
 2. while no worker for the model is live, stay ``queued`` and ask again shortly (a delayed nak: the
    job waits in JetStream, not in memory) until one appears or the queue deadline passes;
 3. check the content policy, then enhance the prompt (:mod:`.prompts`): ``enhancing``, and the
@@ -120,15 +122,28 @@ class Dispatcher:
             log.warning("not a submission; dropped", extra={"kind": event.kind.value})
             return
         model_var.set(event.submission.model)
-        snapshot, created = await self.store.create(self.new_record(event))
-        record = snapshot.record
-        if created:
-            log.info("job accepted")
-        template = template_of(self.catalogue, record)
+        first = self.new_record(event)
+        template = template_of(self.catalogue, first)
         if template is None and isinstance(self.catalogue, LiveCatalogue):
             # Just published (a workflow's requirement set, a new model): read the bucket now.
             await self.catalogue.refresh()
-            template = template_of(self.catalogue, record)
+            template = template_of(self.catalogue, first)
+        at_once = template is not None and self._ready(first, template)
+        if at_once:
+            now = utcnow()
+            moved = advance(first, EventKind.DISPATCHED, now, dispatched_at=now)
+            assert isinstance(moved, JobRecord), "a new job can always be dispatched"
+            first = moved
+        snapshot, created = await self.store.create(first)
+        record = snapshot.record
+        if created:
+            log.info("job accepted")
+        if created and at_once and template is not None:
+            await asyncio.gather(
+                self._accepted(record, event, created),
+                self._send_work(record, template, replay=False),
+            )
+            return
         if template is not None and template.engine == "pipeline" and self.pipelines:
             # Its steps are jobs with their own deadlines; the pipeline waits on them.
             if created or utcnow() - record.updated_at < REDRIVE_WINDOW:
@@ -138,7 +153,7 @@ class Dispatcher:
             elif not record.status.terminal:
                 await self.pipelines.proceed(record.id)
             return
-        if record.status is JobState.QUEUED:
+        if record.status is JobState.QUEUED or record.last_event is EventKind.DISPATCHED:
             await self._accepted(record, event, created)
         if record.retry_of:
             await self._mark_replaced(record.retry_of, record.id)
@@ -178,6 +193,17 @@ class Dispatcher:
             await self.deadlines.arm_queue(record, 1)
         if fresh:
             await self.journal.webhooks.schedule(record, event, f"{record.id}:submitted")
+
+    def _ready(self, record: JobRecord, template: ModelTemplate) -> bool:
+        """True when a new job has nothing to wait for: a plain model, not paused, a live
+        worker for it (when one is required), no text to screen, not a retry."""
+        return (
+            template.engine != "pipeline"
+            and record.retry_of is None
+            and not (self.orders and self.orders.paused(record.model))
+            and not (self.settings.require_live_worker and not self.workers.live(record.model))
+            and not self.gate.has_text(record, template)
+        )
 
     async def _hold_if_paused(self, record: JobRecord) -> None:
         """While the model is paused the job stays queued, its record saying why."""
@@ -262,18 +288,25 @@ class Dispatcher:
         change = await self.store.change(record.id, step)
         if not change.effective:
             return
-        dispatched = change.require()
-        # Both at once: the work is on the critical path of the job, the event is not (and it
-        # is out long before the worker's first report comes back). Each is deduplicated.
+        await self._send_work(change.require(), template, replay=change.replay)
+
+    async def _send_work(
+        self, dispatched: JobRecord, template: ModelTemplate, replay: bool
+    ) -> None:
+        """Publish the work and announce ``dispatched``.
+
+        Both at once: the work is on the critical path of the job, the event is not (and it is
+        out long before the worker's first report comes back). Each is deduplicated.
+        """
         await asyncio.gather(
             self.bus.publish(
                 self.bus.names.work(dispatched.model, dispatched.priority),
                 self.run_job(dispatched, template),
                 msg_id=f"{dispatched.id}:run",
             ),
-            self.journal.announce(dispatched, EventKind.DISPATCHED, replay=change.replay),
+            self.journal.announce(dispatched, EventKind.DISPATCHED, replay=replay),
         )
-        log.info("job dispatched", extra={"replay": change.replay})
+        log.info("job dispatched", extra={"replay": replay})
 
     def run_job(self, record: JobRecord, template: ModelTemplate) -> RunJob:
         """The work message for ``record``.
