@@ -49,9 +49,9 @@ class Affinity:
     async def order(self, server: Server, models: Sequence[str]) -> list[str]:
         """Starving models, then warm ones, then the rest (each group in the given order)."""
         warm = [m for m in models if self.warm(server, m)]
-        if not warm:
-            return list(models)
-        waiting = await self.fetcher.waiting_models()
         cold = [m for m in models if m not in warm]
+        if not warm or not cold:
+            return list(models)  # one group: nothing to reorder, no need to read the stream
+        waiting = await self.fetcher.waiting_models()
         starving = [m for m in cold if m in waiting and await self.fetcher.waited(m) >= self.wait_s]
         return starving + warm + [m for m in cold if m not in starving]

@@ -195,9 +195,10 @@ class Worker:
         """
         rung: list[tuple[str, str]] = []
         while not stop.is_set():
-            if not await _until(server.wait_free(), stop):
+            # (each wait only when needed: it costs a few turns of the event loop per job)
+            if not server.free and not await _until(server.wait_free(), stop):
                 return
-            if not await _until(self._accepting(), stop):
+            if self.draining and not await _until(self._accepting(), stop):
                 return
             ahead = server.busy
             server.changed.clear()
