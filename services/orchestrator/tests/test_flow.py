@@ -57,10 +57,10 @@ async def test_a_job_with_nothing_to_wait_for_is_created_dispatched(
     assert record.status is JobState.SUCCEEDED
     statuses: list[JobState] = []
     while JobState.SUCCEEDED not in statuses:
-        entry = await watcher.updates(timeout=5)
+        entry = await watcher.updates(timeout=5)  # type: ignore[no-untyped-call]
         if entry is not None and entry.key == record.id and entry.value:
             statuses.append(JobRecord.from_bytes(entry.value).status)
-    await watcher.stop()
+    await watcher.stop()  # type: ignore[no-untyped-call]
     assert statuses[0] is JobState.DISPATCHED, statuses
     assert JobState.QUEUED not in statuses
     assert record.dispatched_at is not None
