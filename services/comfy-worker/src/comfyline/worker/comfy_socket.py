@@ -203,10 +203,14 @@ class SpareSocket:
             return socket
         if socket is not None:
             await socket.__aexit__(None, None, None)
+        return self._new()
+
+    def _new(self) -> ComfySocket:
+        """A socket with a fresh clientId, not yet open."""
         return ComfySocket(self.client, str(uuid.uuid4()), **self.options)
 
     async def _open(self) -> ComfySocket | None:
-        socket = ComfySocket(self.client, str(uuid.uuid4()), **self.options)
+        socket = self._new()
         try:
             return await socket.__aenter__()
         except ComfyUnavailable:
