@@ -8,6 +8,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import av
@@ -178,6 +179,15 @@ class RunWatch:
             e for _, e in self.events if e.job_id == job_id and (kind is None or e.kind == kind)
         ]
 
+    def starts(self, job_id: str) -> dict[int, datetime]:
+        """When each attempt of a job started, as its worker reported it: on its ``started``,
+        or on its ``completed`` when the run ended within the worker's started delay."""
+        found: dict[int, datetime] = {}
+        for _, e in self.events:
+            if e.job_id == job_id and e.kind in ("started", "completed") and e.started_at:
+                found.setdefault(e.attempt, e.started_at)
+        return found
+
     async def wait_for(self, job_id: str, *kinds: str, timeout: float = 30.0) -> RunEvent:  # noqa: ASYNC109
         """The first event of ``job_id`` whose kind is one of ``kinds``."""
         deadline = time.monotonic() + timeout
@@ -203,10 +213,17 @@ class RunWatch:
                 seen.setdefault(event.kind, at)
         return seen
 
+    def start_order(self) -> list[RunEvent]:
+        """Every event that tells an attempt's start (see :meth:`starts`), in order of start."""
+        told = [e for _, e in self.events if e.kind in ("started", "completed") and e.started_at]
+        firsts = {(e.job_id, e.attempt): e for e in reversed(told)}
+        return sorted(firsts.values(), key=lambda e: e.started_at or e.occurred_at)
+
     def by_server(self) -> dict[str, list[str]]:
+        """The jobs each server started, in order of start."""
         found: dict[str, list[str]] = defaultdict(list)
-        for _, event in self.events:
-            if event.kind == "started" and event.server:
+        for event in self.start_order():
+            if event.server:
                 found[event.server].append(event.job_id)
         return found
 

@@ -148,7 +148,7 @@ async def test_cancel_while_pending_deletes_the_prompt(
             await bus.send(bus.names.cancel(job.job_id), CancelCommand(job_id=job.job_id))
             ended = await runs.wait_for(job.job_id, "cancelled", "completed", "failed")
             assert ended.kind == "cancelled", ended
-            assert not runs.of(job.job_id, "started")
+            assert not runs.starts(job.job_id)
             running, pending = await queue_ids(client, url)
             assert ours not in running | pending
             for _ in range(300):  # the blocker finishes; ours never ran

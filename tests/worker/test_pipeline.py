@@ -126,7 +126,7 @@ async def test_cancel_of_the_waiting_job_deletes_its_prompt_and_the_running_one_
         await bus.send(bus.names.cancel(on.second), CancelCommand(job_id=on.second))
         ended = await runs.wait_for(on.second, "cancelled", "completed", "failed")
         assert ended.kind == "cancelled", ended
-        assert not runs.of(on.second, "started"), "the waiting job never ran"
+        assert not runs.starts(on.second), "the waiting job never ran"
         done = await runs.wait_for(on.first, "completed", "failed", timeout=90)
         assert done.kind == "completed" and done.prompt_id == on.running
         assert on.waiting not in set().union(*await queue_ids(on.client, on.url))

@@ -41,19 +41,19 @@ async def test_a_batch_of_100_never_delays_an_interactive_job_beyond_the_running
         await runs.wait_for(job.job_id, "completed", timeout=60)
     published_at = time.time()
     urgent = await publish_job(bus, model, {"seed": 999}, validate=False)
-    started = await runs.wait_for(urgent.job_id, "started")
-    batch_ids = {j.job_id for j in batch}
+    await runs.wait_for(urgent.job_id, "started", "completed")
+    urgent_start = runs.starts(urgent.job_id)[1].timestamp()
     jumped = [
-        e
-        for _, e in runs.events
-        if e.kind == "started"
-        and e.job_id in batch_ids
-        and published_at < e.occurred_at.timestamp() < started.occurred_at.timestamp()
+        job.job_id
+        for job in batch
+        if any(
+            published_at < s.timestamp() < urgent_start for s in runs.starts(job.job_id).values()
+        )
     ]
     # Each server held at most its pipeline of batch jobs when it came (one executing, one
     # queued behind it: pipeline_depth 2).
-    assert len(jumped) <= 2 * len(sims), [e.job_id for e in jumped]
-    not_started = sum(1 for j in batch if not runs.of(j.job_id, "started"))
+    assert len(jumped) <= 2 * len(sims), jumped
+    not_started = sum(1 for j in batch if not runs.starts(j.job_id))
     assert not_started >= 50, "the interactive job went ahead of the batch's backlog"
     await until(lambda: completed_in_runs(bus, 101), timeout_s=90, every_s=0.5)
 
@@ -83,6 +83,6 @@ async def test_a_cold_models_job_waits_no_longer_than_the_affinity_bound(
     for job in [waiting, *backlog]:
         await runs.wait_for(job.job_id, "completed", timeout=60)
     warm_ids = {j.job_id for j in backlog}
-    order = [e.job_id for _, e in runs.events if e.kind == "started"]
+    order = [e.job_id for e in runs.start_order()]
     after = [job_id for job_id in order[order.index(waiting.job_id) :] if job_id in warm_ids]
     assert len(after) >= 10, "the cold job waited for (nearly) the whole warm queue"

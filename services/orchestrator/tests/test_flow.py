@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from comfyline.contracts import ErrorCode, JobEvent, JobRecord, JobState, RunJob
+from comfyline.contracts import ErrorCode, JobEvent, JobRecord, JobState, RunJob, owner_token
 from comfyline.orchestrator import Orchestrator
 from comfyline.runtime import Bus
 from comfyline.testkit.orchestrator import (
@@ -17,6 +17,7 @@ from comfyline.testkit.orchestrator import (
     serve_policy,
     submit,
     succeed,
+    succeed_within_delay,
     wait_record,
 )
 
@@ -67,6 +68,35 @@ async def test_a_job_with_nothing_to_wait_for_is_created_dispatched(
     kinds = ("submitted", "dispatched", "started", "completed")
     counts = await event_counts(bus, record.id)
     assert {k: counts.get(f"{record.id}.{k}") for k in kinds} == dict.fromkeys(kinds, 1)
+
+
+async def test_a_run_that_ended_within_the_started_delay_is_started_and_completed(
+    bus: Bus, orchestrator: Orchestrator
+) -> None:
+    """Its worker sent only ``completed``, saying when the run began: the record starts then,
+    and ``started`` is announced once, before ``completed``."""
+    worker = ScriptedWorker(bus, "cpu-smoke", succeed_within_delay(started_s_ago=0.5))
+    await worker.start()
+    try:
+        job_id = await submit(bus, "cpu-smoke", {"width": 8, "height": 8, "color": 2})
+        record = await wait_record(bus, job_id)
+    finally:
+        await worker.stop()
+    assert record.status is JobState.SUCCEEDED
+    assert record.started_at is not None and record.finished_at is not None
+    ran = (record.finished_at - record.started_at).total_seconds()
+    assert 0.5 <= ran < 5, ran
+    (attempt,) = record.attempt_log
+    assert attempt.started_at == record.started_at and attempt.outcome == "succeeded"
+    kinds = ("submitted", "dispatched", "started", "completed")
+    counts = await event_counts(bus, record.id)
+    assert {k: counts.get(f"{record.id}.{k}") for k in kinds} == dict.fromkeys(kinds, 1)
+    stream = bus.names.stream("JOBS")
+    seqs = {}
+    for kind in ("started", "completed"):
+        subject = bus.names.job_event(owner_token(record.owner), record.id, kind)
+        seqs[kind] = (await bus.js.get_last_msg(stream, subject)).seq or 0
+    assert seqs["started"] < seqs["completed"]
 
 
 async def test_a_job_runs_from_submission_to_completion(

@@ -118,6 +118,12 @@ class RunEvent(Message):
     retry_in_s: float | None = Field(
         default=None, ge=0, description="for failed with final=False: the delay before the retry"
     )
+    started_at: datetime | None = Field(
+        default=None,
+        description="for started, and for a completed with no started before it (a run that "
+        "ends within the worker's started delay reports its start with its end): when ComfyUI "
+        "started the attempt",
+    )
 
 
 class CancelCommand(Message):

@@ -1,8 +1,11 @@
 """Object storage on any S3-compatible server (MinIO in production, SeaweedFS locally).
 
-The ``minio`` client is synchronous, so every call runs in a thread. Uploads stream: an async
+The ``minio`` client is synchronous, so its calls run in a thread. Uploads stream: an async
 source of chunks feeds a multipart upload through a small bounded queue, so memory stays flat
-whatever the object's size. Links are presigned against the public endpoint clients can reach.
+whatever the object's size. An object that fits in one part (most outputs: an image, a clip) is
+sent instead as one PUT made on the event loop, signed exactly as the client signs it: no thread
+hand-over, whose wait for the interpreter lock on a busy worker cost more than the upload.
+Links are presigned against the public endpoint clients can reach.
 """
 
 from __future__ import annotations
@@ -10,16 +13,21 @@ from __future__ import annotations
 import asyncio
 import io
 import queue
+import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlunsplit
 
+import aiohttp
 import urllib3
 from minio import Minio
 from minio.commonconfig import Filter
 from minio.error import S3Error
+from minio.helpers import genheaders
 from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
+from minio.signer import sign_v4_s3
 from opentelemetry.trace import SpanKind
 
 from comfyline.contracts import ComfylineError, ErrorCode
@@ -29,6 +37,10 @@ from .settings import S3Settings
 from .tracing import tracer
 
 _tracer = tracer(__name__)
+
+#: Answers worth a second try for a PUT made on the event loop (as the threaded client retries).
+_RETRY_STATUS = frozenset({500, 502, 503})
+_PUT_ATTEMPTS = 4
 
 
 class StorageError(ComfylineError):
@@ -116,6 +128,8 @@ class ObjectStore:
         )
         public = settings.public_endpoint or settings.endpoint
         secure = settings.secure if settings.public_secure is None else settings.public_secure
+        self._session: aiohttp.ClientSession | None = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None
         # Presigning is offline (region given), so this client never connects anywhere.
         self.signer = Minio(
             public,
@@ -173,18 +187,89 @@ class ObjectStore:
     async def put_bytes(
         self, key: str, data: bytes, content_type: str, metadata: dict[str, str] | None = None
     ) -> int:
-        """Store a small object whole."""
-        await self._call(
-            self.client.put_object,
-            self.bucket,
-            key,
-            io.BytesIO(data),
-            len(data),
-            content_type=content_type,
-            metadata=metadata,
-        )
+        """Store a small object whole (one PUT on the event loop up to one part's size)."""
+        if len(data) <= self.settings.part_size:
+            await self._put_whole(key, data, content_type, metadata)
+        else:
+            await self._call(
+                self.client.put_object,
+                self.bucket,
+                key,
+                io.BytesIO(data),
+                len(data),
+                content_type=content_type,
+                metadata=metadata,
+            )
         S3_BYTES.labels("upload").inc(len(data))
         return len(data)
+
+    async def close(self) -> None:
+        """Close the connections of the PUTs made on the event loop (the service stops)."""
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
+
+    def _http(self) -> aiohttp.ClientSession:
+        """The session for PUTs made on the event loop (one per loop: tests run several)."""
+        session = self._session
+        loop = asyncio.get_running_loop()
+        if session is None or session.closed or self._session_loop is not loop:
+            self._session_loop = loop
+            session = self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=60.0, connect=5.0),
+                connector=aiohttp.TCPConnector(limit=16),
+                auto_decompress=False,
+            )
+        return session
+
+    async def _put_whole(
+        self, key: str, data: bytes, content_type: str, metadata: dict[str, str] | None
+    ) -> None:
+        """One ``PutObject`` request made on the event loop, with the URL, headers and SigV4
+        signature the ``minio`` client would use; retried like the client's on a connection
+        error or a 500/502/503."""
+        client = self.client
+        url = client._base_url.build(
+            method="PUT", region=self.settings.region, bucket_name=self.bucket, object_name=key
+        )
+        attributes = {"rpc.system": "s3", "rpc.method": "put_object", "s3.bucket": self.bucket}
+        with _tracer.start_as_current_span("s3 put_object", kind=SpanKind.CLIENT) as span:
+            span.set_attributes(attributes | {"s3.key": key})
+            for attempt in range(1, _PUT_ATTEMPTS + 1):
+                headers = genheaders(dict(metadata or {}), None, None, None, False)
+                headers["Content-Type"] = content_type
+                creds = client._provider.retrieve() if client._provider else None
+                headers, date = client._build_headers(url.netloc, headers, data, creds)
+                if creds is not None:
+                    headers = sign_v4_s3(
+                        method="PUT",
+                        url=url,
+                        region=self.settings.region,
+                        headers=headers,
+                        credentials=creds,
+                        content_sha256=str(headers.get("x-amz-content-sha256")),
+                        date=date,
+                    )
+                try:
+                    flat = {k: v if isinstance(v, str) else ",".join(v) for k, v in headers.items()}
+                    async with self._http().put(
+                        urlunsplit(url), data=data, headers=flat
+                    ) as response:
+                        body = await response.read()
+                        status = response.status
+                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    if attempt == _PUT_ATTEMPTS:
+                        S3_ERRORS.labels("put_object").inc()
+                        raise StorageError(f"S3 unreachable: {exc}") from exc
+                else:
+                    if status == 200:
+                        return
+                    if status not in _RETRY_STATUS or attempt == _PUT_ATTEMPTS:
+                        S3_ERRORS.labels("put_object").inc()
+                        code = re.search(rb"<Code>([^<]*)</Code>", body)
+                        reason = code.group(1).decode() if code else f"HTTP {status}"
+                        raise StorageError(f"S3 error {reason} storing {key}")
+                await asyncio.sleep(0.2 * 2 ** (attempt - 1))
 
     async def put_stream(
         self,
@@ -199,6 +284,41 @@ class ObjectStore:
         At most a few parts are in memory at once. Raises :class:`StorageError` on failure, and
         ``ValueError`` when the stream exceeds ``max_bytes`` (nothing is then left stored).
         """
+        head: list[bytes] = []
+        size = 0
+        source = aiter(chunks)
+        async for chunk in source:
+            if not chunk:
+                continue
+            size += len(chunk)
+            if max_bytes is not None and size > max_bytes:
+                raise ValueError(f"object larger than {max_bytes} bytes")
+            head.append(chunk)
+            if size > self.settings.part_size:
+                break
+        else:  # all of it fits in one part: one PUT on the event loop
+            await self._put_whole(key, b"".join(head), content_type, metadata)
+            S3_BYTES.labels("upload").inc(size)
+            return size
+        return await self._put_parts(key, head, source, content_type, metadata, max_bytes)
+
+    async def _put_parts(
+        self,
+        key: str,
+        head: list[bytes],
+        rest: AsyncIterator[bytes],
+        content_type: str,
+        metadata: dict[str, str] | None,
+        max_bytes: int | None,
+    ) -> int:
+        """A multipart upload by the threaded client, fed ``head`` and then ``rest``."""
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for chunk in head:
+                yield chunk
+            async for chunk in rest:
+                yield chunk
+
         handoff: queue.Queue[Any] = queue.Queue(maxsize=8)
         reader = _QueueReader(handoff)
         upload = asyncio.create_task(
@@ -215,9 +335,7 @@ class ObjectStore:
         )
         size = 0
         try:
-            async for chunk in chunks:
-                if not chunk:
-                    continue
+            async for chunk in chunks():
                 size += len(chunk)
                 if max_bytes is not None and size > max_bytes:
                     raise ValueError(f"object larger than {max_bytes} bytes")

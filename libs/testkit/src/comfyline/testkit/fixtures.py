@@ -112,11 +112,12 @@ async def bus(nats_settings: NatsSettings, names: Names) -> AsyncIterator[Bus]:
 
 
 @pytest.fixture
-async def store(s3_settings: S3Settings) -> ObjectStore:
+async def store(s3_settings: S3Settings) -> AsyncIterator[ObjectStore]:
     """This test's bucket, created."""
     objects = ObjectStore(s3_settings)
     await objects.ensure_bucket()
-    return objects
+    yield objects
+    await objects.close()
 
 
 def real_comfyui_required() -> bool:

@@ -119,15 +119,15 @@ async def mixed_run(
     worker = Worker(bus, store, swap_catalogue(), settings)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
-    started: list[RunEvent] = []
+    starts: dict[tuple[str, int], RunEvent] = {}  # each attempt's start, told by either event
     done: set[str] = set()
     finished = asyncio.Event()
 
     async def on_event(msg: Any) -> None:
         event = RunEvent.from_bytes(msg.data)
-        if event.kind == "started":
-            started.append(event)
-        elif event.kind in {"completed", "failed", "cancelled"}:
+        if event.kind in {"started", "completed"} and event.started_at is not None:
+            starts.setdefault((event.job_id, event.attempt), event)
+        if event.kind in {"completed", "failed", "cancelled"}:
             done.add(event.job_id)
             if len(done) >= jobs:
                 finished.set()
@@ -164,6 +164,7 @@ async def mixed_run(
         await sub.unsubscribe()
         stop.set()
         await asyncio.wait_for(task, 60)
+    started = sorted(starts.values(), key=lambda e: e.started_at or e.occurred_at)
     per_server: dict[str, int] = defaultdict(int)
     for event in started:
         per_server[event.server or "?"] += 1

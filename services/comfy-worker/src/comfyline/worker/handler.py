@@ -151,6 +151,7 @@ class JobHandler:
             worker_id=self.settings.worker_id,
             server=server.url,
             progress_interval_s=self.settings.progress_interval_s,
+            started_delay_s=self.settings.started_delay_s,
             preview_store=self._preview_store(run_job) if self.settings.previews else None,
             preview_interval_s=self.settings.preview_interval_s,
         )

@@ -6,18 +6,33 @@ repeated publish is dropped by the stream; progress adds a counter
 interval by a background task, so a chatty sampler never slows the frame loop.
 
 ``started`` is published in the background too (the frame loop goes on to the run's end while
-its ack comes back), but always before anything after it: progress and previews wait for it, and
-so does the final event, which it must precede on ``RUNS``.
+its ack comes back), ``started_delay_s`` after ComfyUI started the prompt, and always before
+anything after it: progress and previews wait for it, and so does the final event, which it must
+precede on ``RUNS``. A run that succeeds within that delay sends no ``started``: its
+``completed`` carries ``started_at`` and the orchestrator records and announces the start with
+the end. One event instead of two, and the orchestrator's work for the other (a record write, a
+job event, a deadline timer) is not done while the run's outputs are on their way to S3. A run
+that fails or is cancelled sends its pending ``started`` at once, before its final event.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
-from comfyline.contracts import JobError, OutputRef, PreviewRef, Progress, RunEvent, RunEventKind
+from comfyline.contracts import (
+    JobError,
+    OutputRef,
+    PreviewRef,
+    Progress,
+    RunEvent,
+    RunEventKind,
+    utcnow,
+)
 from comfyline.runtime import Bus, cancel_and_wait
 
 from .frames import Preview
@@ -40,6 +55,7 @@ class RunReporter:
         progress_interval_s: float = 0.5,
         preview_store: PreviewStore | None = None,
         preview_interval_s: float = 2.0,
+        started_delay_s: float = 0.0,
     ) -> None:
         self.bus = bus
         self.job_id = job_id
@@ -50,6 +66,9 @@ class RunReporter:
         self.interval = progress_interval_s
         self.progress_sent = 0
         self.was_started = False
+        self.started_at: datetime | None = None
+        self.started_delay = started_delay_s
+        self._start_due = asyncio.Event()  # set: send ``started`` now (the delay is over)
         self._latest: Progress | None = None
         self._pending = asyncio.Event()
         self.previews_sent = 0
@@ -82,12 +101,30 @@ class RunReporter:
         if self.was_started:
             return
         self.was_started = True
-        self._start = asyncio.create_task(self._publish("started", self._id("started")))
+        self.started_at = utcnow()
+        self._start = asyncio.create_task(self._send_started())
         self._start.add_done_callback(_observed)
         if not self._tasks:
             self._tasks.append(asyncio.create_task(self._send_progress()))
             if self._store_preview is not None:
                 self._tasks.append(asyncio.create_task(self._send_previews()))
+
+    async def _send_started(self) -> None:
+        if self.started_delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._start_due.wait(), self.started_delay)
+        self._start_due.set()  # going out: no longer taken back by a quick ending
+        await self._publish("started", self._id("started"), started_at=self.started_at)
+
+    async def _unsent_start(self) -> datetime | None:
+        """When the run started, if its ``started`` has not gone out (and now never will)."""
+        start = self._start
+        if start is None or start.done() or self._start_due.is_set():
+            return None
+        # still waiting out the delay: nothing was published yet
+        await cancel_and_wait([start])
+        self._start = None
+        return self.started_at
 
     def progress(self, progress: Progress) -> None:
         """Remember the latest progress; the sender publishes it when the interval allows."""
@@ -100,11 +137,14 @@ class RunReporter:
             self._latest_preview = preview
             self._preview_pending.set()
 
-    async def _started_sent(self, must: bool = True) -> None:
-        """Until ``started`` is on ``RUNS``; its failure is raised when ``must`` (the job must
-        then come back rather than end with no start), else only logged."""
+    async def _started_sent(self, must: bool = True, hurry: bool = True) -> None:
+        """Until ``started`` is on ``RUNS`` (sent now if ``hurry``, else when its delay is
+        over); its failure is raised when ``must`` (the job must then come back rather than end
+        with no start), else only logged."""
         if self._start is None:
             return
+        if hurry:
+            self._start_due.set()
         try:
             await asyncio.shield(self._start)
         except asyncio.CancelledError:
@@ -120,7 +160,7 @@ class RunReporter:
         # none (its start and its end say all there is), and spares every service the work of
         # relaying it while the run's outputs are on their way.
         last = time.monotonic()
-        await self._started_sent(must=False)
+        await self._started_sent(must=False, hurry=False)
         while True:
             await self._pending.wait()
             wait = self.interval - (time.monotonic() - last)
@@ -141,7 +181,7 @@ class RunReporter:
 
     async def _send_previews(self) -> None:
         assert self._store_preview is not None
-        await self._started_sent(must=False)
+        await self._started_sent(must=False, hurry=False)
         while True:
             await self._preview_pending.wait()
             self._preview_pending.clear()
@@ -167,12 +207,14 @@ class RunReporter:
     async def completed(self, outputs: list[OutputRef], gpu_seconds: float) -> None:
         """Every output is stored: the job succeeded."""
         await self.stop_progress()
-        if not self.was_started:
-            await self.started(self.prompt_id or "")
-            await self.stop_progress()
+        started_at = await self._unsent_start() if self.was_started else utcnow()
         await self._started_sent()
         await self._publish(
-            "completed", self._id("completed"), outputs=outputs, gpu_seconds=gpu_seconds
+            "completed",
+            self._id("completed"),
+            outputs=outputs,
+            gpu_seconds=gpu_seconds,
+            started_at=started_at,
         )
 
     async def failed(

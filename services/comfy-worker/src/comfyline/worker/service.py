@@ -300,4 +300,5 @@ class Worker:
         await self.cancels.stop()
         for server in self.servers:
             await server.client.aclose()
+        await self.store.close()
         log.info("worker stopped")

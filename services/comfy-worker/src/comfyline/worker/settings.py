@@ -75,6 +75,13 @@ class Settings(ServiceSettings):
         description="at most one progress event per job this often, the first this long after "
         "the start (a shorter run reports none)",
     )
+    started_delay_s: float = Field(
+        default=0.2,
+        ge=0,
+        description="a run's started event is sent this long after ComfyUI starts it; a run "
+        "that succeeds sooner reports its start with its end (one event instead of two, and "
+        "the orchestrator's work for the other spared while the outputs are being stored)",
+    )
     previews: bool = Field(default=False, description="store live previews and report them")
     preview_interval_s: float = Field(default=2.0, ge=0)
     leftover_check_s: float = Field(

@@ -117,6 +117,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await bus.ensure_streams(stream_spec(names, s) for s in STREAMS)  # type: ignore[arg-type]
         await bus.ensure_buckets(bucket_spec(names, b) for b in BUCKETS)  # type: ignore[arg-type]
         store = ObjectStore(settings.s3)
+        stack.push_async_callback(store.close)
         await store.ensure_bucket()
         http = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.fetch_timeout_s, connect=5.0),

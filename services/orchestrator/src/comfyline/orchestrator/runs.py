@@ -52,6 +52,9 @@ from .usage import job_cost
 
 log = logging.getLogger(__name__)
 
+#: How far before its report a worker's own account of when a run started is believed.
+START_SKEW = timedelta(seconds=60)
+
 
 def gpu_seconds(event: RunEvent, record: JobRecord, now: datetime) -> float:
     """The GPU time of the attempt: as the worker measured it, else wall time since its start."""
@@ -144,18 +147,23 @@ class RunReports:
             await self.journal.conclude(record, replay=change.replay)
 
     def _implied_start(self, record: JobRecord, event: RunEvent, now: datetime) -> JobRecord | None:
-        """A completion that overtook its delivery's ``started`` (another orchestrator has it):
-        the record as started, so the start is written with the ending and announced before it
-        and every run's story has its beginning. None when the start is known (or moot)."""
+        """A completion with no ``started`` before it (the run ended within the worker's
+        started delay, or its ``started`` is with another orchestrator): the record as started,
+        so the start is written with the ending and announced before it and every run's story
+        has its beginning. None when the start is known (or moot)."""
         active = record.status in (JobState.DISPATCHED, JobState.RUNNING)
         if not active or event.attempt < record.attempts or started(record, event.attempt):
             return None
+        # A run shorter than the worker's started delay sends no started: its end says when.
         begun = advance(record, EventKind.STARTED, now, **self._start(record, event, now))
         return begun if isinstance(begun, JobRecord) else None
 
     # --- steps: pure functions of the record -----------------------------------------------------
     def _start(self, record: JobRecord, event: RunEvent, now: datetime) -> dict[str, Any]:
-        """The updates that record delivery ``event.attempt`` as started now."""
+        """The updates that record delivery ``event.attempt`` as started when its worker says
+        (within a minute before now: clocks differ), or now when it does not say."""
+        if event.started_at is not None:
+            now = max(min(event.started_at, now), now - START_SKEW)
         run_due = self.deadlines.run_due(now, record)
         return {
             "attempts": max(record.attempts, event.attempt),

@@ -182,6 +182,7 @@ class ProviderWorker:
             if self._cancels is not None:
                 await self._cancels.unsubscribe()
             await self.http.aclose()
+            await self.store.close()
             log.info("provider worker stopped")
 
     async def _beat(self) -> None:

@@ -42,7 +42,15 @@ from comfyline.runtime import Bus, NatsSettings
 
 from .process import orchestrator_process, orchestrator_ready
 from .stubs import Received, WebhookReceiver, serve_enhancer, serve_policy
-from .worker import Outcome, Script, ScriptedWorker, announce_worker, output_of, succeed
+from .worker import (
+    Outcome,
+    Script,
+    ScriptedWorker,
+    announce_worker,
+    output_of,
+    succeed,
+    succeed_within_delay,
+)
 
 __all__ = [
     "Outcome",
@@ -62,6 +70,7 @@ __all__ = [
     "submit",
     "submitted_event",
     "succeed",
+    "succeed_within_delay",
     "until",
     "wait_record",
 ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any, Literal
 
 from nats.aio.msg import Msg
@@ -191,6 +192,25 @@ def succeed(gpu_seconds: float = 1.5, delay_s: float = 0.0) -> Script:
             await asyncio.sleep(delay_s)
         await worker.report(
             job, "completed", attempt, outputs=[output_of(job)], gpu_seconds=gpu_seconds
+        )
+        return "ack"
+
+    return play
+
+
+def succeed_within_delay(gpu_seconds: float = 0.01, started_s_ago: float = 0.05) -> Script:
+    """A script whose run ended within the worker's started delay: no ``started``, only a
+    ``completed`` that says when the run began."""
+
+    async def play(worker: ScriptedWorker, job: RunJob, attempt: int) -> Outcome:
+        began = utcnow() - timedelta(seconds=started_s_ago)
+        await worker.report(
+            job,
+            "completed",
+            attempt,
+            outputs=[output_of(job)],
+            gpu_seconds=gpu_seconds,
+            started_at=began,
         )
         return "ack"
 
