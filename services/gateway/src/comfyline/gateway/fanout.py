@@ -76,14 +76,21 @@ class Fanout:
         try:
             owner, job_id, _ = parse_subject(msg.subject)
             seq = int(msg.metadata.sequence.stream)
-            event = JobEvent.from_bytes(msg.data)
         except (ValueError, AttributeError):
             log.warning(
                 "ignoring a message that is not a job event", extra={"subject": msg.subject}
             )
             return
         self.last_seq = max(self.last_seq, seq)
-        for listener in (*self._by_job.get(job_id, ()), *self._by_owner.get(owner, ())):
+        listeners = (*self._by_job.get(job_id, ()), *self._by_owner.get(owner, ()))
+        if not listeners:
+            return  # most events have no listener here: they are not even parsed
+        try:
+            event = JobEvent.from_bytes(msg.data)
+        except ValueError:
+            log.warning("ignoring a malformed job event", extra={"subject": msg.subject})
+            return
+        for listener in listeners:
             listener.offer((seq, event))
 
     @contextlib.contextmanager

@@ -23,6 +23,7 @@ GPU seconds are kept per attempt; the job's cost is their sum times the model's 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -117,6 +118,18 @@ class RunReports:
         if not change.effective:
             return
         record = change.require()
+        if implied_start is not None and record.status.terminal and not change.replay:
+            # A run that ended within the worker's started delay: both events go out at once.
+            # The start is queued on the connection first, so the stream stores it first.
+            await asyncio.gather(
+                self.journal.announce(
+                    implied_start,
+                    EventKind.STARTED,
+                    msg_id=event_msg_id(record.id, EventKind.STARTED, event.attempt),
+                ),
+                self.journal.conclude(record),
+            )
+            return
         if event.kind == "started" or implied_start is not None:
             await self.journal.announce(
                 implied_start or record,

@@ -11,6 +11,7 @@ and a crash between the write and the ack loses nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 
@@ -34,6 +35,9 @@ from comfyline.runtime.metrics import JOB_DURATION, JOBS_FINISHED
 from .records import JobStore
 
 log = logging.getLogger(__name__)
+
+#: How many usage totals one process remembers as it last wrote them.
+TOTALS_KEPT = 10_000
 
 
 def job_cost(attempts: Iterable[Attempt], rate_per_gpu_second: float) -> Cost:
@@ -59,6 +63,14 @@ class UsageBook:
         self.store = store
         self.cas_attempts = cas_attempts
         self._bucket = bus.names.bucket("usage")
+        #: Each total as this process last wrote it, with its revision: the next count of the
+        #: same key compare-and-sets against it (another writer's change only costs a re-read).
+        self._totals: dict[str, tuple[UsageRecord, int]] = {}
+
+    def _remember(self, key: str, total: UsageRecord, revision: int) -> None:
+        if len(self._totals) >= TOTALS_KEPT:
+            self._totals.clear()  # keys change every day: dropping them all is cheap
+        self._totals[key] = (total, revision)
 
     async def get(self, owner: str, model: str, day: str) -> UsageRecord | None:
         """One total, or None when nothing was counted."""
@@ -73,8 +85,13 @@ class UsageBook:
         """Count one terminal job event (from the ``orchestrator-usage`` consumer)."""
         event = delivery.parse(JobEvent)
         if event.parent is None:  # a pipeline's steps never took a slot of their own
-            await release_active(self.bus, event.owner, delivery.stream_seq, self.cas_attempts)
-        found = await self.store.get(event.job_id)
+            # (the owner's slot and the job's record are independent: both asked at once)
+            _, found = await asyncio.gather(
+                release_active(self.bus, event.owner, delivery.stream_seq, self.cas_attempts),
+                self.store.get(event.job_id),
+            )
+        else:
+            found = await self.store.get(event.job_id)
         if found is None:
             log.warning("usage: no record for a finished job", extra={"job_id": event.job_id})
             return
@@ -86,13 +103,17 @@ class UsageBook:
         seq = delivery.stream_seq
         kv = await self.bus.kv(self._bucket)
         for attempt in range(1, self.cas_attempts + 1):
-            try:
-                entry = await kv.get(key)
-                total = UsageRecord.from_bytes(entry.value or b"{}")
-                revision = entry.revision or 0
-            except KeyNotFoundError:
-                total = UsageRecord(owner=record.owner, model=record.model, day=day)
-                revision = 0
+            known = self._totals.pop(key, None) if attempt == 1 else None
+            if known is not None:  # what this process wrote last: no read before the write
+                total, revision = known
+            else:
+                try:
+                    entry = await kv.get(key)
+                    total = UsageRecord.from_bytes(entry.value or b"{}")
+                    revision = entry.revision or 0
+                except KeyNotFoundError:
+                    total = UsageRecord(owner=record.owner, model=record.model, day=day)
+                    revision = 0
             if total.applied_seq >= seq:
                 return
             total.jobs += 1
@@ -104,13 +125,16 @@ class UsageBook:
             total.applied_seq = seq
             try:
                 if revision:
-                    await kv.update(key, total.to_bytes(), last=revision)
+                    revision = await kv.update(key, total.to_bytes(), last=revision)
                 else:
-                    await kv.create(key, total.to_bytes())
-                count_finished(record)
-                return
+                    revision = await kv.create(key, total.to_bytes())
             except KeyWrongLastSequenceError:
-                await cas_pause(attempt)
+                if known is None:  # a stale memory is just read again, at once
+                    await cas_pause(attempt)
+                continue
+            self._remember(key, total, revision)
+            count_finished(record)
+            return
         raise Retry("usage total is contended", delay=0.2)
 
 
