@@ -70,7 +70,11 @@ async def test_a_new_worker_joins_and_takes_work_with_no_configuration_change(
     waiting = await publish_job(bus, "cpu-smoke", {"color": 2})
     await asyncio.sleep(0.3)
     assert not runs.of(waiting.job_id), "one job at a time: the second waits"
-    beats: dict[str, Any] = await heartbeats(bus)
+    for _ in range(30):  # jobs starting show in the entry within jobs_report_gap_s (1 s)
+        beats: dict[str, Any] = await heartbeats(bus)
+        if beats["worker-a"].servers[0].busy:
+            break
+        await asyncio.sleep(0.1)
     assert (
         beats["worker-a"].servers[0].busy and beats["worker-a"].servers[0].job_id == long_job.job_id
     )

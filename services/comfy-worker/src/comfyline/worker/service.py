@@ -98,7 +98,11 @@ class Worker:
         )
         self.handler = JobHandler(bus, store, catalogue, settings, self.cancels)
         self.registry = Registry(
-            bus, settings.worker_id, self.servers, settings.heartbeat_interval_s
+            bus,
+            settings.worker_id,
+            self.servers,
+            settings.heartbeat_interval_s,
+            jobs_gap_s=settings.jobs_report_gap_s,
         )
         self.orders = FleetOrders(bus)
         self.affinity = Affinity(self.fetcher, catalogue, settings.affinity_wait_s)
@@ -262,8 +266,8 @@ class Worker:
                 server.load(self.catalogue.get(work.model, work.template_version), work.input)
         job_id = work.job_id if work else f"?{delivery.stream_seq}"
         server.claim(job_id)
-        self.registry.poke()
-        lease = Lease(server, job_id, self.registry.poke)
+        self.registry.jobs_moved()
+        lease = Lease(server, job_id, self.registry.jobs_moved)
 
         async def handle(d: Delivery) -> None:
             await self.handler.handle(d, server, lease)

@@ -69,6 +69,12 @@ class Settings(ServiceSettings):
     heartbeat_interval_s: float = Field(
         default=5.0, gt=0, description="how often the workers KV entry is refreshed"
     )
+    jobs_report_gap_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="the workers KV entry shows jobs starting and ending within this long "
+        "(one write for all of them; a server coming up or draining is written at once)",
+    )
     progress_interval_s: float = Field(
         default=0.5,
         ge=0,
