@@ -314,8 +314,9 @@ class ObjectStore:
         """A multipart upload by the threaded client, fed ``head`` and then ``rest``."""
 
         async def chunks() -> AsyncIterator[bytes]:
-            for chunk in head:
-                yield chunk
+            head.reverse()
+            while head:  # each handed over is let go: the first part is not held to the end
+                yield head.pop()
             async for chunk in rest:
                 yield chunk
 
