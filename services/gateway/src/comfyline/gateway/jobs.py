@@ -38,7 +38,7 @@ from comfyline.runtime import Bus, BusError, ObjectNotFound, ObjectStore
 
 from .auth import Principal
 from .errors import ApiError, not_found
-from .fanout import Fanout
+from .fanout import Fanout, Listener
 from .fleet import Fleet
 from .joblog import JobLog
 from .schemas import JobCreate
@@ -111,27 +111,65 @@ class JobService:
             return None
         return await self.fleet.queue_depth(record.model)
 
+    async def submit_and_wait(
+        self,
+        principal: Principal,
+        body: JobCreate,
+        idempotency_key: str | None,
+        request_id: str | None,
+        seconds: float,
+    ) -> Submitted:
+        """Submit, then wait up to ``seconds`` for the job to end (``Prefer: wait``).
+
+        A new job's events are listened to from before its ``submitted`` is published, so none
+        can be missed and nothing needs reading back; a replayed one is waited for as any job.
+        """
+        with contextlib.ExitStack() as stack:
+            opened: list[Listener] = []
+
+            def listen(job_id: str) -> None:
+                opened.append(stack.enter_context(self.fanout.listen(job_id=job_id)))
+
+            result = await self.submitter.submit(
+                principal, body, idempotency_key, request_id, before_publish=listen
+            )
+            record = result.record
+            if record.status.terminal:
+                return result
+            if opened and not result.replayed and opened[0].job_id == record.id:
+                record = await self._until_ended(opened[0], record, seconds)
+            else:
+                record = await self.wait(record, seconds)
+        return Submitted(record, replayed=result.replayed)
+
     async def wait(self, record: JobRecord, seconds: float) -> JobRecord:
         """The job once it has ended, or as it is when ``seconds`` have passed."""
-        deadline = time.monotonic() + seconds
         with self.fanout.listen(job_id=record.id) as listener:
             current = await self.joblog.find(record.id) or record
-            while not current.status.terminal:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    _, event = await asyncio.wait_for(listener.queue.get(), remaining)
-                except TimeoutError:
-                    break
-                if event.kind in TERMINAL_EVENTS:
-                    # The event carries the record as written (older events: read it back).
-                    if event.record is not None and event.record.id == record.id:
-                        current = event.record
-                    else:
-                        current = await self.joblog.find(record.id) or current
-                    if not current.status.terminal:
-                        current = current.model_copy(update={"status": event.status})
+            return await self._until_ended(listener, current, seconds)
+
+    async def _until_ended(
+        self, listener: Listener, current: JobRecord, seconds: float
+    ) -> JobRecord:
+        """``current`` as ``listener``'s events change it, until it ends or ``seconds`` pass."""
+        deadline = time.monotonic() + seconds
+        job_id = current.id
+        while not current.status.terminal:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                _, event = await asyncio.wait_for(listener.queue.get(), remaining)
+            except TimeoutError:
+                break
+            if event.kind in TERMINAL_EVENTS:
+                # The event carries the record as written (older events: read it back).
+                if event.record is not None and event.record.id == job_id:
+                    current = event.record
+                else:
+                    current = await self.joblog.find(job_id) or current
+                if not current.status.terminal:
+                    current = current.model_copy(update={"status": event.status})
         return current
 
     async def cancel(self, principal: Principal, job_id: str) -> JobRecord:

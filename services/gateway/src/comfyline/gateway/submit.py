@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -186,8 +187,12 @@ class Submitter:
         body: JobCreate,
         idempotency_key: str | None,
         request_id: str | None,
+        before_publish: Callable[[str], None] | None = None,
     ) -> Submitted:
-        """Validate and publish one job (or find the job an earlier identical request made)."""
+        """Validate and publish one job (or find the job an earlier identical request made).
+
+        ``before_publish`` is called with the new job's id just before its ``submitted`` is
+        published (to listen to its events from their start)."""
         template, raw = await self.model_of(principal, body)
         digest = body_digest(body)
         idem_key = self._idem_key(principal, idempotency_key) if idempotency_key else None
@@ -214,6 +219,8 @@ class Submitter:
             if idem_key and not await self._claim(idem_key, digest, job_id):
                 return await self._concurrent(idem_key, digest)
         event = self.submitted(principal, prepared, job_id, request_id)
+        if before_publish is not None:
+            before_publish(job_id)
         try:
             await self.publish(principal, event)
         except Exception:

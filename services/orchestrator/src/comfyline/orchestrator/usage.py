@@ -11,7 +11,6 @@ and a crash between the write and the ack loses nothing.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterable
 
@@ -85,17 +84,14 @@ class UsageBook:
         """Count one terminal job event (from the ``orchestrator-usage`` consumer)."""
         event = delivery.parse(JobEvent)
         if event.parent is None:  # a pipeline's steps never took a slot of their own
-            # (the owner's slot and the job's record are independent: both asked at once)
-            _, found = await asyncio.gather(
-                release_active(self.bus, event.owner, delivery.stream_seq, self.cas_attempts),
-                self.store.get(event.job_id),
-            )
-        else:
+            await release_active(self.bus, event.owner, delivery.stream_seq, self.cas_attempts)
+        record = event.record if event.record and event.record.id == event.job_id else None
+        if record is None:  # (an event from before terminal events carried their record)
             found = await self.store.get(event.job_id)
-        if found is None:
-            log.warning("usage: no record for a finished job", extra={"job_id": event.job_id})
-            return
-        record = found.record
+            if found is None:
+                log.warning("usage: no record for a finished job", extra={"job_id": event.job_id})
+                return
+            record = found.record
         if not record.status.terminal:
             raise Retry("usage: record not terminal yet", delay=0.5)
         day = (record.finished_at or event.occurred_at).date().isoformat()

@@ -82,13 +82,17 @@ async def create_job(
     (`Idempotent-Replayed: true`), with another body 409. `Prefer: wait=N` holds the answer
     until the job ends (200) or N seconds pass (202).
     """
-    result = await gw.job_service.submit(user, body, idempotency_key, request_id_of(request))
-    record = result.record
     wait = prefer_wait(prefer, gw.settings.prefer_wait_max_s)
+    service = gw.job_service
+    if wait:
+        result = await service.submit_and_wait(
+            user, body, idempotency_key, request_id_of(request), wait
+        )
+    else:
+        result = await service.submit(user, body, idempotency_key, request_id_of(request))
+    record = result.record
     if wait is not None:
         response.headers["Preference-Applied"] = f"wait={int(wait)}"
-        if wait > 0 and not record.status.terminal:
-            record = await gw.job_service.wait(record, wait)
     if result.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     response.status_code = 200 if record.status.terminal else 202
