@@ -28,21 +28,21 @@ from .helpers import RunWatch, Workers, publish_job, queue_ids
 BLURS = 3
 
 
-def slow_graph(prefix: str, color: int = 0x204060) -> dict[str, Any]:
+def slow_graph(prefix: str, color: int = 0x204060, blurs: int = BLURS) -> dict[str, Any]:
     graph: dict[str, Any] = {
         "1": {
             "class_type": "EmptyImage",
             "inputs": {"width": 1024, "height": 1024, "batch_size": 1, "color": color},
         }
     }
-    for n in range(BLURS):
+    for n in range(blurs):
         graph[str(n + 2)] = {
             "class_type": "ImageBlur",
             "inputs": {"image": [str(n + 1), 0], "blur_radius": 15, "sigma": 5.0},
         }
-    graph["9"] = {
+    graph["99"] = {  # the output node the slow models name
         "class_type": "SaveImage",
-        "inputs": {"images": [str(BLURS + 1), 0], "filename_prefix": prefix},
+        "inputs": {"images": [str(blurs + 1), 0], "filename_prefix": prefix},
     }
     return graph
 
@@ -56,7 +56,7 @@ SLOW = ModelTemplate(
     graph=slow_graph("comfyline/slow_blur"),
     parameters={"type": "object", "properties": {}},
     bindings=[],
-    outputs=[OutputSpec(node="9", kind=OutputKind.IMAGE)],
+    outputs=[OutputSpec(node="99", kind=OutputKind.IMAGE)],
     deadlines=Deadlines(queue_s=300, run_s=120),
 )
 
@@ -127,10 +127,11 @@ async def test_cancel_while_pending_deletes_the_prompt(
 ) -> None:
     url = any_comfyui
     async with httpx.AsyncClient(timeout=10) as client:
-        # another client's prompt keeps the server busy; ours waits behind it
-        posted = await client.post(
-            f"{url}/prompt", json={"prompt": slow_graph("blocker", 0x102030), "client_id": "x"}
-        )
+        # another client's prompt keeps the server busy while a worker starts; ours waits
+        # behind it (four times the slow model's work: a worker starting on a loaded machine
+        # must find it still running)
+        blocker = slow_graph("blocker", 0x102030, blurs=4 * BLURS)
+        posted = await client.post(f"{url}/prompt", json={"prompt": blocker, "client_id": "x"})
         blocker_id = posted.json()["prompt_id"]
         try:
             workers([url])
