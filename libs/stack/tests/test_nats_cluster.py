@@ -4,11 +4,15 @@ choice of NATS (one server, a cluster started here, or one given)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from nats.errors import NoRespondersError
+from nats.js.errors import NoStreamResponseError
+from nats.js.kv import KeyValue
 
 from comfyline.contracts import Names, bucket_spec, stream_spec
 from comfyline.runtime import Bus, NatsSettings
@@ -20,6 +24,18 @@ from comfyline.stack.local import LocalStack
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
     with NatsCluster(tmp_path_factory.mktemp("cluster")) as running:
         yield running
+
+
+async def put_once_answered(kv: KeyValue, key: str, value: bytes) -> None:
+    """Put, again while no stream answers yet: a stream just made in a cluster takes a moment
+    to be reachable from every node (the services' publishes retry the same way)."""
+    for _ in range(50):
+        try:
+            await kv.put(key, value)
+            return
+        except (NoRespondersError, NoStreamResponseError):
+            await asyncio.sleep(0.1)
+    await kv.put(key, value)
 
 
 def test_the_cluster_has_three_nodes_each_on_its_own_ports_and_store(cluster: NatsCluster) -> None:
@@ -61,7 +77,7 @@ async def test_a_bucket_made_with_fewer_replicas_gets_the_count_from_settings(
     try:
         await one.ensure_buckets([bucket_spec(names, "jobs")])
         kv = await one.kv(names.bucket("jobs"))
-        await kv.put("kept", b"1")
+        await put_once_answered(kv, "kept", b"1")
         assert (await one.js.stream_info(stream)).config.num_replicas == 1
         await three.ensure_buckets([bucket_spec(names, "jobs")])
         info = await three.js.stream_info(stream)
