@@ -30,6 +30,7 @@ from comfyline.contracts import (
     utcnow,
 )
 from comfyline.runtime import Bus, NatsSettings, ObjectStore, S3Settings
+from comfyline.testkit.worker import start_order
 from comfyline.worker import Settings, Worker
 
 OWNER = "user-1"
@@ -182,11 +183,11 @@ class RunWatch:
     def starts(self, job_id: str) -> dict[int, datetime]:
         """When each attempt of a job started, as its worker reported it: on its ``started``,
         or on its ``completed`` when the run ended within the worker's started delay."""
-        found: dict[int, datetime] = {}
-        for _, e in self.events:
-            if e.job_id == job_id and e.kind in ("started", "completed") and e.started_at:
-                found.setdefault(e.attempt, e.started_at)
-        return found
+        return {
+            e.attempt: e.started_at
+            for e in start_order(e for _, e in self.events if e.job_id == job_id)
+            if e.started_at is not None
+        }
 
     async def wait_for(self, job_id: str, *kinds: str, timeout: float = 30.0) -> RunEvent:  # noqa: ASYNC109
         """The first event of ``job_id`` whose kind is one of ``kinds``."""
@@ -215,9 +216,7 @@ class RunWatch:
 
     def start_order(self) -> list[RunEvent]:
         """Every event that tells an attempt's start (see :meth:`starts`), in order of start."""
-        told = [e for _, e in self.events if e.kind in ("started", "completed") and e.started_at]
-        firsts = {(e.job_id, e.attempt): e for e in reversed(told)}
-        return sorted(firsts.values(), key=lambda e: e.started_at or e.occurred_at)
+        return start_order(e for _, e in self.events)
 
     def by_server(self) -> dict[str, list[str]]:
         """The jobs each server started, in order of start."""

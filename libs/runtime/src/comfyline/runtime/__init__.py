@@ -20,7 +20,7 @@ from .consume import (
     settle,
 )
 from .fleet import FleetOrders
-from .kv import cas_pause, follow_bucket, scan
+from .kv import LastWrites, cas_pause, follow_bucket, scan
 from .lifecycle import install_stop_signals, run
 from .logs import job_id_var, model_var, setup_logging
 from .models import LiveCatalogue
@@ -50,6 +50,7 @@ __all__ = [
     "FleetOrders",
     "Handler",
     "KeyOf",
+    "LastWrites",
     "LiveCatalogue",
     "NatsSettings",
     "ObjectInfo",

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from nats.errors import Error as NatsError
 from nats.js.client import JetStreamContext
@@ -29,6 +30,30 @@ async def cas_pause(attempt: int) -> None:
     Writers that lost a race spread out instead of colliding again at once.
     """
     await asyncio.sleep(random.uniform(0, 0.002 * attempt))
+
+
+V = TypeVar("V")
+
+
+class LastWrites(Generic[V]):
+    """What this process last wrote under each key, with the revision the write got: the next
+    change of that key can compare-and-set against it without reading first (a write by anyone
+    else in between only costs the read it would have made anyway). Bounded: past ``kept``
+    keys, all are forgotten at once (such keys change with the window or the day, so dropping
+    them all is cheap)."""
+
+    def __init__(self, kept: int = 10_000) -> None:
+        self.kept = kept
+        self._last: dict[str, tuple[V, int]] = {}
+
+    def take(self, key: str) -> tuple[V, int] | None:
+        """The last write of ``key`` and its revision, forgotten as it is handed out."""
+        return self._last.pop(key, None)
+
+    def remember(self, key: str, value: V, revision: int) -> None:
+        if len(self._last) >= self.kept:
+            self._last.clear()
+        self._last[key] = (value, revision)
 
 
 async def scan(kv: KeyValue, pattern: str, timeout_s: float = 5.0) -> list[tuple[str, bytes]]:

@@ -12,6 +12,7 @@ import asyncio
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +65,17 @@ def swap_catalogue() -> Catalogue:
     """The built-in models and the two checkpoint models."""
     extra = [checkpoint_template(name, ckpt) for name, ckpt in CHECKPOINTS.items()]
     return Catalogue([*Catalogue.builtin(), *extra])
+
+
+def start_order(events: Iterable[RunEvent]) -> list[RunEvent]:
+    """The event that tells each attempt's start, first of each, in order of start: a
+    ``started``, or the ``completed`` of a run that ended within the worker's started delay
+    (both carry ``started_at``)."""
+    firsts: dict[tuple[str, int], RunEvent] = {}
+    for event in events:
+        if event.kind in ("started", "completed") and event.started_at is not None:
+            firsts.setdefault((event.job_id, event.attempt), event)
+    return sorted(firsts.values(), key=lambda e: e.started_at or e.occurred_at)
 
 
 def count_swaps(started: list[RunEvent], model_of: dict[str, str]) -> int:
@@ -119,14 +131,13 @@ async def mixed_run(
     worker = Worker(bus, store, swap_catalogue(), settings)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
-    starts: dict[tuple[str, int], RunEvent] = {}  # each attempt's start, told by either event
+    events: list[RunEvent] = []
     done: set[str] = set()
     finished = asyncio.Event()
 
     async def on_event(msg: Any) -> None:
         event = RunEvent.from_bytes(msg.data)
-        if event.kind in {"started", "completed"} and event.started_at is not None:
-            starts.setdefault((event.job_id, event.attempt), event)
+        events.append(event)
         if event.kind in {"completed", "failed", "cancelled"}:
             done.add(event.job_id)
             if len(done) >= jobs:
@@ -164,7 +175,7 @@ async def mixed_run(
         await sub.unsubscribe()
         stop.set()
         await asyncio.wait_for(task, 60)
-    started = sorted(starts.values(), key=lambda e: e.started_at or e.occurred_at)
+    started = start_order(events)
     per_server: dict[str, int] = defaultdict(int)
     for event in started:
         per_server[event.server or "?"] += 1

@@ -26,7 +26,7 @@ from comfyline.contracts import (
     UsageRecord,
     active_jobs_key,
 )
-from comfyline.runtime import cas_pause
+from comfyline.runtime import LastWrites, cas_pause
 
 from .auth import Principal
 from .errors import ApiError
@@ -73,10 +73,9 @@ class Limits:
         self.settings = settings
         self.ratelimits = ratelimits
         self.usage = usage
-        #: The last count and revision this gateway saw of each rate-limit key: the next request
-        #: of that key compare-and-sets against it without reading first (one round trip; a
-        #: stale revision only costs the read it would have made anyway).
-        self._counts: dict[str, tuple[int, int]] = {}
+        #: The last count this gateway wrote of each rate-limit key: the next request of that
+        #: key compare-and-sets against it without reading first (one round trip).
+        self._counts: LastWrites[int] = LastWrites(_COUNTS_KEPT)
         #: One turn at a time per counter in this process: requests of one gateway never race
         #: each other's compare-and-sets (only another replica's write can make one retry).
         self._turns: dict[str, asyncio.Lock] = {}
@@ -113,7 +112,7 @@ class Limits:
         """One more request under ``key`` if ``limit`` allows (compare-and-set, retried)."""
         for attempt in range(1, _CAS_ATTEMPTS + 1):
             async with nats_errors("rate limit"):
-                known = self._counts.pop(key, None) if attempt == 1 else None
+                known = self._counts.take(key) if attempt == 1 else None
                 if known is not None:
                     count, revision = known
                 else:
@@ -134,17 +133,12 @@ class Limits:
                         revision = await self.ratelimits.create(
                             key, b"1", msg_ttl=float(window_s * 2)
                         )
-                    self._remember(key, count + 1, revision)
+                    self._counts.remember(key, count + 1, revision)
                     return RateDecision(True, limit, max(0, limit - count - 1), reset_s, window_s)
                 except KeyWrongLastSequenceError:
                     pass  # another request (or replica) counted first: read again
             await cas_pause(attempt)
         return RateDecision(False, limit, 0, reset_s, window_s)
-
-    def _remember(self, key: str, count: int, revision: int) -> None:
-        if len(self._counts) >= _COUNTS_KEPT:
-            self._counts.clear()  # keys change every window: dropping them all is cheap
-        self._counts[key] = (count, revision)
 
     # --- active jobs, queue caps -------------------------------------------------------------
     async def reserve_active(self, principal: Principal, count: int = 1) -> None:

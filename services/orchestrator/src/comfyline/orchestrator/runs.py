@@ -118,25 +118,20 @@ class RunReports:
         if not change.effective:
             return
         record = change.require()
-        if implied_start is not None and record.status.terminal and not change.replay:
-            # A run that ended within the worker's started delay: both events go out at once.
-            # The start is queued on the connection first, so the stream stores it first.
-            await asyncio.gather(
-                self.journal.announce(
-                    implied_start,
-                    EventKind.STARTED,
-                    msg_id=event_msg_id(record.id, EventKind.STARTED, event.attempt),
-                ),
-                self.journal.conclude(record),
-            )
-            return
         if event.kind == "started" or implied_start is not None:
-            await self.journal.announce(
+            start = self.journal.announce(
                 implied_start or record,
                 EventKind.STARTED,
                 replay=change.replay,
                 msg_id=event_msg_id(record.id, EventKind.STARTED, event.attempt),
             )
+            if record.status.terminal and not change.replay:
+                # A run that ended within the worker's started delay: both events go out at
+                # once. The start is queued on the connection first, so the stream stores it
+                # first.
+                await asyncio.gather(start, self.journal.conclude(record))
+                return
+            await start
             if not record.status.terminal:
                 await self.deadlines.arm_run(record, event.attempt)
         if event.kind == "progress":

@@ -28,15 +28,12 @@ from comfyline.contracts import (
     active_jobs_key,
     owner_token,
 )
-from comfyline.runtime import Bus, Delivery, Retry, cas_pause
+from comfyline.runtime import Bus, Delivery, LastWrites, Retry, cas_pause
 from comfyline.runtime.metrics import JOB_DURATION, JOBS_FINISHED
 
 from .records import JobStore
 
 log = logging.getLogger(__name__)
-
-#: How many usage totals one process remembers as it last wrote them.
-TOTALS_KEPT = 10_000
 
 
 def job_cost(attempts: Iterable[Attempt], rate_per_gpu_second: float) -> Cost:
@@ -62,14 +59,8 @@ class UsageBook:
         self.store = store
         self.cas_attempts = cas_attempts
         self._bucket = bus.names.bucket("usage")
-        #: Each total as this process last wrote it, with its revision: the next count of the
-        #: same key compare-and-sets against it (another writer's change only costs a re-read).
-        self._totals: dict[str, tuple[UsageRecord, int]] = {}
-
-    def _remember(self, key: str, total: UsageRecord, revision: int) -> None:
-        if len(self._totals) >= TOTALS_KEPT:
-            self._totals.clear()  # keys change every day: dropping them all is cheap
-        self._totals[key] = (total, revision)
+        #: Each total as this process last wrote it: the next count compare-and-sets against it.
+        self._totals: LastWrites[UsageRecord] = LastWrites()
 
     async def get(self, owner: str, model: str, day: str) -> UsageRecord | None:
         """One total, or None when nothing was counted."""
@@ -99,7 +90,7 @@ class UsageBook:
         seq = delivery.stream_seq
         kv = await self.bus.kv(self._bucket)
         for attempt in range(1, self.cas_attempts + 1):
-            known = self._totals.pop(key, None) if attempt == 1 else None
+            known = self._totals.take(key) if attempt == 1 else None
             if known is not None:  # what this process wrote last: no read before the write
                 total, revision = known
             else:
@@ -128,7 +119,7 @@ class UsageBook:
                 if known is None:  # a stale memory is just read again, at once
                     await cas_pause(attempt)
                 continue
-            self._remember(key, total, revision)
+            self._totals.remember(key, total, revision)
             count_finished(record)
             return
         raise Retry("usage total is contended", delay=0.2)
