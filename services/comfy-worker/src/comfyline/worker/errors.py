@@ -1,6 +1,6 @@
 """What can go wrong while a worker runs a job, each with a stable code.
 
-Foreign failures (httpx, websockets, minio, ComfyUI's own error bodies and frames) are translated
+Foreign failures (aiohttp, websockets, minio, ComfyUI's own error bodies and frames) are translated
 here, at the edge, so the rest of the worker only sees these::
 
     WorkerError(code, message, node_id, node_type)       ComfylineError with the failing node

@@ -49,10 +49,10 @@ async def store_output(
     mime = content_type(file.filename)
     probe = MediaProbe(file.filename)
     hasher = blake3()
-    async with client.view(file.filename, file.subfolder, file.type) as response:
+    async with client.view(file.filename, file.subfolder, file.type, CHUNK) as body:
 
         async def chunks() -> AsyncIterator[bytes]:
-            async for chunk in response.aiter_bytes(CHUNK):
+            async for chunk in body:
                 probe.feed(chunk)
                 hasher.update(chunk)
                 yield chunk
