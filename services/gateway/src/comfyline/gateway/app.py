@@ -210,6 +210,10 @@ def create_app(settings: Settings) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         generate_unique_id_function=lambda route: route.name,
+        # One span per request (continuing a caller's ``traceparent``) and no more: the spans
+        # FastAPI would add around each dependency, endpoint and serialization, and its metrics
+        # and logs, cost each request CPU and say nothing the job's trace does not.
+        telemetry={"operation_spans": False, "metrics": False, "logs": False},
         openapi_tags=[
             {"name": "jobs", "description": "Submit, list, read and cancel jobs; get outputs."},
             {"name": "batches", "description": "Many jobs submitted, followed, cancelled as one."},
