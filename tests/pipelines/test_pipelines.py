@@ -92,6 +92,25 @@ async def test_talking_portrait_runs_portrait_and_speech_at_once_then_lipsync(
     )
     usage_slot = await stack.submit("cpu-smoke", {})
     assert usage_slot.status_code == 202  # the steps took no active-job slots of their own
+    plain = await stack.wait(usage_slot.json()["id"])
+    assert plain.status is JobState.SUCCEEDED, plain.error
+
+    # The pipelines consumer is handed the steps' events, on their own subjects, and no other
+    # job's: the plain job's events are only on jobs.…
+    names = stack.bus.names
+    told = await stack.bus.js.stream_info(
+        names.stream("JOBS"), subjects_filter=names.all_step_events()
+    )
+    subjects = told.state.subjects or {}
+    assert {s.split(".")[-3] for s in subjects} == {job_id}
+    assert {s.split(".")[-2] for s in subjects} == {portrait.id, speech.id, lipsync.id}
+    assert {s.split(".")[-1] for s in subjects} >= {"started", "completed"}
+    assert all(s.split(".")[-2] != plain.id for s in subjects)
+    consumer = await stack.bus.js.consumer_info(
+        names.stream("JOBS"), names.consumer("orchestrator-pipelines")
+    )
+    assert consumer.config.filter_subjects == [names.all_step_events()]
+    assert consumer.num_pending == 0
 
 
 async def test_image_to_clip_end_to_end(stack: Stack, services: Services, sims: Sims) -> None:

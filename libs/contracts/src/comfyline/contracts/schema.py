@@ -82,6 +82,12 @@ def asyncapi(names: Names | None = None) -> dict[str, Any]:
             "JobEvent",
             "Stream JOBS. The gateway writes `submitted`, the orchestrator every later kind.",
         ),
+        "stepEvents": (
+            "steps.{parent_id}.{job_id}.{kind}",
+            "JobEvent",
+            "Stream JOBS. A pipeline step's started, progress and terminal events again, from "
+            "the orchestrator to its pipelines consumer (no other job's events are here).",
+        ),
         "runEvents": (
             "runs.{job_id}.{kind}",
             "RunEvent",

@@ -46,7 +46,9 @@ def stream_spec(names: Names, stream: StreamName, retention: Retention | None = 
     keep = retention or Retention()
     specs: dict[StreamName, StreamSpec] = {
         "JOBS": StreamSpec(
-            names.stream("JOBS"), (names.all_job_events(),), max_age_s=keep.jobs_days * DAY
+            names.stream("JOBS"),
+            (names.all_job_events(), names.all_step_events()),
+            max_age_s=keep.jobs_days * DAY,
         ),
         "RUNS": StreamSpec(
             names.stream("RUNS"), (names.all_run_events(),), max_age_s=keep.runs_days * DAY

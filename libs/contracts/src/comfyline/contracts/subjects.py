@@ -90,6 +90,17 @@ class Names:
         """Every ``submitted`` event: what the orchestrator consumes from JOBS."""
         return self.job_kind_filter("submitted")
 
+    # --- a pipeline's steps: their events again, for the pipeline (stored in JOBS) ---
+    def step_event(self, parent_id: str, job_id: str, kind: str) -> str:
+        """``steps.<parent_id>.<job_id>.<kind>``: an event of a pipeline's step job, told to its
+        pipeline (the same event is on ``jobs.…`` for everyone else). Only step jobs' events
+        come here, so the pipelines consumer is never handed the events of other jobs."""
+        return self._subject("steps", token(parent_id), token(job_id), token(kind))
+
+    def all_step_events(self) -> str:
+        """Every step job's event for its pipeline (the JOBS stream's second subjects)."""
+        return self._subject("steps", ">")
+
     # --- RUNS: what workers report ---
     def run_event(self, job_id: str, kind: str) -> str:
         """``runs.<job_id>.<kind>``: a worker's report about one run."""

@@ -16,6 +16,7 @@ progress. Two guards make "published once" hold:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime, timedelta
 
@@ -41,6 +42,9 @@ from .timers import Timers
 from .webhooks import Webhooks
 
 log = logging.getLogger(__name__)
+
+#: The events of a pipeline's step job its pipeline follows (told to it on ``steps.…`` too).
+STEP_KINDS = frozenset({EventKind.STARTED, EventKind.PROGRESS, *TERMINAL_EVENTS})
 
 #: How long after a first try an idempotent side effect (a timer, a webhook) may be re-driven:
 #: well inside the streams' two-minute duplicate window, which absorbs the repeat.
@@ -136,12 +140,29 @@ class Journal:
         subject = self.subject(record, kind)
         published_at = await self.published(subject, msg_id) if replay else None
         if published_at is None:
-            await self.bus.publish(subject, event, msg_id=msg_id)
+            await asyncio.gather(
+                self.bus.publish(subject, event, msg_id=msg_id),
+                self._tell_pipeline(record, kind, event, msg_id, replay),
+            )
         else:
             log.info("event already published", extra={"job_id": record.id, "kind": kind.value})
+            await self._tell_pipeline(record, kind, event, msg_id, replay)
         if published_at is None or utcnow() - published_at < REDRIVE_WINDOW:
             await self.webhooks.schedule(record, event, msg_id)
         return event
+
+    async def _tell_pipeline(
+        self, record: JobRecord, kind: EventKind, event: JobEvent, msg_id: str, replay: bool
+    ) -> None:
+        """A step job's event, again on ``steps.<parent>.<job>.<kind>`` for its pipeline (once,
+        as the event itself: a replay publishes it only if it is not the subject's last)."""
+        if record.parent is None or kind not in STEP_KINDS:
+            return
+        subject = self.names.step_event(record.parent.job_id, record.id, kind.value)
+        step_id = f"{msg_id}:step"
+        if replay and await self.published(subject, step_id) is not None:
+            return
+        await self.bus.publish(subject, event, msg_id=step_id)
 
     async def published(self, subject: str, msg_id: str) -> datetime | None:
         """When the last message on ``subject`` was stored, if it carries ``msg_id``."""

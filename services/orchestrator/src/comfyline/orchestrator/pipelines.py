@@ -3,7 +3,7 @@
 ::
 
     submitted (pipeline) ─▶ validate whole ─▶ dispatched ─▶ submit ready steps as child jobs
-    JOBS jobs.*.<child>.{started,progress,completed,failed,...}
+    JOBS steps.<pipeline>.<child>.{started,progress,completed,failed,...}
         ──orchestrator-pipelines──▶ step state on the pipeline's record ─▶ ``step`` event
         ──(a step ended)──────────▶ submit the steps now ready, or end the pipeline
 
@@ -66,7 +66,6 @@ from .transitions import Verdict, advance, end
 log = logging.getLogger(__name__)
 
 #: The child events a pipeline listens to.
-CHILD_KINDS = (EventKind.STARTED, EventKind.PROGRESS, *sorted(TERMINAL_EVENTS))
 _ACTIVE = ("queued", "running")
 _ENDED_BADLY = ("failed", "cancelled", "timed_out")
 
@@ -100,12 +99,9 @@ def _replace(steps: list[StepState], name: str, **changes: Any) -> list[StepStat
 
 
 def child_parent_key(msg: Msg) -> str | None:
-    """Order one pipeline's child events (the parent's id is in the event, not the subject)."""
-    try:
-        event = JobEvent.from_bytes(msg.data)
-    except ValueError:
-        return None
-    return event.parent.job_id if event.parent else None
+    """Order one pipeline's step events: ``steps.<parent_id>.<job_id>.<kind>``."""
+    parts = msg.subject.split(".")
+    return parts[-3] if len(parts) >= 4 else None
 
 
 class Pipelines:

@@ -6,7 +6,7 @@
     RUNS  runs.<job>.<kind>  ──orchestrator-runs─────────▶ RunReports
     TIMERS timers.<kind>.<job> ─orchestrator-timers──────▶ DeadlineKeeper, Webhooks
     JOBS  jobs.*.*.<terminal> ─orchestrator-usage────────▶ UsageBook ──▶ usage KV
-    JOBS  a step job's events ─orchestrator-pipelines────▶ Pipelines ──▶ the next steps
+    JOBS  steps.<pipeline>.>  ─orchestrator-pipelines────▶ Pipelines ──▶ the next steps
     $JS...MAX_DELIVERIES.WORK.* (core, queue group) ─────▶ DeadLetters ──▶ DEADLETTER
     orchestrator.cancel.v1 (request/reply, queue group) ─▶ Canceller ──▶ control.cancel.<job>
 

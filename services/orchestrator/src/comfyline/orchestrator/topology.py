@@ -18,7 +18,6 @@ from comfyline.contracts import EventKind, ModelTemplate, Names, bucket_spec, st
 from comfyline.contracts.subjects import BucketName, StreamName
 from comfyline.runtime import Bus, durable_config, ensure_consumer
 
-from .pipelines import CHILD_KINDS
 from .settings import Settings
 from .usage import TERMINAL_KINDS
 
@@ -60,7 +59,16 @@ def consumer_configs(names: Names, settings: Settings) -> dict[StreamName, list[
     ack_wait = settings.ack_wait_s
     # usage: strictly in stream order (see usage.py)
     usage = _job_kinds(names, USAGE, TERMINAL_KINDS, ack_wait, 1)
-    steps = _job_kinds(names, PIPELINES, CHILD_KINDS, ack_wait, settings.submissions_max_pending)
+    # pipelines: only the steps' events (told to their pipeline on their own subjects)
+    steps = ConsumerConfig(
+        durable_name=names.consumer(PIPELINES),
+        filter_subjects=[names.all_step_events()],
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=ack_wait,
+        max_deliver=-1,
+        max_ack_pending=settings.submissions_max_pending,
+    )
     return {
         "JOBS": [
             steps,
