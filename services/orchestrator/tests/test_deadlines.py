@@ -6,22 +6,27 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+from nats.aio.msg import Msg
 
 from comfyline.contracts import (
     ErrorCode,
     JobState,
     RunJob,
+    Timer,
 )
 from comfyline.orchestrator import JobStore, Orchestrator, dispatch
 from comfyline.runtime import Bus
 from comfyline.testkit.orchestrator import (
     Outcome,
+    Script,
     ScriptedWorker,
     announce_worker,
     event_counts,
     serve_policy,
     submit,
     submitted_event,
+    succeed,
+    succeed_within_delay,
     until,
     wait_record,
 )
@@ -141,3 +146,61 @@ async def test_a_lost_queue_deadline_is_armed_again(
     await until(lambda: orchestrator.timers.pending("queue_deadline", job_id))
     record = await wait_record(bus, job_id, lambda r: True)
     assert record.status is JobState.QUEUED
+
+
+async def _queue_timers(bus: Bus) -> list[Timer]:
+    """Every queue deadline timer armed from now on (a core subscription sees each publish)."""
+    armed: list[Timer] = []
+
+    async def on_timer(msg: Msg) -> None:
+        timer = Timer.from_bytes(msg.data)
+        if timer.kind == "queue_deadline":
+            armed.append(timer)
+
+    await bus.nc.subscribe(bus.names.all_timers(), cb=on_timer)
+    await bus.nc.flush()
+    return armed
+
+
+@pytest.mark.parametrize("script", [succeed_within_delay(), succeed()], ids=["quick", "started"])
+async def test_a_job_that_starts_at_once_costs_no_queue_timer(
+    bus: Bus, orchestrator: Orchestrator, script: Script
+) -> None:
+    """Sent to a live worker and started before the deferral ends: no queue timer is armed."""
+    orchestrator.deadlines.defer_s = 0.3
+    armed = await _queue_timers(bus)
+    worker = ScriptedWorker(bus, "cpu-smoke", script)
+    await worker.start()
+    try:
+        job_id = await submit(bus, "cpu-smoke", {"width": 8, "height": 8, "color": 3})
+        record = await wait_record(bus, job_id)
+        await asyncio.sleep(0.6)  # past the deferral
+    finally:
+        await worker.stop()
+    assert record.status is JobState.SUCCEEDED
+    assert armed == []
+
+
+async def test_a_dispatched_job_not_started_soon_gets_its_queue_timer(
+    bus: Bus, orchestrator: Orchestrator
+) -> None:
+    """Sent to a live worker that does not start it: its queue deadline is armed after the
+    deferral, due when the record says; stopping the orchestrator arms what it deferred."""
+    orchestrator.deadlines.defer_s = 0.3
+    armed = await _queue_timers(bus)
+    await announce_worker(bus, ["cpu-smoke"])  # live, but nothing pulls the work
+    job_id = await submit(bus, "cpu-smoke", {"width": 8, "height": 8, "color": 4})
+    record = await wait_record(bus, job_id, lambda r: r.status is JobState.DISPATCHED)
+    await until(lambda: bool(armed), timeout_s=5)
+    assert [(t.job_id, t.due_at, t.payload) for t in armed] == [
+        (job_id, record.queue_deadline_at, {"attempt": 1})
+    ]
+
+    orchestrator.deadlines.defer_s = 600  # deferred well past the stop
+    later = await submit(bus, "cpu-smoke", {"width": 8, "height": 8, "color": 5})
+    await wait_record(bus, later, lambda r: r.status is JobState.DISPATCHED)
+    await asyncio.sleep(0.2)
+    assert [t.job_id for t in armed] == [job_id]
+    await orchestrator.stop()
+    await until(lambda: len(armed) == 2, timeout_s=5)
+    assert armed[1].job_id == later

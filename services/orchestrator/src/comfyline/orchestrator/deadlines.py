@@ -5,7 +5,13 @@ Both come from the catalogue (``ModelTemplate.deadlines``: ``queue_s`` and ``run
 
 - ``queue_deadline`` (attempt *k*): armed when the job is accepted (*k* = 1) and again whenever a
   run fails and is handed back for a retry (*k* = the next delivery). When it fires and delivery
-  *k* has not started, the job ends ``timed_out`` with ``queue_deadline_exceeded``.
+  *k* has not started, the job ends ``timed_out`` with ``queue_deadline_exceeded``. A job sent
+  to a live worker the moment it is accepted nearly always starts within milliseconds: its
+  timer is armed only if, :data:`QUEUE_TIMER_DEFER_S` later (or at the deadline, if sooner),
+  this process has not seen it start. Most jobs so never cost a timer (its publish, its
+  delivery, its hand-back until due, its firing); a process that dies within that time leaves
+  the job to the deadline sweep (:mod:`.sweep`), as a lost timer is, and one that stops arms
+  every timer it deferred.
 - ``run_deadline`` (attempt *n*): armed when delivery *n* starts. When it fires and that same
   delivery is still running, the job ends ``timed_out`` with ``deadline_exceeded``.
 
@@ -14,6 +20,8 @@ Either way ``control.cancel.<job_id>`` is sent, so a worker that holds the job s
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import datetime, timedelta
 
 from comfyline.catalogue import Catalogue, UnknownModel
@@ -34,6 +42,12 @@ from .timers import Timers
 from .transitions import Step, Verdict, attempt_of, end, started
 
 WAITING = frozenset({JobState.QUEUED, JobState.ENHANCING, JobState.DISPATCHED})
+
+#: How long after a job is sent to a live worker its queue deadline is armed, if it has not
+#: started by then (see the module's docstring).
+QUEUE_TIMER_DEFER_S = 2.0
+
+log = logging.getLogger(__name__)
 
 
 def limits(catalogue: Catalogue, record: JobRecord) -> Deadlines:
@@ -84,6 +98,9 @@ class DeadlineKeeper:
         self.journal = journal
         self.timers = timers
         self.catalogue = catalogue
+        self.defer_s = QUEUE_TIMER_DEFER_S
+        self._deferred: dict[str, tuple[asyncio.TimerHandle, JobRecord]] = {}
+        self._arming: set[asyncio.Task[None]] = set()
         timers.on("queue_deadline", self.on_queue_deadline)
         timers.on("run_deadline", self.on_run_deadline)
 
@@ -107,6 +124,48 @@ class DeadlineKeeper:
         await self.timers.arm(
             "queue_deadline", record.id, record.queue_deadline_at, msg_id, {"attempt": attempt}
         )
+
+    def arm_queue_unless_started(self, record: JobRecord) -> None:
+        """Arm the first delivery's queue deadline later, only if the job has not started then
+        (``defer_s`` from now, or at the deadline if that is sooner)."""
+        due = record.queue_deadline_at
+        if due is None or record.id in self._deferred:
+            return
+        delay = min(self.defer_s, max(0.0, (due - utcnow()).total_seconds()))
+        handle = asyncio.get_running_loop().call_later(delay, self._deferred_due, record.id)
+        self._deferred[record.id] = (handle, record)
+
+    def _deferred_due(self, job_id: str) -> None:
+        _, record = self._deferred.pop(job_id)
+        self._arm_if_waiting(record)
+
+    def _arm_if_waiting(self, record: JobRecord) -> None:
+        """Arm the deferred timer in the background unless the job is known to have started."""
+        if self.store.waiting_for(record.id, 1) is False:
+            return
+        task = asyncio.create_task(self._arm_deferred(record), name=f"queue-timer-{record.id}")
+        self._arming.add(task)
+        task.add_done_callback(self._arming.discard)
+
+    async def _arm_deferred(self, record: JobRecord) -> None:
+        try:
+            await self.arm_queue(record, 1)
+        except Exception:
+            log.warning(
+                "could not arm a deferred queue deadline; the sweep will end the job if late",
+                extra={"job_id": record.id},
+                exc_info=True,
+            )
+
+    async def stop(self) -> None:
+        """Arm now every deferred queue deadline of a job not seen started (the process stops)."""
+        deferred = list(self._deferred.values())
+        self._deferred.clear()
+        for handle, record in deferred:
+            handle.cancel()
+            self._arm_if_waiting(record)
+        if self._arming:
+            await asyncio.gather(*self._arming, return_exceptions=True)
 
     async def arm_run(self, record: JobRecord, attempt: int) -> None:
         """Arm the run deadline of delivery ``attempt`` at ``record.run_deadline_at``."""

@@ -139,8 +139,11 @@ class Dispatcher:
         if created:
             log.info("job accepted")
         if created and at_once and template is not None:
+            # Sent to a live worker now: its queue deadline is armed only if it is not seen
+            # starting soon (see deadlines.py); the submitted webhook goes out with the work.
+            self.deadlines.arm_queue_unless_started(record)
             await asyncio.gather(
-                self._accepted(record, event, created),
+                self.journal.webhooks.schedule(record, event, f"{record.id}:submitted"),
                 self._send_work(record, template, replay=False),
             )
             return

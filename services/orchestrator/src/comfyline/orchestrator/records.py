@@ -83,6 +83,8 @@ class JobStore:
         self._bucket = bus.names.bucket("jobs")
         #: What this process last wrote of each unfinished job (see the module's docstring).
         self._known: dict[str, Snapshot] = {}
+        #: The jobs this process last wrote finished (the most recent ``KNOWN_KEPT``).
+        self._ended: dict[str, None] = {}
 
     async def kv(self) -> KeyValue:
         """The bucket handle."""
@@ -153,12 +155,28 @@ class JobStore:
             return Change("applied", result, revision)
         raise Retry(f"job {job_id} is contended; will try again", delay=0.2)
 
+    def waiting_for(self, job_id: str, attempt: int) -> bool | None:
+        """Whether, by this process's last write, the job still waits for delivery ``attempt``
+        to start: False once it started or ended, None when this process does not know (it
+        never wrote the job, or forgot it; another replica may have moved it since)."""
+        if job_id in self._ended:
+            return False
+        known = self._known.get(job_id)
+        if known is None:
+            return None
+        record = known.record
+        return not any(a.number >= attempt and a.started_at for a in record.attempt_log)
+
     def _remember(self, snapshot: Snapshot) -> Snapshot:
-        """Keep ``snapshot`` as the job's last write (a finished job is forgotten)."""
+        """Keep ``snapshot`` as the job's last write (a finished job is only listed as ended)."""
         job_id = snapshot.record.id
         self._known.pop(job_id, None)
         if not snapshot.record.status.terminal:
             if len(self._known) >= KNOWN_KEPT:
                 del self._known[next(iter(self._known))]
             self._known[job_id] = snapshot
+        else:
+            if len(self._ended) >= KNOWN_KEPT:
+                del self._ended[next(iter(self._ended))]
+            self._ended[job_id] = None
         return snapshot

@@ -158,6 +158,7 @@ class Orchestrator:
         if self._consumers:
             await asyncio.gather(*self._consumers, return_exceptions=True)
             self._consumers.clear()
+        await self.deadlines.stop()
         await self.workers.stop()
         await self.orders.stop()
         await self.webhooks.close()
