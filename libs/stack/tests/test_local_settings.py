@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -86,3 +88,27 @@ def test_each_gateway_process_listens_on_its_own_port_and_lists_its_metrics(
         "gateway-2": "http://127.0.0.1:8101/metrics",
         "gateway-3": "http://127.0.0.1:8102/metrics",
     }
+
+
+def test_stack_json_is_never_seen_half_written(tmp_path: Path) -> None:
+    """A script polling stack.json while it is rewritten (a part restarted) reads it whole."""
+    path = tmp_path / "stack.json"
+    write_private(path, json.dumps({"n": 0, "pad": "x" * 20_000}))
+    seen: list[str] = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            seen.append(path.read_text())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for n in range(1, 300):
+            write_private(path, json.dumps({"n": n, "pad": "x" * 20_000}))
+    finally:
+        done.set()
+        reader.join()
+    assert seen and all(json.loads(text)["pad"] for text in seen)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["stack.json"]

@@ -89,10 +89,14 @@ class Credentials:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read (it holds a key or a secret)."""
-    path.touch(mode=0o600, exist_ok=True)
-    path.chmod(0o600)
-    path.write_text(text)
+    """Write a file only its owner can read (it holds a key or a secret), whole: the text goes
+    to a new file that then takes the path's place, so a reader (a user's script polling
+    ``stack.json`` while a part restarts) never sees it empty or half written."""
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(part, path)
 
 
 @dataclass
