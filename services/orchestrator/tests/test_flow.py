@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
-from comfyline.contracts import ErrorCode, JobEvent, JobRecord, JobState, RunJob, owner_token
-from comfyline.orchestrator import Orchestrator
+from comfyline.contracts import (
+    ErrorCode,
+    JobEvent,
+    JobRecord,
+    JobState,
+    OutputKind,
+    OutputRef,
+    RunEvent,
+    RunJob,
+    new_job_id,
+    owner_token,
+    utcnow,
+)
+from comfyline.orchestrator import JobStore, Orchestrator
 from comfyline.runtime import Bus
 from comfyline.testkit.orchestrator import (
     Outcome,
@@ -16,8 +29,10 @@ from comfyline.testkit.orchestrator import (
     serve_enhancer,
     serve_policy,
     submit,
+    submitted_event,
     succeed,
     succeed_within_delay,
+    until,
     wait_record,
 )
 
@@ -274,3 +289,69 @@ async def test_an_unknown_model_fails_the_job(bus: Bus, orchestrator: Orchestrat
     record = await wait_record(bus, job_id)
     assert record.status is JobState.FAILED
     assert record.error is not None and record.error.code is ErrorCode.UNKNOWN_MODEL
+
+
+async def test_a_report_that_comes_before_the_record_is_applied_once_it_is_written(
+    bus: Bus, orchestrator: Orchestrator
+) -> None:
+    """The work goes out with the record's creation, so a quick run's ``completed`` can reach
+    the orchestrator first: it is handed back until the record exists, then applied."""
+    await announce_worker(bus, ["cpu-smoke"])
+    event = submitted_event("cpu-smoke", {"width": 8, "height": 8, "color": 6})
+    job_id = event.job_id
+    output = OutputRef(
+        index=0,
+        key=f"outputs/x/{job_id}/0.png",
+        kind=OutputKind.IMAGE,
+        content_type="image/png",
+        size=123,
+    )
+    report = RunEvent(
+        job_id=job_id,
+        kind="completed",
+        attempt=1,
+        worker_id="w-test",
+        outputs=[output],
+        gpu_seconds=0.01,
+        started_at=utcnow(),
+    )
+    await bus.publish(bus.names.run_event(job_id, "completed"), report, msg_id=f"{job_id}:1:c")
+    await asyncio.sleep(0.3)  # handed back a few times: there is no record yet
+    subject = bus.names.job_event(owner_token(event.owner), job_id, "submitted")
+    await bus.publish(subject, event, msg_id=f"{job_id}:submitted")
+
+    record = await wait_record(bus, job_id)
+    assert record.status is JobState.SUCCEEDED
+    assert [o.key for o in record.outputs] == [output.key]
+    assert await event_counts(bus, job_id) == {
+        f"{job_id}.submitted": 1,
+        f"{job_id}.dispatched": 1,
+        f"{job_id}.started": 1,
+        f"{job_id}.completed": 1,
+    }
+
+
+async def test_an_old_report_for_an_unknown_job_is_dropped(
+    bus: Bus, orchestrator: Orchestrator
+) -> None:
+    """A report for a job that has had no record for minutes is dropped, not handed back
+    forever."""
+    job_id = new_job_id()
+    report = RunEvent(
+        job_id=job_id,
+        kind="completed",
+        attempt=1,
+        worker_id="w-test",
+        occurred_at=utcnow() - timedelta(minutes=10),
+    )
+    await bus.publish(bus.names.run_event(job_id, "completed"), report, msg_id=f"{job_id}:1:c")
+    names = bus.names
+
+    async def settled() -> bool:
+        info = await bus.js.consumer_info(names.stream("RUNS"), names.consumer("orchestrator-runs"))
+        return bool(info.num_pending == 0 and info.num_ack_pending == 0)
+
+    await until(settled, timeout_s=5)
+    info = await bus.js.consumer_info(names.stream("RUNS"), names.consumer("orchestrator-runs"))
+    assert info.num_redelivered == 0
+    assert await JobStore(bus).get(job_id) is None

@@ -134,7 +134,22 @@ class Dispatcher:
             moved = advance(first, EventKind.DISPATCHED, now, dispatched_at=now)
             assert isinstance(moved, JobRecord), "a new job can always be dispatched"
             first = moved
-        snapshot, created = await self.store.create(first)
+        # A first delivery of a fresh submission sends its work with the record's creation,
+        # not after it: the job is on its way one round trip sooner. (A worker's report that
+        # comes before the record is handed back until it is there: runs.py.) Later deliveries
+        # write first, then send: a repeat inside the duplicate window is one message.
+        send_now = (
+            at_once
+            and template is not None
+            and delivery.num_delivered == 1
+            and utcnow() - event.occurred_at < REDRIVE_WINDOW
+        )
+        if send_now and template is not None:
+            (snapshot, created), _ = await asyncio.gather(
+                self.store.create(first), self._publish_work(first, template)
+            )
+        else:
+            snapshot, created = await self.store.create(first)
         record = snapshot.record
         if created:
             log.info("job accepted")
@@ -144,7 +159,7 @@ class Dispatcher:
             self.deadlines.arm_queue_unless_started(record)
             await asyncio.gather(
                 self.journal.webhooks.schedule(record, event, f"{record.id}:submitted"),
-                self._send_work(record, template, replay=False),
+                self._send_work(record, template, replay=False, sent=send_now),
             )
             return
         if template is not None and template.engine == "pipeline" and self.pipelines:
@@ -294,22 +309,27 @@ class Dispatcher:
         await self._send_work(change.require(), template, replay=change.replay)
 
     async def _send_work(
-        self, dispatched: JobRecord, template: ModelTemplate, replay: bool
+        self, dispatched: JobRecord, template: ModelTemplate, replay: bool, sent: bool = False
     ) -> None:
-        """Publish the work and announce ``dispatched``.
+        """Publish the work (unless ``sent`` already) and announce ``dispatched``.
 
         Both at once: the work is on the critical path of the job, the event is not (and it is
         out long before the worker's first report comes back). Each is deduplicated.
         """
-        await asyncio.gather(
-            self.bus.publish(
-                self.bus.names.work(dispatched.model, dispatched.priority),
-                self.run_job(dispatched, template),
-                msg_id=f"{dispatched.id}:run",
-            ),
-            self.journal.announce(dispatched, EventKind.DISPATCHED, replay=replay),
-        )
+        announce = self.journal.announce(dispatched, EventKind.DISPATCHED, replay=replay)
+        if sent:
+            await announce
+        else:
+            await asyncio.gather(self._publish_work(dispatched, template), announce)
         log.info("job dispatched", extra={"replay": replay})
+
+    async def _publish_work(self, dispatched: JobRecord, template: ModelTemplate) -> None:
+        """The job's work on ``work.<model>`` (message id ``<job_id>:run``: sent once)."""
+        await self.bus.publish(
+            self.bus.names.work(dispatched.model, dispatched.priority),
+            self.run_job(dispatched, template),
+            msg_id=f"{dispatched.id}:run",
+        )
 
     def run_job(self, record: JobRecord, template: ModelTemplate) -> RunJob:
         """The work message for ``record``.

@@ -41,7 +41,7 @@ from comfyline.contracts import (
     RunEvent,
     utcnow,
 )
-from comfyline.runtime import Delivery, job_id_var
+from comfyline.runtime import Delivery, Retry, job_id_var
 
 from .deadlines import DeadlineKeeper
 from .dispatch import template_of
@@ -55,6 +55,10 @@ log = logging.getLogger(__name__)
 
 #: How far before its report a worker's own account of when a run started is believed.
 START_SKEW = timedelta(seconds=60)
+#: How long a report for a job with no record yet is handed back (then dropped as unknown),
+#: and how soon it comes back each time.
+RECORD_WAIT = timedelta(minutes=5)
+RECORD_RETRY_S = 0.05
 
 
 def gpu_seconds(event: RunEvent, record: JobRecord, now: datetime) -> float:
@@ -114,6 +118,10 @@ class RunReports:
 
         change = await self.store.change(event.job_id, step)
         if change.outcome == "missing":
+            if now - event.occurred_at < RECORD_WAIT:
+                # The work goes out with the record's creation (dispatch.py): a quick run's
+                # report can come first. Handed back until the record is there.
+                raise Retry("the job's record is not written yet", delay=RECORD_RETRY_S)
             log.warning("run event for an unknown job; dropped", extra={"kind": event.kind})
         if not change.effective:
             return
