@@ -37,6 +37,8 @@ Entry = KeyValue.Entry
 RouteClass = Literal["submit", "enhance", "status", "upload", "keys"]
 _CAS_ATTEMPTS = 25
 _COUNTS_KEPT = 10_000
+#: How long an active-jobs count read ahead of its reservation may be used for it.
+_AHEAD_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,10 @@ class Limits:
         #: One turn at a time per counter in this process: requests of one gateway never race
         #: each other's compare-and-sets (only another replica's write can make one retry).
         self._turns: dict[str, asyncio.Lock] = {}
+        #: Active-jobs counts being read ahead of their reservation (see read_ahead_active),
+        #: and the last count this gateway wrote of each.
+        self._ahead: dict[str, tuple[float, asyncio.Task[tuple[ActiveJobs, int] | None]]] = {}
+        self._active: LastWrites[ActiveJobs] = LastWrites(_COUNTS_KEPT)
 
     def limit_of(self, principal: Principal, name: str, default: float | None) -> float | None:
         """A limit for this caller: the key's override, else the default."""
@@ -152,10 +158,43 @@ class Limits:
         async with self._turn(key):
             await self._reserve(principal, key, cap, count)
 
+    def read_ahead_active(self, principal: Principal) -> None:
+        """Start reading the owner's active-jobs count now: a submission is on its way (its
+        rate limit is being counted, its body checked), and its reservation can then
+        compare-and-set at once instead of reading first. A count read too early only costs the
+        read the reservation makes anyway when its compare-and-set fails."""
+        key = active_jobs_key(principal.owner)
+        if key in self._ahead:
+            return
+        if len(self._ahead) >= _COUNTS_KEPT:
+            self._ahead.clear()
+        task = asyncio.create_task(get_model(self.usage, key, ActiveJobs))
+        task.add_done_callback(_consume_failure)
+        self._ahead[key] = (time.monotonic(), task)
+
+    async def _known_count(self, key: str) -> tuple[ActiveJobs, int] | None:
+        """The count to try first without a read: the newer of this gateway's last write and
+        the count read ahead (if recent); None when there is neither."""
+        known = self._active.take(key)
+        started, ahead = self._ahead.pop(key, (0.0, None))
+        if ahead is not None and time.monotonic() - started < _AHEAD_S:
+            try:
+                found = await ahead
+            except Exception:
+                found = None
+            if found is not None and (known is None or found[1] > known[1]):
+                return found
+        return (known[0].model_copy(), known[1]) if known is not None else None
+
     async def _reserve(self, principal: Principal, key: str, cap: int, count: int) -> None:
         for attempt in range(1, _CAS_ATTEMPTS + 1):
-            found = await get_model(self.usage, key, ActiveJobs)
+            found = await self._known_count(key) if attempt == 1 else None
+            fresh = found is None  # only a read made now may refuse
+            if fresh:
+                found = await get_model(self.usage, key, ActiveJobs)
             active, revision = found or (ActiveJobs(owner=principal.owner), 0)
+            if active.count + count > cap and not fresh:
+                continue
             if active.count + count > cap:
                 raise ApiError(
                     429,
@@ -168,9 +207,12 @@ class Limits:
                     headers={"Retry-After": "5"},
                 )
             active.count += count
-            if await self._write(key, active.to_bytes(), revision):
+            written = await self._write(key, active.to_bytes(), revision)
+            if written:
+                self._active.remember(key, active, written)
                 return
-            await cas_pause(attempt)
+            if fresh:  # another writer won a race: pause; a count known ahead is just re-read
+                await cas_pause(attempt)
         raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "the active-jobs count is contended")
 
     async def release_active(self, principal: Principal, count: int = 1) -> None:
@@ -186,21 +228,21 @@ class Limits:
                 return
             active, revision = found
             active.count = max(0, active.count - count)
-            if await self._write(key, active.to_bytes(), revision):
+            written = await self._write(key, active.to_bytes(), revision)
+            if written:
+                self._active.remember(key, active, written)
                 return
             await cas_pause(attempt)
 
-    async def _write(self, key: str, value: bytes, revision: int) -> bool:
-        """Compare-and-set; False when another writer came first."""
+    async def _write(self, key: str, value: bytes, revision: int) -> int:
+        """Compare-and-set; the new revision, or 0 when another writer came first."""
         try:
             async with nats_errors(f"writing {key}"):
                 if revision:
-                    await self.usage.update(key, value, last=revision)
-                else:
-                    await self.usage.create(key, value)
+                    return await self.usage.update(key, value, last=revision)
+                return await self.usage.create(key, value)
         except KeyWrongLastSequenceError:
-            return False
-        return True
+            return 0
 
     def queue_cap(self, principal: Principal, template: ModelTemplate) -> int:
         """The backlog cap of ``template`` for this caller (the key may override it)."""
@@ -269,3 +311,9 @@ class Limits:
             details={"period": period, "spent": round(spent, 6), "limit": cap},
             headers={"Retry-After": str(max(1, int(wait.total_seconds())))},
         )
+
+
+def _consume_failure(task: asyncio.Task[tuple[ActiveJobs, int] | None]) -> None:
+    """A read ahead that failed is simply not used (the reservation reads again)."""
+    if not task.cancelled():
+        task.exception()
