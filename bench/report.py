@@ -49,14 +49,18 @@ def rows(results: dict[str, Any]) -> list[Row]:
         seq = _get(results, f"overhead_{where}")
         if seq:
             d = seq["direct_ms"]
+            paired = seq.get("paired_difference_ms", {})
             for q, limit in (("median", 5.0), ("p99", 15.0)):
-                over = seq["overhead_ms"][q]
+                # Judged on the larger of the sides' difference and the pairs' own: a noisy
+                # direct tail must not make Comfyline's look small.
+                over = max(seq["overhead_ms"][q], paired.get(q, -math.inf))
+                base = f"direct {d[q]:.1f} ms" + (f", pairs {paired[q]:.1f}" if q in paired else "")
                 out.append(
                     Row(
                         f"sequential overhead {q} ({where.replace('_', ' ')})",
                         over,
                         "ms",
-                        f"direct {d[q]:.1f} ms",
+                        base,
                         f"<= {limit:.0f} ms",
                         over <= limit,
                     )

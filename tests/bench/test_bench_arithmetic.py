@@ -133,6 +133,14 @@ def test_verdicts_against_the_targets() -> None:
         "gateway memory per idle SSE stream, 1000 open": True,
         "worker RSS growth, 500 MB output to S3": False,
     }
+    # a p99 met by the sides' difference (a noisy direct tail) but not by the pairs' is missed
+    real = {**seq, "overhead_ms": {**seq["overhead_ms"], "p99": 10.0}}
+    real["paired_difference_ms"] = {"median": 4.5, "p90": 12.0, "p99": 31.0}
+    judged = {r.figure: (r.value, r.met) for r in rows({"overhead_real_comfyui": real})}
+    assert judged == {
+        "sequential overhead median (real comfyui)": (4.5, True),
+        "sequential overhead p99 (real comfyui)": (31.0, False),
+    }
 
 
 def test_a_failed_part_is_a_missed_row_and_the_others_still_count() -> None:
