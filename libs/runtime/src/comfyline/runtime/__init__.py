@@ -20,6 +20,7 @@ from .consume import (
     settle,
 )
 from .fleet import FleetOrders
+from .http import LoopSession
 from .kv import LastWrites, cas_pause, follow_bucket, scan
 from .lifecycle import install_stop_signals, run
 from .logs import job_id_var, model_var, setup_logging
@@ -52,6 +53,7 @@ __all__ = [
     "KeyOf",
     "LastWrites",
     "LiveCatalogue",
+    "LoopSession",
     "NatsSettings",
     "ObjectInfo",
     "ObjectNotFound",

@@ -32,6 +32,7 @@ from opentelemetry.trace import SpanKind
 
 from comfyline.contracts import ComfylineError, ErrorCode
 
+from .http import LoopSession
 from .metrics import S3_BYTES, S3_ERRORS
 from .settings import S3Settings
 from .tracing import tracer
@@ -128,8 +129,13 @@ class ObjectStore:
         )
         public = settings.public_endpoint or settings.endpoint
         secure = settings.secure if settings.public_secure is None else settings.public_secure
-        self._session: aiohttp.ClientSession | None = None
-        self._session_loop: asyncio.AbstractEventLoop | None = None
+        self._http = LoopSession(
+            lambda: aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=60.0, connect=5.0),
+                connector=aiohttp.TCPConnector(limit=16),
+                auto_decompress=False,
+            )
+        )
         # Presigning is offline (region given), so this client never connects anywhere.
         self.signer = Minio(
             public,
@@ -205,22 +211,7 @@ class ObjectStore:
 
     async def close(self) -> None:
         """Close the connections of the PUTs made on the event loop (the service stops)."""
-        session, self._session = self._session, None
-        if session is not None and not session.closed:
-            await session.close()
-
-    def _http(self) -> aiohttp.ClientSession:
-        """The session for PUTs made on the event loop (one per loop: tests run several)."""
-        session = self._session
-        loop = asyncio.get_running_loop()
-        if session is None or session.closed or self._session_loop is not loop:
-            self._session_loop = loop
-            session = self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=60.0, connect=5.0),
-                connector=aiohttp.TCPConnector(limit=16),
-                auto_decompress=False,
-            )
-        return session
+        await self._http.close()
 
     async def _put_whole(
         self, key: str, data: bytes, content_type: str, metadata: dict[str, str] | None
@@ -252,7 +243,7 @@ class ObjectStore:
                     )
                 try:
                     flat = {k: v if isinstance(v, str) else ",".join(v) for k, v in headers.items()}
-                    async with self._http().put(
+                    async with self._http.get().put(
                         urlunsplit(url), data=data, headers=flat
                     ) as response:
                         body = await response.read()

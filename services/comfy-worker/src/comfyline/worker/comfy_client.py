@@ -20,6 +20,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import aiohttp
 
 from comfyline.contracts import ErrorCode
+from comfyline.runtime import LoopSession
 
 from .errors import ComfyUnavailable, WorkerError, rejection
 
@@ -56,23 +57,11 @@ class ComfyClient:
         self.timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s
         )
-        self._session: aiohttp.ClientSession | None = None
-        self._session_loop: asyncio.AbstractEventLoop | None = None
+        self._http = LoopSession(lambda: aiohttp.ClientSession(timeout=self.timeout))
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        session, self._session = self._session, None
-        if session is not None and not session.closed:
-            await session.close()
-
-    def _http(self) -> aiohttp.ClientSession:
-        """The connection pool of the running loop (made on first use; tests run several)."""
-        session = self._session
-        loop = asyncio.get_running_loop()
-        if session is None or session.closed or self._session_loop is not loop:
-            self._session_loop = loop
-            session = self._session = aiohttp.ClientSession(timeout=self.timeout)
-        return session
+        await self._http.close()
 
     def ws_url(self, client_id: str) -> str:
         """The WebSocket address for ``client_id`` (same host, ws/wss scheme)."""
@@ -83,7 +72,7 @@ class ComfyClient:
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> Answer:
         try:
-            async with self._http().request(method, self.base_url + path, **kwargs) as answer:
+            async with self._http.get().request(method, self.base_url + path, **kwargs) as answer:
                 response = Answer(answer.status, await answer.read())
         except _HTTP_FAILURES as exc:
             raise ComfyUnavailable(
@@ -252,7 +241,7 @@ class ComfyClient:
         params = {"filename": filename, "subfolder": subfolder, "type": kind}
         failed = f"/view {filename!r} failed"
         try:
-            response = await self._http().get(self.base_url + "/view", params=params)
+            response = await self._http.get().get(self.base_url + "/view", params=params)
         except _HTTP_FAILURES as exc:
             raise ComfyUnavailable(f"{failed}: {type(exc).__name__}") from exc
         async with response:
