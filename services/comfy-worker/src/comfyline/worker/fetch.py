@@ -226,6 +226,9 @@ class WorkFetcher:
         body = json.dumps({"batch": 1, "expires": int(wait_s * 1e9)}).encode() if wait_s else _NEXT
         asked_at = time.monotonic()
         try:
+            # A private inbox per fetch (old style): tried on the connection's shared reply
+            # subscription instead, the fetched messages never reached their handler and every
+            # job ended max_attempts_exceeded.
             msg = await self.bus.nc.request(
                 subject, body, timeout=self.request_timeout_s + wait_s, old_style=True
             )
