@@ -141,8 +141,11 @@ class DeadlineKeeper:
 
     def _arm_if_waiting(self, record: JobRecord) -> None:
         """Arm the deferred timer in the background unless the job is known to have started."""
-        if self.store.waiting_for(record.id, 1) is False:
+        if self.store.ended_here(record.id):
             return
+        known = self.store.last_write(record.id)
+        if known is not None and not queue_expired(known, 1):
+            return  # started since
         task = asyncio.create_task(self._arm_deferred(record), name=f"queue-timer-{record.id}")
         self._arming.add(task)
         task.add_done_callback(self._arming.discard)

@@ -155,17 +155,15 @@ class JobStore:
             return Change("applied", result, revision)
         raise Retry(f"job {job_id} is contended; will try again", delay=0.2)
 
-    def waiting_for(self, job_id: str, attempt: int) -> bool | None:
-        """Whether, by this process's last write, the job still waits for delivery ``attempt``
-        to start: False once it started or ended, None when this process does not know (it
-        never wrote the job, or forgot it; another replica may have moved it since)."""
-        if job_id in self._ended:
-            return False
+    def last_write(self, job_id: str) -> JobRecord | None:
+        """The unfinished job as this process last wrote it (None: not known here; another
+        replica may have moved it since)."""
         known = self._known.get(job_id)
-        if known is None:
-            return None
-        record = known.record
-        return not any(a.number >= attempt and a.started_at for a in record.attempt_log)
+        return known.record if known is not None else None
+
+    def ended_here(self, job_id: str) -> bool:
+        """True when this process wrote the job's end (among the last ``KNOWN_KEPT``)."""
+        return job_id in self._ended
 
     def _remember(self, snapshot: Snapshot) -> Snapshot:
         """Keep ``snapshot`` as the job's last write (a finished job is only listed as ended)."""

@@ -8,13 +8,12 @@ its messages between them, which is how orchestrators share the work.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from comfyline.catalogue import Catalogue
-from comfyline.contracts import EventKind, ModelTemplate, Names, bucket_spec, stream_spec
+from comfyline.contracts import ModelTemplate, Names, bucket_spec, stream_spec
 from comfyline.contracts.subjects import BucketName, StreamName
 from comfyline.runtime import Bus, durable_config, ensure_consumer
 
@@ -39,13 +38,13 @@ def _version(raw: bytes | None) -> int:
         return 0
 
 
-def _job_kinds(
-    names: Names, durable: str, kinds: Iterable[EventKind], ack_wait: float, max_ack_pending: int
+def _jobs_consumer(
+    names: Names, durable: str, filters: list[str], ack_wait: float, max_ack_pending: int
 ) -> ConsumerConfig:
-    """A durable consumer of some kinds of event of every job on ``JOBS``."""
+    """A durable consumer of the ``JOBS`` subjects matching ``filters``."""
     return ConsumerConfig(
         durable_name=names.consumer(durable),
-        filter_subjects=[names.job_kind_filter(k.value) for k in kinds],
+        filter_subjects=filters,
         ack_policy=AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.ALL,
         ack_wait=ack_wait,
@@ -58,17 +57,11 @@ def consumer_configs(names: Names, settings: Settings) -> dict[StreamName, list[
     """The orchestrator's durable consumers, by stream."""
     ack_wait = settings.ack_wait_s
     # usage: strictly in stream order (see usage.py)
-    usage = _job_kinds(names, USAGE, TERMINAL_KINDS, ack_wait, 1)
+    kinds = [names.job_kind_filter(k.value) for k in TERMINAL_KINDS]
+    usage = _jobs_consumer(names, USAGE, kinds, ack_wait, 1)
     # pipelines: only the steps' events (told to their pipeline on their own subjects)
-    steps = ConsumerConfig(
-        durable_name=names.consumer(PIPELINES),
-        filter_subjects=[names.all_step_events()],
-        ack_policy=AckPolicy.EXPLICIT,
-        deliver_policy=DeliverPolicy.ALL,
-        ack_wait=ack_wait,
-        max_deliver=-1,
-        max_ack_pending=settings.submissions_max_pending,
-    )
+    pending = settings.submissions_max_pending
+    steps = _jobs_consumer(names, PIPELINES, [names.all_step_events()], ack_wait, pending)
     return {
         "JOBS": [
             steps,
