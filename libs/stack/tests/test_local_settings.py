@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,7 +13,8 @@ import pytest
 
 from comfyline.gateway.settings import Settings as GatewaySettings
 from comfyline.orchestrator.settings import Settings as OrchestratorSettings
-from comfyline.stack.local import Credentials, LocalStack, write_private
+from comfyline.stack.local import Credentials, LocalStack, _port, write_private
+from comfyline.stack.servers import free_port, keep_port
 
 
 def _env(tmp_path: Path, name: str) -> dict[str, str]:
@@ -112,3 +114,29 @@ def test_stack_json_is_never_seen_half_written(tmp_path: Path) -> None:
     assert seen and all(json.loads(text)["pad"] for text in seen)
     assert path.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["stack.json"]
+
+
+def test_no_two_servers_of_a_stack_are_handed_the_same_port() -> None:
+    """Ports are handed out before their servers bind them: one handed out is never handed again.
+
+    200 draws from the kernel's ephemeral range repeat a port more often than not; the stack's
+    ports must not (a repeat once gave the simulator the gateway's port).
+    """
+    ports = [free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)
+
+
+def _outside_port() -> int:
+    """A free port chosen outside the stack's bookkeeping, as a user or a test chooses one."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_the_gateway_port_asked_for_is_kept_from_the_servers_started_before_it() -> None:
+    """``comfyline up --port P`` keeps P: a server whose preferred port is P gets another one."""
+    preferred = _outside_port()
+    assert _port(preferred) == preferred  # free and not planned: a preferred port is taken
+    asked = _outside_port()
+    keep_port(asked)
+    assert _port(asked) != asked

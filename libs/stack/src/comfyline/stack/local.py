@@ -38,6 +38,8 @@ from .servers import (
     SeaweedS3,
     ServerError,
     free_port,
+    keep_port,
+    port_planned,
     wait_until,
 )
 
@@ -54,15 +56,18 @@ LOCAL_ORIGINS = r"^https?://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]+)?$"
 
 
 def _port(preferred: int) -> int:
-    """``preferred`` when it is free, else any free port."""
+    """``preferred`` when it is free and not planned for another server, else any free port."""
     import socket
 
+    if port_planned(preferred):
+        return free_port()
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", preferred))
-            return preferred
         except OSError:
             return free_port()
+    keep_port(preferred)
+    return preferred
 
 
 @dataclass
@@ -158,6 +163,7 @@ class LocalStack:
         (self.state_dir / "stack.json").unlink(missing_ok=True)
         creds = Credentials.load_or_create(self.state_dir / "credentials.json")
         self._check_layout()
+        keep_port(self.port)  # bound last, by the gateway: no server started before may take it
         try:
             self._start_nats(on_step)
             self.s3 = SeaweedS3(

@@ -30,11 +30,33 @@ class ServerError(RuntimeError):
     """A server would not start or become ready."""
 
 
+_PLANNED: set[int] = set()
+"""Ports this process has handed out or been told to keep, but that may not be bound yet."""
+
+
+def keep_port(port: int) -> None:
+    """Never hand ``port`` out from :func:`free_port` (it is planned for a server not yet up)."""
+    _PLANNED.add(port)
+
+
+def port_planned(port: int) -> bool:
+    """Whether ``port`` was handed out or kept by this process."""
+    return port in _PLANNED
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port that was free a moment ago and that this process has not handed out before.
+
+    A port is free until its server binds it, which may be seconds later: remembering what was
+    handed out keeps two servers of one stack from being given the same port in that time.
+    """
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _PLANNED:
+            _PLANNED.add(port)
+            return port
 
 
 def find_binary(name: str) -> str:
