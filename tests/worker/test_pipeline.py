@@ -169,6 +169,13 @@ async def test_progress_of_two_prompts_in_flight_goes_to_each_ones_job(
         # ... and its job reported nothing before it started executing.
         first_of_second = min(e.occurred_at for e in runs.of(on.second))
         assert first_of_second.timestamp() * 1000 >= ended - 50
+        # Both went out on the server's one socket, kept open across runs (no handshake per job):
+        # the frames of each were told apart by prompt id alone.
+        posted_by = {
+            (await history(on.client, on.url, prompt_id))["prompt"][3]["client_id"]
+            for prompt_id in (on.running, on.waiting)
+        }
+        assert len(posted_by) == 1, posted_by
 
 
 async def test_a_job_goes_to_the_idle_server_not_behind_the_busy_one(

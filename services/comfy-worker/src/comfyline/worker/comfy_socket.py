@@ -1,11 +1,16 @@
-"""The WebSocket to one ComfyUI for one run: frames in, reconnects handled.
+"""The WebSocket to one ComfyUI: frames in, reconnects handled, each prompt's frames to its run.
 
-Opened with a ``clientId`` of our choosing **before** the prompt is posted, because execution
+Opened with a ``clientId`` of our choosing **before** a prompt is posted, because execution
 frames go only to the socket of the prompt's ``client_id``. When the socket is lost it reconnects
 with the same ``clientId``, closing the old socket first: ComfyUI forgets a clientId when an old
 socket of that id closes, so a new socket opened while the old one lingers would later go deaf
 (the documented reconnect hazard). Frames may be missed during the gap, so the run is told
 (:class:`Reconnected`) and catches up over HTTP.
+
+A worker keeps one socket per server open across its runs (:class:`ServerSocket`): a handshake
+costs both sides about a millisecond of CPU, once per job if each run opened its own. Every
+prompt on that server is posted with the socket's ``clientId``, and :meth:`ServerSocket.follow`
+hands each run the frames of its own ``prompt_id``.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -28,7 +34,7 @@ from comfyline.runtime import cancel_and_wait
 
 from .comfy_client import ComfyClient
 from .errors import ComfyUnavailable
-from .frames import Frame, parse
+from .frames import Executing, Frame, parse
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +69,40 @@ Event = Frame | SocketLost | Reconnected | SocketDead | Resolved
 _FEATURES = json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
 
 
-class ComfySocket:
-    """``async with ComfySocket(...) as socket: event = await socket.next_event(timeout)``."""
+class Frames(Protocol):
+    """What a run reads its prompt's frames from: its own socket or its share of one."""
+
+    client_id: str
+
+    async def next_event(self, timeout: float) -> Event | None: ...  # noqa: ASYNC109
+
+    def notify(self, event: Event) -> None: ...
+
+
+class _EventQueue:
+    """Events waiting to be read, with a timeout on each read."""
+
+    def __init__(self) -> None:
+        self._events: asyncio.Queue[Event] = asyncio.Queue()
+
+    def notify(self, event: Event) -> None:
+        """Put an outside verdict among the frames (the run reads both from one queue)."""
+        self._events.put_nowait(event)
+
+    async def next_event(self, timeout: float) -> Event | None:  # noqa: ASYNC109
+        """The next frame or socket event, or None after ``timeout`` seconds of silence."""
+        try:
+            async with asyncio.timeout(timeout):  # unlike wait_for, never swallows a cancel
+                return await self._events.get()
+        except TimeoutError:
+            return None
+
+
+class ComfySocket(_EventQueue):
+    """``async with ComfySocket(...) as socket: event = await socket.next_event(timeout)``.
+
+    With ``sink``, every event goes to it instead of this socket's own queue.
+    """
 
     def __init__(
         self,
@@ -74,7 +112,9 @@ class ComfySocket:
         connect_timeout_s: float = 5.0,
         reconnect_budget_s: float = 5.0,
         previews: bool = False,
+        sink: Callable[[Event], None] | None = None,
     ) -> None:
+        super().__init__()
         self.client = client
         self.client_id = client_id
         self.url = client.ws_url(client_id)
@@ -83,7 +123,7 @@ class ComfySocket:
         self.previews = previews
         self.reconnects = 0
         self._ws: ClientConnection | None = None
-        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._put = sink or self._events.put_nowait
         self._reader: asyncio.Task[None] | None = None
 
     @property
@@ -92,7 +132,7 @@ class ComfySocket:
         return self._reader is not None and not self._reader.done()
 
     async def __aenter__(self) -> Self:
-        if self._reader is not None:  # opened ahead (a spare)
+        if self._reader is not None:  # already open
             return self
         try:
             self._ws = await self._connect()
@@ -137,16 +177,16 @@ class ComfySocket:
             reason = "closed"
             try:
                 async for raw in self._ws:
-                    self._events.put_nowait(parse(raw))
+                    self._put(parse(raw))
             except ConnectionClosed as exc:
                 reason = f"closed: {exc}"
-            self._events.put_nowait(SocketLost(reason))
+            self._put(SocketLost(reason))
             log.warning("ComfyUI socket lost, reconnecting", extra={"url": self.url, "why": reason})
             if not await self._reconnect():
-                self._events.put_nowait(SocketDead(reason))
+                self._put(SocketDead(reason))
                 return
             self.reconnects += 1
-            self._events.put_nowait(Reconnected())
+            self._put(Reconnected())
 
     async def _reconnect(self) -> bool:
         # Close ours first: an old socket closing later would make ComfyUI forget the clientId.
@@ -164,65 +204,102 @@ class ComfySocket:
                     return False
             delay = min(delay * 2, 1.0)
 
-    def forget_earlier(self) -> None:
-        """Drop the events heard so far."""
-        while not self._events.empty():
-            self._events.get_nowait()
 
-    def notify(self, event: Event) -> None:
-        """Put an outside verdict among the frames (the run reads both from one queue)."""
-        self._events.put_nowait(event)
+class PromptFeed(_EventQueue):
+    """One prompt's frames, taken off its server's shared socket."""
 
-    async def next_event(self, timeout: float) -> Event | None:  # noqa: ASYNC109
-        """The next frame or socket event, or None after ``timeout`` seconds of silence."""
-        try:
-            async with asyncio.timeout(timeout):  # unlike wait_for, never swallows a cancel
-                return await self._events.get()
-        except TimeoutError:
-            return None
+    def __init__(self, client_id: str, prompt_id: str) -> None:
+        super().__init__()
+        self.client_id = client_id
+        self.prompt_id = prompt_id
 
 
-class SpareSocket:
-    """A socket opened ahead of a server's next run, so that the run starts without waiting for
-    the WebSocket handshake; the next spare opens while the run goes on. Frames a spare heard
-    before its run took it (queue status broadcasts) are dropped: no prompt of its clientId
-    existed yet."""
+class FrameRouter:
+    """Each prompt's frames to its feed, off one socket shared by the server's runs.
+
+    Frames naming a prompt go to that prompt's feed; frames naming none (binary previews, the
+    ``executing`` hint after a reconnect) to the prompt ComfyUI is executing, known from the
+    last frame that named one (ComfyUI executes one prompt at a time, and one socket keeps the
+    frames in order). Socket events (lost, reconnected, dead) go to every feed.
+    """
+
+    def __init__(self) -> None:
+        self._feeds: dict[str, PromptFeed] = {}
+        self._executing: str | None = None
+
+    def add(self, feed: PromptFeed) -> None:
+        """Route ``feed.prompt_id``'s frames to ``feed`` from now on."""
+        self._feeds[feed.prompt_id] = feed
+
+    def remove(self, feed: PromptFeed) -> None:
+        """Stop routing to ``feed`` (its later frames are dropped)."""
+        if self._feeds.get(feed.prompt_id) is feed:
+            del self._feeds[feed.prompt_id]
+
+    def reset(self) -> None:
+        """A new socket: nothing is known to be executing."""
+        self._executing = None
+
+    def route(self, event: Event) -> None:
+        """Hand ``event`` to the feed (or feeds) it belongs to; drop it if it has none."""
+        if isinstance(event, SocketLost | Reconnected | SocketDead):
+            for feed in list(self._feeds.values()):
+                feed.notify(event)
+            return
+        prompt_id = getattr(event, "prompt_id", None)
+        if prompt_id is None:
+            prompt_id = self._executing
+        elif isinstance(event, Executing) and event.node is None:
+            self._executing = None  # its done marker: nothing executes until the next starts
+        else:
+            self._executing = prompt_id
+        found = self._feeds.get(prompt_id) if prompt_id is not None else None
+        if found is not None:
+            found.notify(event)
+
+
+class ServerSocket:
+    """One server's socket, opened at its first run and kept open for the next ones; a socket
+    that died is replaced, with a new clientId, at the next run. See :class:`FrameRouter`."""
 
     def __init__(self, client: ComfyClient, **options: Any) -> None:
         self.client = client
         self.options = options
-        self._next: asyncio.Task[ComfySocket | None] | None = None
+        self.router = FrameRouter()
+        self._socket: ComfySocket | None = None
+        self._opening = asyncio.Lock()
 
-    async def take(self) -> ComfySocket:
-        """An open socket with a fresh clientId if the spare is ready (else one still to open
-        with ``async with``), and the next spare on its way."""
-        spare, self._next = self._next, asyncio.create_task(self._open(), name="spare socket")
-        socket = await spare if spare is not None else None
-        if socket is not None and socket.open:
-            socket.forget_earlier()
-            return socket
-        if socket is not None:
-            await socket.__aexit__(None, None, None)
-        return self._new()
-
-    def _new(self) -> ComfySocket:
-        """A socket with a fresh clientId, not yet open."""
-        return ComfySocket(self.client, str(uuid.uuid4()), **self.options)
-
-    async def _open(self) -> ComfySocket | None:
-        socket = self._new()
+    @contextlib.asynccontextmanager
+    async def follow(self, prompt_id: str) -> AsyncIterator[PromptFeed]:
+        """The feed of ``prompt_id``'s frames, to be entered before the prompt is posted (with
+        the feed's ``client_id``); raises :class:`ComfyUnavailable` if no socket opens."""
+        socket = await self._open()
+        feed = PromptFeed(socket.client_id, prompt_id)
+        self.router.add(feed)
         try:
-            return await socket.__aenter__()
-        except ComfyUnavailable:
-            return None
+            yield feed
+        finally:
+            self.router.remove(feed)
+
+    async def _open(self) -> ComfySocket:
+        async with self._opening:
+            socket = self._socket
+            if socket is not None and socket.open:
+                return socket
+            if socket is not None:
+                await socket.__aexit__(None, None, None)
+            self._socket = None
+            self.router.reset()
+            socket = ComfySocket(
+                self.client, str(uuid.uuid4()), sink=self.router.route, **self.options
+            )
+            await socket.__aenter__()
+            self._socket = socket
+            return socket
 
     async def close(self) -> None:
-        """Close the spare (the worker stops)."""
-        spare, self._next = self._next, None
-        if spare is None:
-            return
-        spare.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            socket = await spare
+        """Close the socket (the worker stops)."""
+        async with self._opening:
+            socket, self._socket = self._socket, None
             if socket is not None:
                 await socket.__aexit__(None, None, None)

@@ -45,7 +45,7 @@ from comfyline.runtime import (
 from comfyline.runtime.metrics import RunClock
 
 from .cancel import CancelListener
-from .comfy_socket import SpareSocket
+from .comfy_socket import ServerSocket
 from .errors import RunCancelled, WorkerError
 from .frames import Preview
 from .inputs import InputResolver, upload_inputs
@@ -129,7 +129,7 @@ class JobHandler:
         self.settings = settings
         self.cancels = cancels
         self.resolver = InputResolver(bus, store)
-        self.spares: dict[str, SpareSocket] = {}  # by server URL
+        self.sockets: dict[str, ServerSocket] = {}  # by server URL
         #: In every prompt's ``extra_data``: a later worker knows our leftovers by it.
         self.tag = {"worker_id": settings.worker_id, "session": uuid.uuid4().hex}
 
@@ -204,20 +204,20 @@ class JobHandler:
             await reporter.stop_progress()
 
     async def close(self) -> None:
-        """Close the sockets opened ahead of runs (the worker stops)."""
-        for spare in self.spares.values():
-            await spare.close()
+        """Close the servers' sockets (the worker stops)."""
+        for socket in self.sockets.values():
+            await socket.close()
 
-    def _spare(self, server: Server) -> SpareSocket:
-        """The socket opened ahead of ``server``'s next run."""
-        spare = self.spares.get(server.url)
-        if spare is None:
-            spare = self.spares[server.url] = SpareSocket(
+    def _socket(self, server: Server) -> ServerSocket:
+        """``server``'s socket, kept open across its runs."""
+        socket = self.sockets.get(server.url)
+        if socket is None:
+            socket = self.sockets[server.url] = ServerSocket(
                 server.client,
                 connect_timeout_s=self.settings.connect_timeout_s,
                 previews=self.settings.previews,
             )
-        return spare
+        return socket
 
     async def _template(self, run_job: RunJob) -> ModelTemplate:
         try:
@@ -300,7 +300,7 @@ class JobHandler:
                 previews=self.settings.previews,
             ),
             extra_data={"comfyline": self.tag | {"job_id": run_job.job_id}},
-            spare=self._spare(server),
+            shared=self._socket(server),
         )
         control.run = run
         control.check()

@@ -1,8 +1,8 @@
 """One prompt on one ComfyUI server, from ``POST /prompt`` to its last frame.
 
-The socket is opened before the prompt is posted (usually ahead of the job: a spare), with ids we
-choose (a fresh ``clientId`` and a fresh ``prompt_id``, so cancelling needs nothing from
-ComfyUI's answer). ``node_errors`` are
+The socket is open before the prompt is posted (usually the server's socket, kept open across
+runs), and the ids are ours (the socket's ``clientId`` and a fresh ``prompt_id``, so cancelling
+needs nothing from ComfyUI's answer). ``node_errors`` are
 checked even on 200. Frames drive a :class:`RunTracker`; silence longer than the watchdog, or a
 reconnect, is caught up over HTTP (``/history`` only once it has a status, then ``/queue``).
 Cancellation interrupts a running prompt or deletes a pending one, and resolves the deleted case
@@ -26,11 +26,12 @@ from comfyline.runtime import cancel_and_wait
 from .comfy_client import ComfyClient
 from .comfy_socket import (
     ComfySocket,
+    Frames,
     Reconnected,
     Resolved,
+    ServerSocket,
     SocketDead,
     SocketLost,
-    SpareSocket,
 )
 from .errors import (
     ComfyUnavailable,
@@ -94,7 +95,7 @@ class ComfyRun:
         listener: RunListener,
         options: RunOptions,
         extra_data: dict[str, Any] | None = None,
-        spare: SpareSocket | None = None,
+        shared: ServerSocket | None = None,
     ) -> None:
         self.client = client
         self.extra_data = extra_data
@@ -103,12 +104,12 @@ class ComfyRun:
         self.listener = listener
         self.options = options
         self.prompt_id = str(uuid.uuid4())
-        self.spare = spare  # where a socket opened ahead of the run comes from (None: none)
+        self.shared = shared  # the server's socket (None: the run opens one of its own)
         self.client_id = str(uuid.uuid4())
         self.tracker = RunTracker(self.prompt_id, graph)
         self.cancel_requested = False
         self._posted = False
-        self._socket: ComfySocket | None = None
+        self._socket: Frames | None = None
 
     async def execute(
         self,
@@ -117,21 +118,22 @@ class ComfyRun:
     ) -> tuple[RunResult, T]:
         """Post the prompt and follow it to its end frame; raises a :class:`WorkerError` on
         failure. Then ``keep`` the result (store its outputs) while ComfyUI finishes with the
-        prompt: ``free`` is called once its done marker came, and the socket closes meanwhile.
+        prompt: ``free`` is called once its done marker came.
         Returns the result and what ``keep`` returned.
         """
-        if self.spare is not None:
-            socket = await self.spare.take()
-            self.client_id = socket.client_id
+        frames: contextlib.AbstractAsyncContextManager[Frames]
+        if self.shared is not None:
+            frames = self.shared.follow(self.prompt_id)
         else:
-            socket = ComfySocket(
+            frames = ComfySocket(
                 self.client,
                 self.client_id,
                 connect_timeout_s=self.options.connect_timeout_s,
                 reconnect_budget_s=self.options.reconnect_budget_s,
                 previews=self.options.previews,
             )
-        async with socket:
+        async with frames as socket:
+            self.client_id = socket.client_id
             self._socket = socket
             try:
                 result = await self._drive(socket)
@@ -150,7 +152,7 @@ class ComfyRun:
             free()
         return result, await kept
 
-    async def _drive(self, socket: ComfySocket) -> RunResult:
+    async def _drive(self, socket: Frames) -> RunResult:
         if self.cancel_requested:
             raise RunCancelled("cancelled before the prompt was posted")
         answer = await self.client.post_prompt(
@@ -206,7 +208,7 @@ class ComfyRun:
             return run_deadline
         return min(run_deadline, queue_deadline)
 
-    async def _await_done_marker(self, socket: ComfySocket) -> None:
+    async def _await_done_marker(self, socket: Frames) -> None:
         """Wait briefly for ``executing {node: null}`` after the end frame.
 
         ComfyUI sends the end frame, then writes the history entry and frees its queue, then
