@@ -7,7 +7,7 @@ so every replica answers the same and any number can run side by side.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -201,6 +201,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             app.state.gateway = None
 
 
+def is_event_stream(scope: MutableMapping[str, Any]) -> bool:
+    """A request that holds an event stream open (SSE or the WebSocket), not one answered."""
+    path = str(scope.get("path", ""))
+    return scope.get("type") == "websocket" or path.endswith("/events")
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The gateway's ASGI app (routes, middleware, error envelope, OpenAPI)."""
     # Swagger UI and ReDoc served from the package, not a CDN: /docs works offline too.
@@ -212,8 +218,14 @@ def create_app(settings: Settings) -> FastAPI:
         generate_unique_id_function=lambda route: route.name,
         # One span per request (continuing a caller's ``traceparent``) and no more: the spans
         # FastAPI would add around each dependency, endpoint and serialization, and its metrics
-        # and logs, cost each request CPU and say nothing the job's trace does not.
-        telemetry={"operation_spans": False, "metrics": False, "logs": False},
+        # and logs, cost each request CPU and say nothing the job's trace does not. None for an
+        # event stream: a span as long as the stream says nothing and stays in memory with it.
+        telemetry={
+            "operation_spans": False,
+            "metrics": False,
+            "logs": False,
+            "exclude": is_event_stream,
+        },
         openapi_tags=[
             {"name": "jobs", "description": "Submit, list, read and cancel jobs; get outputs."},
             {"name": "batches", "description": "Many jobs submitted, followed, cancelled as one."},

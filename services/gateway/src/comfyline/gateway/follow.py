@@ -60,7 +60,8 @@ async def follow(
             if listener.overflowed and listener.queue.empty():
                 raise Overflow("the client read too slowly; reconnect with Last-Event-ID")
             try:
-                seq, event = await asyncio.wait_for(listener.queue.get(), heartbeat_s)
+                async with asyncio.timeout(heartbeat_s):  # (no task per wait, as wait_for makes)
+                    seq, event = await listener.queue.get()
             except TimeoutError:
                 yield Tick()
                 continue
