@@ -22,6 +22,7 @@ from comfyline.contracts import JobEvent
 from comfyline.runtime import Bus
 
 from .joblog import parse_subject
+from .mailbox import Mailbox
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,7 @@ class Listener:
 
     job_id: str | None
     owner: str | None
-    queue: asyncio.Queue[tuple[int, JobEvent]] = field(
-        default_factory=lambda: asyncio.Queue(maxsize=1000)
-    )
+    queue: Mailbox[tuple[int, JobEvent]] = field(default_factory=lambda: Mailbox(1000))
     overflowed: bool = False
 
     def offer(self, item: tuple[int, JobEvent]) -> None:

@@ -23,6 +23,8 @@ from pydantic import ValidationError
 from comfyline.contracts import WorkerEvent, WorkerEventKind, WorkerHeartbeat, utcnow
 from comfyline.runtime import Bus, cancel_and_wait, follow_bucket
 
+from .mailbox import Mailbox
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 U = TypeVar("U")
@@ -36,7 +38,7 @@ class FleetWatch:
         self.ttl_s = ttl_s
         self.check_s = check_s
         self._last: dict[str, tuple[WorkerHeartbeat, float]] = {}
-        self._listeners: set[asyncio.Queue[WorkerEvent]] = set()
+        self._listeners: set[Mailbox[WorkerEvent]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = asyncio.Event()
 
@@ -58,9 +60,9 @@ class FleetWatch:
         self._tasks = []
 
     @contextlib.contextmanager
-    def listen(self) -> Iterator[asyncio.Queue[WorkerEvent]]:
+    def listen(self) -> Iterator[Mailbox[WorkerEvent]]:
         """A queue receiving every worker event while inside."""
-        queue: asyncio.Queue[WorkerEvent] = asyncio.Queue(maxsize=256)
+        queue: Mailbox[WorkerEvent] = Mailbox(256)
         self._listeners.add(queue)
         try:
             yield queue
@@ -113,7 +115,7 @@ class FleetWatch:
                     self._emit("worker_left", key, detail="heartbeat lost")
 
 
-async def merged(source: AsyncIterator[T], queue: asyncio.Queue[U] | None) -> AsyncIterator[T | U]:
+async def merged(source: AsyncIterator[T], queue: Mailbox[U] | None) -> AsyncIterator[T | U]:
     """Items of ``source`` and of ``queue`` as they come; ends when ``source`` ends."""
     if queue is None:
         async for item in source:
