@@ -140,3 +140,18 @@ def test_the_gateway_port_asked_for_is_kept_from_the_servers_started_before_it()
     asked = _outside_port()
     keep_port(asked)
     assert _port(asked) != asked
+
+
+def test_a_gateway_port_that_is_taken_or_0_becomes_a_free_one(tmp_path: Path) -> None:
+    """``comfyline up --port P`` serves on P when it is free, else on a free port it names
+    (in what it prints and in stack.json), and ``--port 0`` on a free port, never on ":0"."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = int(busy.getsockname()[1])
+        moved = LocalStack(tmp_path, port=taken).gateway_port()
+        assert moved != taken and moved > 0
+    chosen = LocalStack(tmp_path, port=0).gateway_port()
+    assert chosen > 0 and chosen not in (taken, moved)
+    free = _outside_port()
+    assert LocalStack(tmp_path, port=free).gateway_port() == free

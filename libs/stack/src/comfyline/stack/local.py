@@ -156,6 +156,11 @@ class LocalStack:
         """``gateway``, then ``gateway-2``, ``gateway-3``, ...: one per gateway process."""
         return ["gateway"] + [f"gateway-{i}" for i in range(2, self.gateways + 1)]
 
+    def gateway_port(self) -> int:
+        """The gateway's port: the one asked for if it is free, else (or for 0) a free one.
+        The gateway binds it last, so it is kept from every server started before."""
+        return _port(self.port) if self.port else free_port()
+
     def start(self, on_step: Any = print) -> dict[str, Any]:
         """Start everything, wait until each part is ready, write ``stack.json``."""
         started = time.monotonic()
@@ -163,7 +168,7 @@ class LocalStack:
         (self.state_dir / "stack.json").unlink(missing_ok=True)
         creds = Credentials.load_or_create(self.state_dir / "credentials.json")
         self._check_layout()
-        keep_port(self.port)  # bound last, by the gateway: no server started before may take it
+        self.port = self.gateway_port()
         try:
             self._start_nats(on_step)
             self.s3 = SeaweedS3(
