@@ -13,8 +13,8 @@ import pytest
 
 from comfyline.gateway.settings import Settings as GatewaySettings
 from comfyline.orchestrator.settings import Settings as OrchestratorSettings
-from comfyline.stack.local import Credentials, LocalStack, _port, write_private
-from comfyline.stack.servers import free_port, keep_port
+from comfyline.stack.local import Credentials, LocalStack, write_private
+from comfyline.stack.servers import free_port, keep_port, preferred_port
 
 
 def _env(tmp_path: Path, name: str) -> dict[str, str]:
@@ -136,10 +136,10 @@ def _outside_port() -> int:
 def test_the_gateway_port_asked_for_is_kept_from_the_servers_started_before_it() -> None:
     """``comfyline up --port P`` keeps P: a server whose preferred port is P gets another one."""
     preferred = _outside_port()
-    assert _port(preferred) == preferred  # free and not planned: a preferred port is taken
+    assert preferred_port(preferred) == preferred  # free and not planned: a preferred port is taken
     asked = _outside_port()
     keep_port(asked)
-    assert _port(asked) != asked
+    assert preferred_port(asked) != asked
 
 
 def test_a_gateway_port_that_is_taken_or_0_becomes_a_free_one(tmp_path: Path) -> None:

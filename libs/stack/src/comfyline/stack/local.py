@@ -38,8 +38,7 @@ from .servers import (
     SeaweedS3,
     ServerError,
     free_port,
-    keep_port,
-    port_planned,
+    preferred_port,
     wait_until,
 )
 
@@ -53,21 +52,6 @@ PREFIX = {
 BUCKET = "comfyline"
 # Pages served from this machine (the playground, a dev server on any port) may call the API.
 LOCAL_ORIGINS = r"^https?://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]+)?$"
-
-
-def _port(preferred: int) -> int:
-    """``preferred`` when it is free and not planned for another server, else any free port."""
-    import socket
-
-    if port_planned(preferred):
-        return free_port()
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", preferred))
-        except OSError:
-            return free_port()
-    keep_port(preferred)
-    return preferred
 
 
 @dataclass
@@ -159,7 +143,7 @@ class LocalStack:
     def gateway_port(self) -> int:
         """The gateway's port: the one asked for if it is free, else (or for 0) a free one.
         The gateway binds it last, so it is kept from every server started before."""
-        return _port(self.port) if self.port else free_port()
+        return preferred_port(self.port) if self.port else free_port()
 
     def start(self, on_step: Any = print) -> dict[str, Any]:
         """Start everything, wait until each part is ready, write ``stack.json``."""
@@ -171,8 +155,9 @@ class LocalStack:
         self.port = self.gateway_port()
         try:
             self._start_nats(on_step)
+            s3_port = preferred_port(9000)
             self.s3 = SeaweedS3(
-                self.state_dir / "s3", creds.s3_access_key, creds.s3_secret_key, _port(9000)
+                self.state_dir / "s3", creds.s3_access_key, creds.s3_secret_key, s3_port
             )
             self.s3.start()
             on_step(f"  S3 (SeaweedFS)  http://{self.s3.endpoint}")
@@ -233,12 +218,12 @@ class LocalStack:
             self.nats_cluster.start()
             on_step(f"  nats-server x{self.nats_nodes} {', '.join(self.nats_urls)}")
         else:
-            self.nats = NatsServer(self.state_dir / "nats", port=_port(4222))
+            self.nats = NatsServer(self.state_dir / "nats", port=preferred_port(4222))
             self.nats.start()
             on_step(f"  nats-server     {self.nats.url}")
 
     def _start_simulator(self) -> str:
-        port = _port(8188)
+        port = preferred_port(8188)
         child = ChildProcess(
             "comfyui-sim",
             [

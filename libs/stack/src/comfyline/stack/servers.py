@@ -39,11 +39,6 @@ def keep_port(port: int) -> None:
     _PLANNED.add(port)
 
 
-def port_planned(port: int) -> bool:
-    """Whether ``port`` was handed out or kept by this process."""
-    return port in _PLANNED
-
-
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago and that this process has not handed out before.
 
@@ -57,6 +52,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         if port not in _PLANNED:
             _PLANNED.add(port)
             return port
+
+
+def preferred_port(preferred: int, host: str = "127.0.0.1") -> int:
+    """``preferred`` when it is free and not planned for another server, else any free port."""
+    if preferred in _PLANNED:
+        return free_port(host)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, preferred))
+        except OSError:
+            return free_port(host)
+    keep_port(preferred)
+    return preferred
 
 
 def find_binary(name: str) -> str:

@@ -15,8 +15,8 @@ T = TypeVar("T")
 
 
 class Mailbox(Generic[T]):
-    """``put_nowait`` (``asyncio.QueueFull`` past ``maxsize``), ``get``, ``empty``, ``qsize``,
-    as ``asyncio.Queue``'s, for one reader at a time: its items are kept only once there are
+    """``put_nowait`` (``asyncio.QueueFull`` past ``maxsize``), ``get`` and ``empty`` as
+    ``asyncio.Queue``'s, for one reader at a time: its items are kept only once there are
     some, and a waiter only while the reader waits."""
 
     __slots__ = ("_items", "_maxsize", "_waiter")
@@ -53,7 +53,3 @@ class Mailbox(Generic[T]):
     def empty(self) -> bool:
         """Whether no item is waiting."""
         return not self._items
-
-    def qsize(self) -> int:
-        """How many items are waiting."""
-        return len(self._items) if self._items is not None else 0
