@@ -6,6 +6,7 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+from comfyline.catalogue import Catalogue, work_message
 from comfyline.contracts import (
     ErrorCode,
     JobEvent,
@@ -280,6 +281,46 @@ async def test_a_job_waits_queued_until_a_worker_appears(
     finally:
         await worker.stop()
     assert record.status is JobState.SUCCEEDED
+
+
+async def test_work_the_gateway_sent_makes_the_job_dispatched_and_is_not_sent_again(
+    bus: Bus, orchestrator: Orchestrator, catalogue: Catalogue
+) -> None:
+    """A submission that says the gateway sent its work is created ``dispatched``, though this
+    orchestrator sees no live worker yet (the work is stored); it sends no work of its own, and
+    the job runs once a worker takes the gateway's."""
+    event = submitted_event("cpu-smoke", {"width": 8, "height": 8, "color": 3})
+    assert event.submission is not None
+    submission = event.submission.model_copy(update={"work_sent": True})
+    event = event.model_copy(update={"submission": submission})
+    work = work_message(
+        catalogue.get("cpu-smoke"),
+        job_id=event.job_id,
+        owner=event.owner,
+        data=submission.input,
+        created_at=event.occurred_at,
+        deadline_s=None,
+    )
+    subject = bus.names.job_event("u1", event.job_id, "submitted")
+    await bus.publish(bus.names.work("cpu-smoke"), work, msg_id=f"{event.job_id}:run")
+    await bus.publish(subject, event, msg_id=f"{event.job_id}:submitted")
+    record = await wait_record(bus, event.job_id, lambda r: r.status is JobState.DISPATCHED)
+    assert record.waiting_reason is None
+    expected = {f"{event.job_id}.{kind}": 1 for kind in ("submitted", "dispatched")}
+
+    async def announced() -> bool:
+        return await event_counts(bus, event.job_id) == expected
+
+    await until(announced)
+    info = await bus.js.stream_info(bus.names.stream("WORK"))
+    assert (info.state.messages, info.state.last_seq) == (1, 1)  # the gateway's only
+    worker = ScriptedWorker(bus, "cpu-smoke", succeed())
+    await worker.start()
+    try:
+        record = await wait_record(bus, event.job_id)
+    finally:
+        await worker.stop()
+    assert record.status is JobState.SUCCEEDED and record.attempts == 1
 
 
 async def test_an_unknown_model_fails_the_job(bus: Bus, orchestrator: Orchestrator) -> None:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from comfyline.catalogue import Catalogue
+from comfyline.catalogue import Catalogue, job_texts
 from comfyline.contracts import Binding, PromptSpec
-from comfyline.orchestrator.prompts import job_texts
 from comfyline.testkit.orchestrator import sample_template
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from comfyline.catalogue import Catalogue, work_message
 from comfyline.contracts import (
     DeadLetter,
     ErrorCode,
@@ -22,6 +23,7 @@ from comfyline.testkit.orchestrator import (
     event_counts,
     output_of,
     submit,
+    submitted_event,
     until,
     wait_record,
 )
@@ -224,3 +226,40 @@ async def test_a_job_whose_worker_died_is_redelivered_and_finishes_once(
     assert [(a.number, a.outcome) for a in record.attempt_log] == [(1, None), (2, "succeeded")]
     counts = await event_counts(bus, job_id)
     assert (counts[f"{job_id}.started"], counts[f"{job_id}.completed"]) == (2, 1)
+
+
+async def test_work_that_runs_out_of_deliveries_before_its_record_still_fails_the_job(
+    bus: Bus, orchestrator: Orchestrator, catalogue: Catalogue
+) -> None:
+    """The gateway sends a job's work with its submission: a worker can spend every delivery
+    before the orchestrator has written the record. The advisory waits for the record."""
+
+    async def refuse(worker: ScriptedWorker, job: RunJob, attempt: int) -> Outcome:
+        return "nak"
+
+    worker = ScriptedWorker(bus, "cpu-smoke", refuse, max_deliver=1, ack_wait_s=1)
+    await worker.start()
+    event = submitted_event("cpu-smoke", {"width": 8, "height": 8, "color": 5})
+    assert event.submission is not None
+    submission = event.submission.model_copy(update={"work_sent": True})
+    event = event.model_copy(update={"submission": submission})
+    work = work_message(
+        catalogue.get("cpu-smoke"),
+        job_id=event.job_id,
+        owner=event.owner,
+        data=submission.input,
+        created_at=event.occurred_at,
+        deadline_s=None,
+    )
+    try:
+        await bus.publish(bus.names.work("cpu-smoke"), work, msg_id=f"{event.job_id}:run")
+        await until(lambda: worker.deliveries == [(event.job_id, 1)])
+        await asyncio.sleep(0.3)  # the advisory has come and found no record
+        subject = bus.names.job_event("u1", event.job_id, "submitted")
+        await bus.publish(subject, event, msg_id=f"{event.job_id}:submitted")
+        record = await wait_record(bus, event.job_id, timeout_s=10)
+    finally:
+        await worker.stop()
+    assert record.status is JobState.FAILED
+    assert record.error is not None and record.error.code is ErrorCode.MAX_ATTEMPTS_EXCEEDED
+    assert [d.job_id for d in await read_dead_letters(bus, "cpu-smoke")] == [event.job_id]

@@ -26,6 +26,7 @@ from .render import (
     workflow_graph,
 )
 from .validation import InputInvalid, apply_choices, validate_input
+from .work import Texts, job_texts, run_limits, work_message
 
 __all__ = [
     "ASSET_REF_FORMS",
@@ -36,6 +37,7 @@ __all__ = [
     "InputInvalid",
     "JobOutputRef",
     "TemplateError",
+    "Texts",
     "UnknownModel",
     "apply_choices",
     "asset_params",
@@ -44,13 +46,16 @@ __all__ = [
     "compose_prompt",
     "example_input",
     "graph_assets",
+    "job_texts",
     "output_specs",
     "parse_asset_ref",
     "prepare_input",
     "render",
+    "run_limits",
     "validate_input",
     "voice_transcript",
     "wan_frames",
     "with_files",
+    "work_message",
     "workflow_graph",
 ]

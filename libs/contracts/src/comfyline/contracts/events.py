@@ -43,6 +43,12 @@ class Submission(WireModel):
     priority: Priority = "interactive"
     batch_id: str | None = Field(default=None, description="the batch the job belongs to")
     retry_of: str | None = Field(default=None, description="the dead-lettered job this retries")
+    work_sent: bool = Field(
+        default=False,
+        description="the gateway sent the job's work (message id <job_id>:run) with this "
+        "submission: a plain job with nothing to screen, for a model a live worker serves and "
+        "no admin paused. Its record starts dispatched",
+    )
 
 
 class JobEvent(Message):

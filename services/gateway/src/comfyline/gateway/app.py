@@ -162,6 +162,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             inputs,
             await bus.kv(names.bucket("idempotency")),
             workflows,
+            orders=orders,
+            fleetwatch=fleetwatch,
         )
         app.state.gateway = Gateway(
             settings=settings,

@@ -59,6 +59,14 @@ class FleetWatch:
         await cancel_and_wait(self._tasks)
         self._tasks = []
 
+    def live(self, model: str) -> bool:
+        """True when a worker serving ``model``, not draining, heartbeated within the TTL."""
+        horizon = time.monotonic() - self.ttl_s
+        return any(
+            model in beat.models and not beat.draining and seen >= horizon
+            for beat, seen in self._last.values()
+        )
+
     @contextlib.contextmanager
     def listen(self) -> Iterator[Mailbox[WorkerEvent]]:
         """A queue receiving every worker event while inside."""

@@ -125,6 +125,12 @@ class Settings(ServiceSettings):
         description="which webhook URLs are accepted; set as the orchestrator's webhook block",
     )
     status_cache_s: float = Field(default=1.0, ge=0, description="queue depth / workers cache")
+    send_work: bool = Field(
+        default=True,
+        description="send a plain job's work with its submission when a live worker serves its "
+        "model (nothing to screen, not paused): the job starts without waiting for the "
+        "orchestrator to pick it up",
+    )
 
     @model_validator(mode="after")
     def _refuse_unsafe_outside_development(self) -> Settings:

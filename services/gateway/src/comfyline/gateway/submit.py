@@ -4,6 +4,15 @@ The gateway writes a job's first event only; the orchestrator writes its record 
 event. The event is published with ``Nats-Msg-Id: <job_id>:submitted``, so a retried publish
 is deduplicated by the stream.
 
+A plain job (not a pipeline or a retry, no text for the content policy or the enhancer) for a
+model that a live worker serves and no admin paused needs nothing from the orchestrator before
+it runs: the gateway publishes its work (``work.<model>``, message id ``<job_id>:run``), then
+the submission, which says so (``work_sent``); the orchestrator creates its record
+``dispatched`` and sends no work of its own. The job starts without waiting for the
+orchestrator to pick it up (its fetch, the record's write and the work's publish). If the
+submission cannot be stored after its work was, the work is deleted from the stream again (a
+worker that took it already runs it; its reports find no record and are dropped after a while).
+
 Idempotency: ``<owner>.<sha256(key)>`` in the ``idempotency`` bucket maps a client's key to the
 job it made and the SHA-256 of the request body. The same key with the same body answers the
 same job; with another body, 409. The record is created (``kv.create``: first writer wins) just
@@ -12,8 +21,10 @@ before publishing, and removed again if the publish fails, so a retry can succee
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,7 +33,14 @@ from typing import Any
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from comfyline.catalogue import UnknownModel, validate_input, with_files
+from comfyline.catalogue import (
+    TemplateError,
+    UnknownModel,
+    job_texts,
+    validate_input,
+    with_files,
+    work_message,
+)
 from comfyline.catalogue.pipelines import PipelineInvalid, check_step_inputs, validate_pipeline
 from comfyline.contracts import (
     ErrorCode,
@@ -33,18 +51,20 @@ from comfyline.contracts import (
     JobState,
     ModelTemplate,
     Priority,
+    RunJob,
     Submission,
     WebhookSpec,
     new_job_id,
     utcnow,
 )
-from comfyline.runtime import Bus, LiveCatalogue
+from comfyline.runtime import Bus, FleetOrders, LiveCatalogue
 from comfyline.runtime.metrics import JOBS_SUBMITTED
 from comfyline.runtime.ssrf import Policy
 
 from .auth import Principal
 from .errors import ApiError
 from .fleet import Fleet
+from .fleetwatch import FleetWatch
 from .inputs import InputResolver
 from .joblog import JobLog
 from .kv import get_model, nats_errors
@@ -55,6 +75,8 @@ from .ssrf import check_webhook_url
 from .workflows import Workflows, is_workflow_model
 
 MAX_PROMPT_CHARS = 2000
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +172,8 @@ class Submitter:
         inputs: InputResolver,
         idempotency: KeyValue,
         workflows: Workflows | None = None,
+        orders: FleetOrders | None = None,
+        fleetwatch: FleetWatch | None = None,
     ) -> None:
         self.bus = bus
         self.settings = settings
@@ -160,6 +184,8 @@ class Submitter:
         self.inputs = inputs
         self.idempotency = idempotency
         self.workflows = workflows
+        self.orders = orders
+        self.fleetwatch = fleetwatch
 
     async def check_capacity(self, principal: Principal, template: ModelTemplate) -> None:
         """503 ``model_unavailable`` at once when live servers have reported and none of them can
@@ -324,10 +350,57 @@ class Submitter:
         if not reserved:
             await self.limits.reserve_active(principal)
         subject = self.bus.names.job_event(event.owner, event.job_id, EventKind.SUBMITTED.value)
+        work = self.work_now(event)
         try:
-            await self.bus.publish(subject, event, msg_id=f"{event.job_id}:submitted")
+            if work is None:
+                await self.bus.publish(subject, event, msg_id=f"{event.job_id}:submitted")
+            else:
+                await self._publish_with_work(subject, event, work)
         except Exception:
             await self.limits.release_active(principal)
+            raise
+
+    def work_now(self, event: JobEvent) -> RunJob | None:
+        """The job's work, when the gateway sends it with the submission (see the module)."""
+        sub = event.submission
+        if (
+            not self.settings.send_work
+            or sub is None
+            or self.fleetwatch is None
+            or sub.parent is not None
+            or sub.retry_of is not None
+            or (self.orders is not None and self.orders.paused(sub.model) is not None)
+            or not self.fleetwatch.live(sub.model)
+        ):
+            return None
+        try:
+            template = self.registry.get(sub.model, sub.template_version)
+            if template.engine == "pipeline" or job_texts(template, sub.input).all():
+                return None
+        except (UnknownModel, TemplateError):
+            return None
+        return work_message(
+            template,
+            job_id=event.job_id,
+            owner=event.owner,
+            data=sub.input,
+            created_at=event.occurred_at,
+            deadline_s=sub.deadline_s,
+        )
+
+    async def _publish_with_work(self, subject: str, event: JobEvent, work: RunJob) -> None:
+        """Publish the work, then ``submitted`` saying so (the orchestrator then sends none)."""
+        assert event.submission is not None
+        sub = event.submission
+        sent = await self.bus.publish(
+            self.bus.names.work(sub.model, sub.priority), work, msg_id=f"{event.job_id}:run"
+        )
+        said = event.model_copy(update={"submission": sub.model_copy(update={"work_sent": True})})
+        try:
+            await self.bus.publish(subject, said, msg_id=f"{event.job_id}:submitted")
+        except Exception:
+            with contextlib.suppress(Exception):  # taken already: it runs, and is dropped later
+                await self.bus.js.delete_msg(sent.stream, sent.seq)
             raise
 
     # --- idempotency -------------------------------------------------------------------------

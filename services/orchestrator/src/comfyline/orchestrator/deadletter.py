@@ -42,6 +42,10 @@ from .transitions import Verdict, end
 log = logging.getLogger(__name__)
 
 
+class RecordNotWritten(Exception):
+    """The dead-lettered job has no record yet."""
+
+
 class DeadLetters:
     """Turns MAX_DELIVERIES advisories of ``WORK`` into dead letters and failed jobs."""
 
@@ -87,6 +91,12 @@ class DeadLetters:
             try:
                 await self.handle(advisory)
                 return
+            except RecordNotWritten:
+                log.info(
+                    "dead letter before its job's record; trying again", extra={"try": attempt}
+                )
+                await asyncio.sleep(pause)
+                pause *= 2
             except Exception:
                 log.exception("handling a max-deliveries advisory failed", extra={"try": attempt})
                 await asyncio.sleep(pause)
@@ -131,6 +141,10 @@ class DeadLetters:
             return end(record, EventKind.FAILED, error, now, attempts=attempts)
 
         change = await self.store.change(work.job_id, step)
+        if change.outcome == "missing":
+            # Work sent with its submission (by the gateway, or with the record's creation) can
+            # run out of deliveries before the record is written: tried again shortly.
+            raise RecordNotWritten(work.job_id)
         if change.effective:
             await self.journal.conclude(change.require(), replay=change.replay)
             log.info("job failed: deliveries exhausted", extra={"deliveries": deliveries})

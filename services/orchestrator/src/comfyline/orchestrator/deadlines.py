@@ -24,7 +24,7 @@ import asyncio
 import logging
 from datetime import datetime, timedelta
 
-from comfyline.catalogue import Catalogue, UnknownModel
+from comfyline.catalogue import Catalogue, UnknownModel, run_limits
 from comfyline.contracts import (
     Deadlines,
     ErrorCode,
@@ -52,17 +52,12 @@ log = logging.getLogger(__name__)
 
 def limits(catalogue: Catalogue, record: JobRecord) -> Deadlines:
     """The job's queue and run limits: the model's, the run one shortened by the client's."""
-    try:
-        model = catalogue.get(record.model, record.template_version)
-    except UnknownModel:
+    for version in (record.template_version, None):
         try:
-            model = catalogue.get(record.model)
+            return run_limits(catalogue.get(record.model, version), record.deadline_s)
         except UnknownModel:
-            return Deadlines()
-    run_s = model.deadlines.run_s
-    if record.deadline_s is not None and record.deadline_s > 0:
-        run_s = min(run_s, record.deadline_s)
-    return Deadlines(queue_s=model.deadlines.queue_s, run_s=run_s)
+            continue
+    return run_limits(None, record.deadline_s)
 
 
 def queue_expired(record: JobRecord, attempt: int) -> bool:

@@ -6,7 +6,9 @@ before it is announced, and every step safe to run again on a redelivery:
 1. create the job record (``kv.create``; a redelivery finds it and carries on from its state),
    arm the queue deadline. A job with nothing to wait for (no text to screen, a live worker, its
    model not paused) is created ``dispatched`` at once, and its work, its ``dispatched`` event and
-   its queue deadline go out together: one record write, where steps 2-4 take two or more;
+   its queue deadline go out together: one record write, where steps 2-4 take two or more. So is
+   a job whose work the gateway sent before its submission (``work_sent``: the gateway checked
+   the same, and the work is stored); its work is not sent again;
 2. while no worker for the model is live, stay ``queued`` and ask again shortly (a delayed nak: the
    job waits in JetStream, not in memory) until one appears or the queue deadline passes;
 3. check the content policy, then enhance the prompt (:mod:`.prompts`): ``enhancing``, and the
@@ -21,10 +23,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from datetime import timedelta
 from typing import Any
 
-from comfyline.catalogue import Catalogue, UnknownModel
+from comfyline.catalogue import Catalogue, UnknownModel, work_message
 from comfyline.contracts import (
     ComfylineError,
     Enhancement,
@@ -36,7 +37,6 @@ from comfyline.contracts import (
     JobState,
     ModelTemplate,
     RunJob,
-    owner_token,
     utcnow,
 )
 from comfyline.runtime import (
@@ -128,7 +128,8 @@ class Dispatcher:
             # Just published (a workflow's requirement set, a new model): read the bucket now.
             await self.catalogue.refresh()
             template = template_of(self.catalogue, first)
-        at_once = template is not None and self._ready(first, template)
+        sent = event.submission.work_sent
+        at_once = template is not None and self._ready(first, template, sent)
         if at_once:
             now = utcnow()
             moved = advance(first, EventKind.DISPATCHED, now, dispatched_at=now)
@@ -137,9 +138,11 @@ class Dispatcher:
         # A first delivery of a fresh submission sends its work with the record's creation,
         # not after it: the job is on its way one round trip sooner. (A worker's report that
         # comes before the record is handed back until it is there: runs.py.) Later deliveries
-        # write first, then send: a repeat inside the duplicate window is one message.
+        # write first, then send: a repeat inside the duplicate window is one message. Work
+        # the gateway sent is never sent again.
         send_now = (
             at_once
+            and not sent
             and template is not None
             and delivery.num_delivered == 1
             and utcnow() - event.occurred_at < REDRIVE_WINDOW
@@ -159,7 +162,7 @@ class Dispatcher:
             self.deadlines.arm_queue_unless_started(record)
             await asyncio.gather(
                 self.journal.webhooks.schedule(record, event, f"{record.id}:submitted"),
-                self._send_work(record, template, replay=False, sent=send_now),
+                self._send_work(record, template, replay=False, sent=send_now or sent),
             )
             return
         if template is not None and template.engine == "pipeline" and self.pipelines:
@@ -197,7 +200,7 @@ class Dispatcher:
             record, pending = screened
         elif record.status is JobState.ENHANCING:
             await self.journal.announce(record, EventKind.ENHANCED, replay=True)
-        await self._dispatch(record, template, pending)
+        await self._dispatch(record, template, pending, sent)
 
     async def _accepted(self, record: JobRecord, event: JobEvent, created: bool) -> None:
         """Arm the queue deadline and the ``submitted`` webhook, once.
@@ -212,13 +215,14 @@ class Dispatcher:
         if fresh:
             await self.journal.webhooks.schedule(record, event, f"{record.id}:submitted")
 
-    def _ready(self, record: JobRecord, template: ModelTemplate) -> bool:
-        """True when a new job has nothing to wait for: a plain model, not paused, a live
-        worker for it (when one is required), no text to screen, not a retry."""
-        return (
-            template.engine != "pipeline"
-            and record.retry_of is None
-            and not (self.orders and self.orders.paused(record.model))
+    def _ready(self, record: JobRecord, template: ModelTemplate, work_sent: bool = False) -> bool:
+        """True when a new job has nothing to wait for: a plain model, not a retry, and either
+        its work already sent by the gateway (which checked the rest: the work is out) or the
+        model not paused, a live worker for it (when one is required), no text to screen."""
+        if template.engine == "pipeline" or record.retry_of is not None:
+            return False
+        return work_sent or (
+            not (self.orders and self.orders.paused(record.model))
             and not (self.settings.require_live_worker and not self.workers.live(record.model))
             and not self.gate.has_text(record, template)
         )
@@ -293,7 +297,11 @@ class Dispatcher:
         return change.record, None
 
     async def _dispatch(
-        self, record: JobRecord, template: ModelTemplate, pending: Enhancement | None
+        self,
+        record: JobRecord,
+        template: ModelTemplate,
+        pending: Enhancement | None,
+        sent: bool = False,
     ) -> None:
         now = utcnow()
 
@@ -306,7 +314,7 @@ class Dispatcher:
         change = await self.store.change(record.id, step)
         if not change.effective:
             return
-        await self._send_work(change.require(), template, replay=change.replay)
+        await self._send_work(change.require(), template, replay=change.replay, sent=sent)
 
     async def _send_work(
         self, dispatched: JobRecord, template: ModelTemplate, replay: bool, sent: bool = False
@@ -332,25 +340,14 @@ class Dispatcher:
         )
 
     def run_job(self, record: JobRecord, template: ModelTemplate) -> RunJob:
-        """The work message for ``record``.
-
-        ``deadline_at`` is the latest any delivery of the job could still be running under the
-        deadline rules (each of ``retry_limit + 1`` deliveries may wait ``queue_s`` and run
-        ``run_s``), so a worker may use it as a hard stop without ever cutting a legitimate run
-        short. The orchestrator enforces the real deadlines and sends ``control.cancel``.
-        """
-        limits = self.deadlines.limits(record)
-        deliveries = template.retry_limit + 1
-        span = timedelta(seconds=deliveries * (limits.queue_s + limits.run_s))
-        deadline = record.created_at + span
-        return RunJob(
+        """The work message for ``record`` (see :func:`~comfyline.catalogue.work_message`)."""
+        return work_message(
+            template,
             job_id=record.id,
             owner=record.owner,
-            model=record.model,
-            template_version=template.version,
-            input=run_input(record, template),
-            deadline_at=deadline,
-            output_prefix=f"outputs/{owner_token(record.owner)}/{record.id}/",
+            data=run_input(record, template),
+            created_at=record.created_at,
+            deadline_s=record.deadline_s,
         )
 
     async def fail(self, job_id: str, error: JobError) -> None:

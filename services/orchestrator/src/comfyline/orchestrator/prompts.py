@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from typing import Any
 
 from pydantic import Field, ValidationError
 
-from comfyline.catalogue import TemplateError, compose_prompt
+from comfyline.catalogue import TemplateError, Texts, job_texts
 from comfyline.contracts import (
     ComfylineError,
     Enhancement,
@@ -58,49 +56,6 @@ class PolicyAnswer(WireModel):
     ok: bool = True
     error: str | None = None
     code: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Texts:
-    """The words of a job: its (composed) prompt, negative prompt, and any other free text."""
-
-    prompt: str | None = None
-    negative: str | None = None
-    other: tuple[str, ...] = ()
-
-    def all(self) -> list[str]:
-        """Every non-empty text, for the policy check."""
-        return [t for t in (self.prompt, self.negative, *self.other) if t and t.strip()]
-
-
-def job_texts(template: ModelTemplate, data: dict[str, Any]) -> Texts:
-    """The texts of a job's input, as its template reads them.
-
-    Raises:
-        TemplateError: the template's ``compose`` names a field the input lacks.
-    """
-    spec = template.prompt
-    assets = {b.param for b in template.bindings if b.transform == "asset"}
-    properties: dict[str, Any] = template.parameters.get("properties", {})
-    taken = {spec.param, spec.negative_param} if spec else set()
-
-    def free_text(name: str, value: Any) -> bool:
-        schema = properties.get(name, {})
-        return (
-            isinstance(value, str)
-            and name not in assets
-            and name not in taken
-            and "enum" not in schema
-            and "format" not in schema
-            and bool(value.strip())
-        )
-
-    other = tuple(str(v) for k, v in sorted(data.items()) if free_text(k, v))
-    if spec is None:
-        return Texts(other=other)
-    prompt = compose_prompt(template, data)
-    negative = data.get(spec.negative_param) if spec.negative_param else None
-    return Texts(prompt, str(negative) if negative else None, () if spec.compose else other)
 
 
 def kept(template: ModelTemplate, texts: Texts, reason: str) -> Enhancement:

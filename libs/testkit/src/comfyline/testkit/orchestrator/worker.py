@@ -157,8 +157,10 @@ class ScriptedWorker:
         job = delivery.parse(RunJob)
         attempt = delivery.num_delivered
         self.deliveries.append((job.job_id, attempt))
+        # As the worker does: a job whose record says it ended (or is being cancelled) is
+        # skipped; one with no record yet runs (its work can come before its record).
         found = await JobStore(self.bus).get(job.job_id)
-        if found is None or found.record.status.terminal:
+        if found is not None and (found.record.status.terminal or found.record.cancel_requested):
             self.skipped.append(job.job_id)
             return
         outcome = await self.script(self, job, attempt)
