@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import pytest
+
+from comfyline.testkit.fixtures import real_comfyui_required
 from comfyline.testkit.real_comfyui import VERSION, Installation
 
 
@@ -31,3 +37,40 @@ def test_a_tree_without_its_marker_is_not_ready(tmp_path: Path) -> None:
     installation = fake_tree(tmp_path / f"comfyui-{VERSION}")
     assert not installation.ready
     assert "no real ComfyUI" in installation.why_not_ready()
+
+
+def running(pid: int) -> bool:
+    """True while ``pid`` runs (an ended process not yet reaped is a zombie: ``Z``)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+@pytest.mark.real_comfyui
+def test_comfyui_ends_with_the_run_command_however_that_ends() -> None:
+    """``run`` killed outright (SIGKILL: no handler runs) takes its ComfyUI with it."""
+    installation = Installation()
+    if not installation.ready:
+        if real_comfyui_required():
+            pytest.fail(f"a real ComfyUI is required here: {installation.why_not_ready()}")
+        pytest.skip(installation.why_not_ready())
+    command = [sys.executable, "-m", "comfyline.testkit.real_comfyui", "run"]
+    wrapper = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert wrapper.stdout is not None
+        line = wrapper.stdout.readline()  # printed once ComfyUI answers
+        assert line.startswith("COMFYUI_URL="), line
+        children = Path(f"/proc/{wrapper.pid}/task/{wrapper.pid}/children").read_text().split()
+        [comfyui] = [int(pid) for pid in children]
+        wrapper.kill()
+        wrapper.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while running(comfyui) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not running(comfyui), "ComfyUI outlived the run command"
+    finally:
+        if wrapper.poll() is None:
+            wrapper.kill()
+            wrapper.wait(timeout=10)

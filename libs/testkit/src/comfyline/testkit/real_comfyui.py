@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import fcntl
 import json
 import os
@@ -35,6 +36,8 @@ from typing import IO, Self
 from comfyline.stack.servers import free_port
 
 VERSION = "0.3.64"
+#: prctl(2): the signal a process gets when its parent ends.
+_PR_SET_PDEATHSIG = 1
 #: torch and torchvision that run ComfyUI on a CPU-only machine (a newer torchvision needs them).
 TORCH = ("torch==2.14.1", "torchvision==0.29.1")
 REPOSITORY = Path(__file__).resolve().parents[5]
@@ -214,6 +217,7 @@ class RealComfyUI:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
@@ -260,6 +264,13 @@ class RealComfyUI:
         self.stop()
 
 
+def _die_with_parent() -> None:
+    """In ComfyUI's process, before it starts: SIGTERM when the process that started it ends,
+    however it ends (a killed ``run``, a crashed test session), so no ComfyUI outlives it."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -281,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         state = "reused" if took == 0 else f"installed in {took:.0f} s"
         print(f"real ComfyUI {VERSION}: {installation.root} ({state})")
         return 0
-    signal.signal(signal.SIGTERM, _interrupt)
+    for ending in (signal.SIGTERM, signal.SIGHUP):  # and Ctrl-C: each stops ComfyUI first
+        signal.signal(ending, _interrupt)
     with RealComfyUI() as server:
         print(f"COMFYUI_URL={server.url}", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
