@@ -48,6 +48,7 @@ def running(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
+@pytest.mark.slow
 @pytest.mark.real_comfyui
 def test_comfyui_ends_with_the_run_command_however_that_ends() -> None:
     """``run`` killed outright (SIGKILL: no handler runs) takes its ComfyUI with it."""

@@ -335,15 +335,18 @@ class LocalStack:
         write_private(self.state_dir / "stack.json", json.dumps(self.info, indent=2))
 
     def stop(self) -> None:
-        """Stop every part we started, newest first, each by its PID."""
-        for name in reversed(list(self.children)):
-            self.children[name].stop(grace_s=15)
-        if self.s3 is not None:
-            self.s3.stop()
-        if self.nats is not None:
-            self.nats.stop()
-        if self.nats_cluster is not None:
-            self.nats_cluster.stop()
+        """Stop every part we started, each by its PID: the services together (each finishes
+        what it holds on its own, within its grace, while what it uses still runs), then the
+        simulator, S3 and NATS together."""
+        services = [c for name, c in reversed(self.children.items()) if name != "comfyui-sim"]
+        backing = [c for name, c in self.children.items() if name == "comfyui-sim"]
+        backing += [part.child for part in (self.s3, self.nats) if part is not None]
+        backing += [node.child for node in self.nats_cluster.nodes] if self.nats_cluster else []
+        for group in (services, backing):
+            for child in group:
+                child.terminate()
+            for child in group:
+                child.stop(grace_s=15)
         self.children.clear()
 
 

@@ -115,6 +115,12 @@ class ChildProcess:
         except OSError:
             return ""
 
+    def terminate(self) -> None:
+        """SIGTERM without waiting (to stop several at once; :meth:`stop` then waits)."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+
     def stop(self, grace_s: float = 10.0) -> None:
         """SIGTERM, wait up to ``grace_s``, then SIGKILL; only our own PID."""
         if self.process is not None and self.process.poll() is None:
