@@ -6,17 +6,13 @@ is deduplicated by the stream.
 
 A plain job (not a pipeline or a retry, no text for the content policy or the enhancer) for a
 model that a live worker serves and no admin paused needs nothing from the orchestrator before
-it runs: the gateway publishes its work (``work.<model>``, message id ``<job_id>:run``), then
-the submission, which says so (``work_sent``); the orchestrator creates its record
-``dispatched`` and sends no work of its own. The job starts without waiting for the
-orchestrator to pick it up (its fetch, the record's write and the work's publish). If the
-submission cannot be stored after its work was, the work is deleted from the stream again (a
-worker that took it already runs it; its reports find no record and are dropped after a while).
-
-Idempotency: ``<owner>.<sha256(key)>`` in the ``idempotency`` bucket maps a client's key to the
-job it made and the SHA-256 of the request body. The same key with the same body answers the
-same job; with another body, 409. The record is created (``kv.create``: first writer wins) just
-before publishing, and removed again if the publish fails, so a retry can succeed.
+it runs: with ``send_work`` (off by default) the gateway publishes its work (``work.<model>``,
+message id ``<job_id>:run``), then the submission, which says so (``work_sent``); the
+orchestrator creates its record ``dispatched`` and sends no work of its own. The job starts
+without waiting for the orchestrator to pick it up (its fetch, the record's write and the
+work's publish). If the submission cannot be stored after its work was, the work is deleted
+from the stream again (a worker that took it already runs it; its reports find no record and
+are dropped after a while).
 """
 
 from __future__ import annotations
