@@ -6,7 +6,6 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
-from comfyline.catalogue import Catalogue, work_message
 from comfyline.contracts import (
     ErrorCode,
     JobEvent,
@@ -27,6 +26,7 @@ from comfyline.testkit.orchestrator import (
     ScriptedWorker,
     announce_worker,
     event_counts,
+    gateway_sent,
     serve_enhancer,
     serve_policy,
     submit,
@@ -284,23 +284,12 @@ async def test_a_job_waits_queued_until_a_worker_appears(
 
 
 async def test_work_the_gateway_sent_makes_the_job_dispatched_and_is_not_sent_again(
-    bus: Bus, orchestrator: Orchestrator, catalogue: Catalogue
+    bus: Bus, orchestrator: Orchestrator
 ) -> None:
     """A submission that says the gateway sent its work is created ``dispatched``, though this
     orchestrator sees no live worker yet (the work is stored); it sends no work of its own, and
     the job runs once a worker takes the gateway's."""
-    event = submitted_event("cpu-smoke", {"width": 8, "height": 8, "color": 3})
-    assert event.submission is not None
-    submission = event.submission.model_copy(update={"work_sent": True})
-    event = event.model_copy(update={"submission": submission})
-    work = work_message(
-        catalogue.get("cpu-smoke"),
-        job_id=event.job_id,
-        owner=event.owner,
-        data=submission.input,
-        created_at=event.occurred_at,
-        deadline_s=None,
-    )
+    event, work = gateway_sent("cpu-smoke", {"width": 8, "height": 8, "color": 3})
     subject = bus.names.job_event("u1", event.job_id, "submitted")
     await bus.publish(bus.names.work("cpu-smoke"), work, msg_id=f"{event.job_id}:run")
     await bus.publish(subject, event, msg_id=f"{event.job_id}:submitted")

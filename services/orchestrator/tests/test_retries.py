@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-from comfyline.catalogue import Catalogue, work_message
 from comfyline.contracts import (
     DeadLetter,
     ErrorCode,
@@ -21,9 +20,9 @@ from comfyline.testkit.orchestrator import (
     Outcome,
     ScriptedWorker,
     event_counts,
+    gateway_sent,
     output_of,
     submit,
-    submitted_event,
     until,
     wait_record,
 )
@@ -229,7 +228,7 @@ async def test_a_job_whose_worker_died_is_redelivered_and_finishes_once(
 
 
 async def test_work_that_runs_out_of_deliveries_before_its_record_still_fails_the_job(
-    bus: Bus, orchestrator: Orchestrator, catalogue: Catalogue
+    bus: Bus, orchestrator: Orchestrator
 ) -> None:
     """The gateway sends a job's work with its submission: a worker can spend every delivery
     before the orchestrator has written the record. The advisory waits for the record."""
@@ -239,18 +238,7 @@ async def test_work_that_runs_out_of_deliveries_before_its_record_still_fails_th
 
     worker = ScriptedWorker(bus, "cpu-smoke", refuse, max_deliver=1, ack_wait_s=1)
     await worker.start()
-    event = submitted_event("cpu-smoke", {"width": 8, "height": 8, "color": 5})
-    assert event.submission is not None
-    submission = event.submission.model_copy(update={"work_sent": True})
-    event = event.model_copy(update={"submission": submission})
-    work = work_message(
-        catalogue.get("cpu-smoke"),
-        job_id=event.job_id,
-        owner=event.owner,
-        data=submission.input,
-        created_at=event.occurred_at,
-        deadline_s=None,
-    )
+    event, work = gateway_sent("cpu-smoke", {"width": 8, "height": 8, "color": 5})
     try:
         await bus.publish(bus.names.work("cpu-smoke"), work, msg_id=f"{event.job_id}:run")
         await until(lambda: worker.deliveries == [(event.job_id, 1)])

@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from comfyline.catalogue import Catalogue, work_message
 from comfyline.contracts import (
     Binding,
     Deadlines,
@@ -31,6 +32,7 @@ from comfyline.contracts import (
     OutputKind,
     OutputSpec,
     PromptSpec,
+    RunJob,
     Submission,
     WebhookSpec,
     new_job_id,
@@ -60,6 +62,7 @@ __all__ = [
     "WebhookReceiver",
     "announce_worker",
     "event_counts",
+    "gateway_sent",
     "orchestrator_process",
     "orchestrator_ready",
     "output_of",
@@ -106,6 +109,23 @@ def submitted_event(
         status=JobState.QUEUED,
         submission=submission,
     )
+
+
+def gateway_sent(model: str, data: dict[str, Any]) -> tuple[JobEvent, RunJob]:
+    """A built-in model's ``submitted`` event saying ``work_sent`` and the work the gateway
+    sends before it (neither published)."""
+    event = submitted_event(model, data)
+    assert event.submission is not None
+    submission = event.submission.model_copy(update={"work_sent": True})
+    work = work_message(
+        Catalogue.builtin().get(model),
+        job_id=event.job_id,
+        owner=event.owner,
+        data=submission.input,
+        created_at=event.occurred_at,
+        deadline_s=None,
+    )
+    return event.model_copy(update={"submission": submission}), work
 
 
 async def submit(bus: Bus, model: str, data: dict[str, Any], **fields: Any) -> str:
