@@ -92,15 +92,11 @@ class DeadLetters:
                 await self.handle(advisory)
                 return
             except RecordNotWritten:
-                log.info(
-                    "dead letter before its job's record; trying again", extra={"try": attempt}
-                )
-                await asyncio.sleep(pause)
-                pause *= 2
+                log.info("dead letter before its job's record", extra={"try": attempt})
             except Exception:
                 log.exception("handling a max-deliveries advisory failed", extra={"try": attempt})
-                await asyncio.sleep(pause)
-                pause *= 2
+            await asyncio.sleep(pause)
+            pause *= 2
 
     async def handle(self, advisory: dict[str, Any]) -> None:
         """Dead-letter the work message the advisory names and fail its job."""

@@ -32,6 +32,7 @@ from comfyline.contracts import (
     JobError,
     JobRecord,
     JobState,
+    ModelTemplate,
     Timer,
     utcnow,
 )
@@ -50,14 +51,19 @@ QUEUE_TIMER_DEFER_S = 2.0
 log = logging.getLogger(__name__)
 
 
-def limits(catalogue: Catalogue, record: JobRecord) -> Deadlines:
-    """The job's queue and run limits: the model's, the run one shortened by the client's."""
+def template_of(catalogue: Catalogue, record: JobRecord) -> ModelTemplate | None:
+    """The template version the job was validated against (else the latest), or None."""
     for version in (record.template_version, None):
         try:
-            return run_limits(catalogue.get(record.model, version), record.deadline_s)
+            return catalogue.get(record.model, version)
         except UnknownModel:
             continue
-    return run_limits(None, record.deadline_s)
+    return None
+
+
+def limits(catalogue: Catalogue, record: JobRecord) -> Deadlines:
+    """The job's queue and run limits: the model's, the run one shortened by the client's."""
+    return run_limits(template_of(catalogue, record), record.deadline_s)
 
 
 def queue_expired(record: JobRecord, attempt: int) -> bool:

@@ -25,7 +25,7 @@ import hashlib
 import logging
 from typing import Any
 
-from comfyline.catalogue import Catalogue, UnknownModel, work_message
+from comfyline.catalogue import Catalogue, work_message
 from comfyline.contracts import (
     ComfylineError,
     Enhancement,
@@ -50,7 +50,7 @@ from comfyline.runtime import (
     model_var,
 )
 
-from .deadlines import DeadlineKeeper
+from .deadlines import DeadlineKeeper, template_of
 from .journal import REDRIVE_WINDOW, Journal, event_msg_id
 from .pipelines import Pipelines
 from .prompts import PromptGate
@@ -60,16 +60,6 @@ from .transitions import Verdict, advance, end
 from .workers import WorkerDirectory
 
 log = logging.getLogger(__name__)
-
-
-def template_of(catalogue: Catalogue, record: JobRecord) -> ModelTemplate | None:
-    """The template version the job was validated against (else the latest), or None."""
-    for version in (record.template_version, None):
-        try:
-            return catalogue.get(record.model, version)
-        except UnknownModel:
-            continue
-    return None
 
 
 def run_input(record: JobRecord, template: ModelTemplate) -> dict[str, Any]:

@@ -43,8 +43,7 @@ from comfyline.contracts import (
 )
 from comfyline.runtime import Delivery, Retry, job_id_var
 
-from .deadlines import DeadlineKeeper
-from .dispatch import template_of
+from .deadlines import DeadlineKeeper, template_of
 from .journal import Journal, event_msg_id
 from .records import JobStore
 from .settings import Settings
