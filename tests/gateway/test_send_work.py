@@ -29,8 +29,8 @@ from .test_catalogue import heartbeat
 
 @pytest.fixture
 def settings(namespace: str, nats_settings: NatsSettings, s3_settings: S3Settings) -> Settings:
-    """A gateway that sends work (``GATEWAY_SEND_WORK``, off by default)."""
-    return make_settings(namespace, nats_settings, s3_settings, send_work=True)
+    """A gateway as it comes (``GATEWAY_SEND_WORK`` on by default)."""
+    return make_settings(namespace, nats_settings, s3_settings)
 
 
 SMOKE_INPUT = {"width": 64, "height": 32, "color": 7}
@@ -126,12 +126,12 @@ async def test_a_job_with_text_to_screen_waits_for_the_orchestrator(
     assert await work_of(bus, SDXL_TEST.name) == []
 
 
-async def test_a_gateway_left_as_it_is_leaves_every_job_to_the_orchestrator(
+async def test_a_gateway_told_not_to_leaves_every_job_to_the_orchestrator(
     namespace: str, nats_settings: NatsSettings, s3_settings: S3Settings, bus: Bus
 ) -> None:
     await publish_models(bus, SDXL_TEST)
     await beat(bus, "gpu-1")
-    app = create_app(make_settings(namespace, nats_settings, s3_settings))
+    app = create_app(make_settings(namespace, nats_settings, s3_settings, send_work=False))
     async with app.router.lifespan_context(app):
         await until_live(app, "cpu-smoke")
         transport = httpx.ASGITransport(app=app)
@@ -150,7 +150,7 @@ async def test_work_whose_submission_cannot_be_stored_is_taken_back(
     record."""
     await beat(bus, "gpu-1")
     quick = nats_settings.model_copy(update={"publish_retry_s": 0.2})
-    app = create_app(make_settings(namespace, quick, s3_settings, send_work=True))
+    app = create_app(make_settings(namespace, quick, s3_settings))
     async with app.router.lifespan_context(app):
         await until_live(app, "cpu-smoke")
         transport = httpx.ASGITransport(app=app)

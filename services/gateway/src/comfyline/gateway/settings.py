@@ -126,11 +126,10 @@ class Settings(ServiceSettings):
     )
     status_cache_s: float = Field(default=1.0, ge=0, description="queue depth / workers cache")
     send_work: bool = Field(
-        default=False,
+        default=True,
         description="send a plain job's work with its submission when a live worker serves its "
         "model (nothing to screen, not paused): the job starts without waiting for the "
-        "orchestrator to pick it up. Off by default: under load on a small machine the "
-        "workers' reports then often come before the job's record (see docs/performance.md)",
+        "orchestrator to pick it up. false: the orchestrator sends every job's work",
     )
 
     @model_validator(mode="after")

@@ -6,7 +6,7 @@ is deduplicated by the stream.
 
 A plain job (not a pipeline or a retry, no text for the content policy or the enhancer) for a
 model that a live worker serves and no admin paused needs nothing from the orchestrator before
-it runs: with ``send_work`` (off by default) the gateway publishes its work (``work.<model>``,
+it runs: with ``send_work`` (on by default) the gateway publishes its work (``work.<model>``,
 message id ``<job_id>:run``), then the submission, which says so (``work_sent``); the
 orchestrator creates its record ``dispatched`` and sends no work of its own. The job starts
 without waiting for the orchestrator to pick it up (its fetch, the record's write and the
