@@ -11,8 +11,11 @@ import httpx
 import websockets
 
 from comfyline.contracts import EventKind, Progress
+from comfyline.gateway import Settings, create_app
+from comfyline.runtime import Bus
+from comfyline.testkit.orchestrator import until
 
-from .conftest import ADMIN, Orchestrator, Served, new_key
+from .conftest import ADMIN, Orchestrator, Served, new_key, serve
 
 
 @dataclass
@@ -203,3 +206,28 @@ async def test_websocket_carries_the_same_events_by_the_naming_table(
             assert json.loads(await ws.recv())["type"] == "ready"
             replay = [json.loads(await ws.recv()) for _ in range(4)]
             assert replay[-1]["type"] == "job_completed"
+
+
+async def test_a_stream_whose_client_goes_away_is_let_go_at_once(
+    settings: Settings, bus: Bus
+) -> None:
+    """An idle stream waits for its next event or heartbeat (here 30 s off); a client that
+    closes it is noticed then and there, and its listener is gone. The stream's answer still
+    carries the headers the middleware adds (the request id, the rate limit)."""
+    running, stop = await serve(create_app(settings.model_copy(update={"sse_heartbeat_s": 30})))
+    fanout = running.app.state.gateway.fanout
+    try:
+        async with httpx.AsyncClient(base_url=running.url, timeout=10) as http:
+            alice = await new_key(http, "alice")
+            before = fanout.listeners
+            for _ in range(3):
+                async with http.stream("GET", "/v1/events", headers=alice) as response:
+                    assert response.status_code == 200
+                    assert response.headers["x-request-id"]
+                    assert "ratelimit-remaining" in response.headers
+                    lines = response.aiter_lines()
+                    assert (await anext(lines)).startswith("retry: ")
+                    await until(lambda: fanout.listeners == before + 1)
+                await until(lambda: fanout.listeners == before, timeout_s=3)
+    finally:
+        await stop()

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
+from starlette.types import Receive, Scope, Send
 
 from comfyline.catalogue import Catalogue, example_input
 from comfyline.contracts import bucket_spec, stream_spec
@@ -55,6 +56,7 @@ from .routes import (
 from .schemas import JobEventPublic, WsMessage
 from .settings import Settings
 from .ssrf import Fetcher
+from .streams import run_streaming
 from .submit import Submitter
 from .views import Views
 from .workflows import FleetNodes, Workflows
@@ -209,6 +211,15 @@ def is_event_stream(scope: MutableMapping[str, Any]) -> bool:
     return scope.get("type") == "websocket" or path.endswith("/events")
 
 
+class GatewayApp(FastAPI):
+    """The FastAPI app, whose event streams send their body once the request stack returned
+    (see :mod:`.streams`). ``FastAPIOffline`` is a function that makes a ``FastAPI``; the app
+    it makes becomes this subclass, which adds no state."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await run_streaming(super().__call__, scope, receive, send)
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The gateway's ASGI app (routes, middleware, error envelope, OpenAPI)."""
     # Swagger UI and ReDoc served from the package, not a CDN: /docs works offline too.
@@ -248,6 +259,7 @@ def create_app(settings: Settings) -> FastAPI:
             },
         ],
     )
+    app.__class__ = GatewayApp
     app.state.settings = settings
     app.state.gateway = None
     install_error_handlers(app)

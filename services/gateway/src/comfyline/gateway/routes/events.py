@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 from pydantic import BaseModel
 
 from comfyline.contracts import (
@@ -38,6 +38,7 @@ from ..deps import Credentials, Gateway, GatewayDep, StatusUser, charge, owner_p
 from ..errors import ApiError, error_responses
 from ..fleetwatch import merged
 from ..follow import Overflow, Tick, follow
+from ..streams import EventStreamResponse
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["events"])
@@ -94,14 +95,13 @@ def sse(seq: int, event: str, data: str) -> bytes:
 
 async def _stream(
     gw: Gateway,
-    request: Request,
+    base: str,
     *,
     job_id: str | None,
     owner: str | None,
     after: int | None,
     workers: bool = False,
 ) -> AsyncIterator[bytes]:
-    base = gw.base_url(request)
     with contextlib.ExitStack() as stack:
         stack.enter_context(LISTENERS.labels("sse").track_inprogress())
         # Listening before the first line is sent: a client that has read it misses nothing.
@@ -143,7 +143,7 @@ async def _sse(
 @router.get(
     "/v1/jobs/{job_id}/events",
     summary="Follow one job (SSE)",
-    response_class=StreamingResponse,
+    response_class=EventStreamResponse,
     responses={**SSE_RESPONSES, **error_responses(400, 401, 403, 404, 429, 503)},
 )
 async def job_events(
@@ -167,9 +167,8 @@ async def job_events(
     if record.status.terminal and after is not None:
         if not await gw.job_service.has_events_after(job_id, after):
             return Response(status_code=204)
-    return StreamingResponse(
-        _stream(gw, request, job_id=job_id, owner=None, after=after),
-        media_type="text/event-stream",
+    return EventStreamResponse(
+        _stream(gw, gw.base_url(request), job_id=job_id, owner=None, after=after),
         headers=SSE_HEADERS,
     )
 
@@ -177,7 +176,7 @@ async def job_events(
 @router.get(
     "/v1/events",
     summary="Follow all of the caller's jobs (SSE)",
-    response_class=StreamingResponse,
+    response_class=EventStreamResponse,
     responses={200: SSE_RESPONSES[200], **error_responses(400, 401, 403, 429, 503)},
 )
 async def owner_events(
@@ -188,7 +187,7 @@ async def owner_events(
     owner: Annotated[str | None, Query(max_length=256, description="admins: any owner")] = None,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     last_event_id_query: Annotated[int | None, Query(alias="last_event_id", ge=0)] = None,
-) -> StreamingResponse:
+) -> EventStreamResponse:
     """Every event of every job of the caller, live (replayed from `Last-Event-ID` if given).
 
     Admins also get `event: worker` messages (no `id:`) when a worker joins, leaves, drains or
@@ -199,9 +198,9 @@ async def owner_events(
     await charge(request, gw, user, "status")
     who = owner_token(owner_param(user, owner))
     after = last_event_id(last_event_id_header, last_event_id_query)
-    return StreamingResponse(
-        _stream(gw, request, job_id=None, owner=who, after=after, workers=user.is_admin),
-        media_type="text/event-stream",
+    base = gw.base_url(request)
+    return EventStreamResponse(
+        _stream(gw, base, job_id=None, owner=who, after=after, workers=user.is_admin),
         headers=SSE_HEADERS,
     )
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from comfyline.contracts import (
@@ -36,6 +36,7 @@ from ..deps import Gateway, GatewayDep, StatusUser, SubmitUser
 from ..errors import ApiError, request_id_of
 from ..follow import Overflow, Tick, follow
 from ..schemas import JobCreate
+from ..streams import EventStreamResponse
 from .events import SSE_HEADERS, last_event_id
 from .v2_assets import RETENTION, output_view
 
@@ -301,7 +302,7 @@ async def v2_job_events(
     user: StatusUser,
     gw: GatewayDep,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-) -> StreamingResponse:
+) -> EventStreamResponse:
     """The job's events as v2's ``status``, ``progress``, ``preview``, ``output`` and ``log``
     frames: everything from the start (or after ``Last-Event-ID``), then live, until the
     terminal ``status`` (at once, for a client that has seen every event of an ended job)."""
@@ -312,7 +313,7 @@ async def v2_job_events(
         if not await gw.job_service.has_events_after(job_id, after):
             status = {"status": _STATUS[record.status], "queue_position": None}
             stream = _once(_frame(after, "status", status))
-    return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS)
+    return EventStreamResponse(stream, headers=SSE_HEADERS)
 
 
 async def _once(frame: bytes) -> AsyncIterator[bytes]:
