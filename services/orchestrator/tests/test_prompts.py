@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from comfyline.catalogue import Catalogue, job_texts
+from comfyline.catalogue import Catalogue, goes_at_once, job_texts
 from comfyline.contracts import Binding, PromptSpec
 from comfyline.testkit.orchestrator import sample_template
 
@@ -50,3 +50,18 @@ def test_templates_without_a_prompt_spec_still_show_their_free_text() -> None:
 def test_a_job_with_no_text_has_nothing_to_check() -> None:
     """``cpu-smoke`` takes numbers only: the policy is not asked."""
     assert job_texts(Catalogue.builtin().get("cpu-smoke"), {"width": 64}).all() == []
+
+
+def test_a_job_goes_at_once_only_with_nothing_to_wait_for() -> None:
+    """The one rule the gateway and the orchestrator both send work by."""
+    smoke = Catalogue.builtin().get("cpu-smoke")
+    plain = {"width": 64, "height": 64, "color": 7}
+    ready = {"retry": False, "paused": False, "served": True}
+    assert goes_at_once(smoke, plain, **ready)
+    assert not goes_at_once(smoke, plain, **(ready | {"retry": True}))
+    assert not goes_at_once(smoke, plain, **(ready | {"paused": True}))
+    assert not goes_at_once(smoke, plain, **(ready | {"served": False}))
+    worded = sample_template()  # a prompt for the content policy and the enhancer
+    assert not goes_at_once(worded, {"prompt": "a fox", "steps": 4}, **ready)
+    pipeline = next(t for t in Catalogue.builtin() if t.engine == "pipeline")
+    assert not goes_at_once(pipeline, {}, **ready)

@@ -26,7 +26,7 @@ from .render import (
     workflow_graph,
 )
 from .validation import InputInvalid, apply_choices, validate_input
-from .work import Texts, job_texts, run_limits, work_message
+from .work import Texts, goes_at_once, has_text, job_texts, run_limits, work_message
 
 __all__ = [
     "ASSET_REF_FORMS",
@@ -45,7 +45,9 @@ __all__ = [
     "builtin_voices",
     "compose_prompt",
     "example_input",
+    "goes_at_once",
     "graph_assets",
+    "has_text",
     "job_texts",
     "output_specs",
     "parse_asset_ref",

@@ -13,7 +13,7 @@ from typing import Any
 
 from comfyline.contracts import Deadlines, ModelTemplate, RunJob, owner_token
 
-from .render import compose_prompt
+from .render import TemplateError, compose_prompt
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +57,34 @@ def job_texts(template: ModelTemplate, data: dict[str, Any]) -> Texts:
     prompt = compose_prompt(template, data)
     negative = data.get(spec.negative_param) if spec.negative_param else None
     return Texts(prompt, str(negative) if negative else None, () if spec.compose else other)
+
+
+def has_text(template: ModelTemplate, data: dict[str, Any]) -> bool:
+    """True when a job has text for the content policy or the enhancer, or texts that cannot be
+    read (its screening then says why)."""
+    try:
+        return bool(job_texts(template, data).all())
+    except TemplateError:
+        return True
+
+
+def goes_at_once(
+    template: ModelTemplate,
+    data: dict[str, Any],
+    *,
+    retry: bool,
+    paused: bool,
+    served: bool,
+) -> bool:
+    """True when a new job needs nothing before its work is sent: a plain model (not a
+    pipeline), not a retry (its old job is marked replaced first), its model not paused and
+    ``served`` (a live worker runs it, where one is required), and no text to screen.
+
+    The one rule for both services that send work: the orchestrator for the jobs it creates,
+    the gateway for the ones it sends with their submission (``Submission.work_sent``)."""
+    if template.engine == "pipeline" or retry or paused or not served:
+        return False
+    return not has_text(template, data)
 
 
 def run_limits(template: ModelTemplate | None, deadline_s: float | None) -> Deadlines:

@@ -32,7 +32,7 @@ from nats.js.kv import KeyValue
 from comfyline.catalogue import (
     TemplateError,
     UnknownModel,
-    job_texts,
+    goes_at_once,
     validate_input,
     with_files,
     work_message,
@@ -357,23 +357,26 @@ class Submitter:
             raise
 
     def work_now(self, event: JobEvent) -> RunJob | None:
-        """The job's work, when the gateway sends it with the submission (see the module)."""
+        """The job's work, when the gateway sends it with the submission (see the module): by
+        the orchestrator's own rule (``goes_at_once``), from this gateway's view of the fleet
+        and of the admins' pauses."""
         sub = event.submission
-        if (
-            not self.settings.send_work
-            or sub is None
-            or self.fleetwatch is None
-            or sub.parent is not None
-            or sub.retry_of is not None
-            or (self.orders is not None and self.orders.paused(sub.model) is not None)
-            or not self.fleetwatch.live(sub.model)
-        ):
+        if not self.settings.send_work or sub is None or self.fleetwatch is None:
+            return None
+        if sub.parent is not None:  # a pipeline's step is the orchestrator's to send
             return None
         try:
             template = self.registry.get(sub.model, sub.template_version)
-            if template.engine == "pipeline" or job_texts(template, sub.input).all():
-                return None
         except (UnknownModel, TemplateError):
+            return None
+        at_once = goes_at_once(
+            template,
+            sub.input,
+            retry=sub.retry_of is not None,
+            paused=self.orders is not None and self.orders.paused(sub.model) is not None,
+            served=self.fleetwatch.live(sub.model),
+        )
+        if not at_once:
             return None
         return work_message(
             template,

@@ -25,7 +25,7 @@ import hashlib
 import logging
 from typing import Any
 
-from comfyline.catalogue import Catalogue, work_message
+from comfyline.catalogue import Catalogue, goes_at_once, work_message
 from comfyline.contracts import (
     ComfylineError,
     Enhancement,
@@ -206,15 +206,18 @@ class Dispatcher:
             await self.journal.webhooks.schedule(record, event, f"{record.id}:submitted")
 
     def _ready(self, record: JobRecord, template: ModelTemplate, work_sent: bool = False) -> bool:
-        """True when a new job has nothing to wait for: a plain model, not a retry, and either
-        its work already sent by the gateway (which checked the rest: the work is out) or the
-        model not paused, a live worker for it (when one is required), no text to screen."""
-        if template.engine == "pipeline" or record.retry_of is not None:
-            return False
-        return work_sent or (
-            not (self.orders and self.orders.paused(record.model))
-            and not (self.settings.require_live_worker and not self.workers.live(record.model))
-            and not self.gate.has_text(record, template)
+        """True when a new job has nothing to wait for (``goes_at_once``, the gateway's rule
+        too), or its work was sent by the gateway already (which checked the same: the work is
+        out)."""
+        retry = record.retry_of is not None
+        if work_sent:
+            return template.engine != "pipeline" and not retry
+        return goes_at_once(
+            template,
+            record.input,
+            retry=retry,
+            paused=bool(self.orders and self.orders.paused(record.model)),
+            served=not self.settings.require_live_worker or self.workers.live(record.model),
         )
 
     async def _hold_if_paused(self, record: JobRecord) -> None:

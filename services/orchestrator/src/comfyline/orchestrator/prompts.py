@@ -84,14 +84,6 @@ class PromptGate:
         self.bus = bus
         self.settings = settings
 
-    def has_text(self, record: JobRecord, template: ModelTemplate) -> bool:
-        """True when the job has text for the policy or the enhancer (or its texts cannot be
-        read: the screening then says why)."""
-        try:
-            return bool(job_texts(template, record.input).all())
-        except TemplateError:
-            return True
-
     async def check_policy(self, record: JobRecord, template: ModelTemplate) -> None:
         """Pass, or raise :class:`PolicyRefused` / :class:`PolicyUnavailable`."""
         try:
