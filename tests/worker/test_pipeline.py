@@ -22,6 +22,7 @@ from PIL import Image
 from comfyline.catalogue import Catalogue
 from comfyline.contracts import Binding, CancelCommand, RunEvent
 from comfyline.runtime import Bus, NatsSettings, ObjectStore, S3Settings
+from comfyline.stack.servers import free_port
 
 from .helpers import (
     RunWatch,
@@ -102,11 +103,11 @@ class InFlight:
 
 @contextlib.asynccontextmanager
 async def two_in_flight(
-    bus: Bus, workers: Workers, url: str, **settings: Any
+    bus: Bus, workers: Workers, url: str, also: tuple[str, ...] = (), **settings: Any
 ) -> AsyncIterator[InFlight]:
-    """A worker on ``url`` given two slow jobs of fresh colours (so neither ComfyUI answers from
-    its cache); the server is left idle afterwards."""
-    workers([url], catalogue=catalogue(), models=["slow-colour"], **settings)
+    """A worker on ``url`` (and ``also`` these servers, not up yet) given two slow jobs of fresh
+    colours (so neither ComfyUI answers from its cache); the server is left idle afterwards."""
+    workers([url, *also], catalogue=catalogue(), models=["slow-colour"], **settings)
     async with httpx.AsyncClient(timeout=10) as client:
         try:
             for _ in range(2):
@@ -204,6 +205,27 @@ async def test_a_job_goes_to_another_workers_idle_server_not_behind_a_busy_one(
     other = await runs.wait_for(second.job_id, "started", timeout=30)
     assert other.worker_id == "worker-idle" and other.server == free.url
     assert not runs.of(first.job_id, "completed")
+
+
+async def test_a_job_waiting_behind_a_busy_server_moves_to_one_that_comes_up_idle(
+    bus: Bus, sim_factory: SimFactory, workers: Workers, runs: RunWatch, any_comfyui: str
+) -> None:
+    """A job parked behind a busy server (the only one up when it came) does not stay there
+    once another server that can run it is idle: its prompt is taken back from the busy
+    server's queue, which never executes it, and the job runs on the idle server at once."""
+    port = free_port()
+    async with two_in_flight(bus, workers, any_comfyui, also=(f"http://127.0.0.1:{port}",)) as on:
+        later = sim_factory("--node-delay", "EmptyImage=0.5", port=port)
+        moved = await runs.wait_for(on.second, "started", timeout=60)
+        assert moved.server == later.url and moved.prompt_id != on.waiting
+        assert not runs.of(on.first, "completed"), "it moved while the first one still ran"
+        assert on.waiting not in set().union(*await queue_ids(on.client, on.url))
+        done = await runs.wait_for(on.second, "completed", "failed", timeout=90)
+        assert done.kind == "completed" and done.outputs, done.error
+        first = await runs.wait_for(on.first, "completed", "failed", timeout=90)
+        assert first.kind == "completed" and first.prompt_id == on.running
+        assert await history(on.client, on.url, on.waiting) == {}, "never executed there"
+        assert len(runs.of(on.second, "completed")) == 1
 
 
 async def test_a_backlog_is_queued_one_ahead_on_every_server(

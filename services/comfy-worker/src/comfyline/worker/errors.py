@@ -112,6 +112,13 @@ class RunCancelled(WorkerError):
     code = ErrorCode.CANCELLED
 
 
+class RunWithdrawn(WorkerError):
+    """The prompt was taken back from its server's queue before it started, to run on a server
+    that became idle (see ``JobControl.move``): not a failure, the job goes on there."""
+
+    code = ErrorCode.CANCELLED
+
+
 class InputError(WorkerError):
     """A job input (an asset or an earlier job's output) cannot be found or fetched."""
 

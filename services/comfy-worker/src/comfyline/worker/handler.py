@@ -46,7 +46,7 @@ from comfyline.runtime.metrics import RunClock
 
 from .cancel import CancelListener
 from .comfy_socket import ServerSocket
-from .errors import RunCancelled, WorkerError
+from .errors import RunCancelled, RunWithdrawn, WorkerError
 from .frames import Preview
 from .inputs import InputResolver, upload_inputs
 from .media import extension
@@ -61,11 +61,14 @@ _tracer = tracer(__name__)
 
 
 class JobControl:
-    """A job this worker holds, as the cancel listener sees it."""
+    """A job this worker holds, as the cancel listener and the servers' feeds see it."""
 
-    def __init__(self) -> None:
+    def __init__(self, model: str | None = None) -> None:
+        self.model = model
         self.run: ComfyRun | None = None
         self.reason: str | None = None
+        #: Where the job goes on once its prompt is taken back (see :meth:`move`).
+        self.moving_to: tuple[Server, Lease] | None = None
 
     async def cancel(self, reason: str) -> None:
         self.reason = reason
@@ -75,6 +78,22 @@ class JobControl:
     def check(self) -> None:
         if self.reason is not None:
             raise RunCancelled(self.reason)
+
+    @property
+    def waiting(self) -> bool:
+        """Its prompt waits in a busy server's queue (not started)."""
+        return self.run is not None and self.run.waiting and self.moving_to is None
+
+    async def move(self, server: Server, lease: Lease) -> bool:
+        """Run on ``server`` (its place held by ``lease``) instead, if the prompt can still be
+        taken back from the queue it waits in: True when the job now goes there."""
+        if self.run is None or self.reason is not None or self.moving_to is not None:
+            return False
+        self.moving_to = (server, lease)
+        if await self.run.withdraw():
+            return True
+        self.moving_to = None
+        return False
 
 
 def as_worker_error(exc: BaseException) -> WorkerError:
@@ -130,6 +149,7 @@ class JobHandler:
         self.cancels = cancels
         self.resolver = InputResolver(bus, store)
         self.sockets: dict[str, ServerSocket] = {}  # by server URL
+        self.held: dict[str, JobControl] = {}  # by job id, while they run
         #: In every prompt's ``extra_data``: a later worker knows our leftovers by it.
         self.tag = {"worker_id": settings.worker_id, "session": uuid.uuid4().hex}
 
@@ -155,7 +175,7 @@ class JobHandler:
             preview_store=self._preview_store(run_job) if self.settings.previews else None,
             preview_interval_s=self.settings.preview_interval_s,
         )
-        control = JobControl()
+        control = JobControl(run_job.model)
         max_deliver = 1
         try:
             template = await self._template(run_job)
@@ -165,11 +185,23 @@ class JobHandler:
                     log.info("job already ended or cancelled; skipping")
                     return
                 reason = self.cancels.register(run_job.job_id, control)
+                self.held[run_job.job_id] = control
                 try:
                     if reason is not None:
                         raise RunCancelled(reason)
-                    await self._run(run_job, template, server, reporter, control, lease)
+                    while True:
+                        try:
+                            await self._run(run_job, template, server, reporter, control, lease)
+                            break
+                        except RunWithdrawn:  # an idle server takes it: run it there
+                            assert control.moving_to is not None
+                            lease.release()
+                            server, lease = control.moving_to
+                            control.moving_to, control.run = None, None
+                            reporter.server = server.url
+                            log.info("job moved to an idle server", extra={"server": server.url})
                 finally:
+                    self.held.pop(run_job.job_id, None)
                     self.cancels.unregister(run_job.job_id)
             run_clock.outcome = "succeeded"
         except RunCancelled as exc:

@@ -37,6 +37,7 @@ from .errors import (
     ComfyUnavailable,
     RunCancelled,
     RunInterrupted,
+    RunWithdrawn,
     WorkerError,
     execution_failure,
     rejection,
@@ -108,6 +109,7 @@ class ComfyRun:
         self.client_id = str(uuid.uuid4())
         self.tracker = RunTracker(self.prompt_id, graph)
         self.cancel_requested = False
+        self.withdrawn = False
         self._posted = False
         self._socket: Frames | None = None
 
@@ -189,6 +191,8 @@ class ComfyRun:
                 case SocketDead():
                     raise ComfyUnavailable(f"lost the socket of {self.client.base_url}")
                 case Resolved():
+                    if self.withdrawn:
+                        raise RunWithdrawn("taken back before it started, to run elsewhere")
                     raise RunCancelled("cancelled while pending; the prompt was deleted")
                 case _:
                     update = self.tracker.feed(event)
@@ -253,6 +257,8 @@ class ComfyRun:
             running, pending = await self.client.queue()
             if self.prompt_id in running or self.prompt_id in pending:
                 return
+            if self.withdrawn and self.tracker.phase == Phase.QUEUED:
+                raise RunWithdrawn("taken back before it started, to run elsewhere")
             if self.cancel_requested and self.tracker.phase == Phase.QUEUED:
                 raise RunCancelled("cancelled while pending; the prompt was deleted")
             if attempt < 5:
@@ -265,6 +271,32 @@ class ComfyRun:
         self.cancel_requested = True
         if self._posted and not self.tracker.phase.finished:
             await self._stop_prompt()
+
+    @property
+    def waiting(self) -> bool:
+        """Posted, and still waiting in the server's queue (not started, not cancelled)."""
+        return (
+            self._posted
+            and not self.cancel_requested
+            and not self.withdrawn
+            and self.tracker.phase == Phase.QUEUED
+        )
+
+    async def withdraw(self) -> bool:
+        """Take the prompt back from the server's queue if it has not started: True when it is
+        gone without having run (the run then ends with :class:`RunWithdrawn`), False when it
+        started (or even ended) meanwhile, and goes on here as if nothing was asked."""
+        if not self.waiting or self._socket is None:
+            return False
+        await self.client.delete_pending([self.prompt_id])
+        running, pending = await self.client.queue()
+        if self.prompt_id in running or self.prompt_id in pending or not self.waiting:
+            return False  # it started between the delete and the look: it runs here
+        if await self.client.history(self.prompt_id) is not None:
+            return False  # it started and ended in between: its frames finish the run
+        self.withdrawn = True
+        self._socket.notify(Resolved("withdrawn"))
+        return True
 
     async def _stop_prompt(self, resolve: bool = True) -> None:
         if self.tracker.phase == Phase.RUNNING:

@@ -37,7 +37,7 @@ from .affinity import Affinity
 from .cancel import CancelListener
 from .comfy_client import ComfyClient
 from .fetch import WorkFetcher
-from .handler import JobHandler
+from .handler import JobControl, JobHandler
 from .leftovers import clear_leftovers
 from .registry import Registry
 from .servers import Lease, Server
@@ -107,6 +107,7 @@ class Worker:
         self.orders = FleetOrders(bus)
         self.affinity = Affinity(self.fetcher, catalogue, settings.affinity_wait_s)
         self.jobs: set[asyncio.Task[str]] = set()
+        self.moves: set[asyncio.Task[None]] = set()  # waiting jobs taken to idle servers
         self.completed_runs = 0
 
     def allowed_templates(self) -> list[ModelTemplate]:
@@ -221,6 +222,8 @@ class Worker:
                     candidates, rung, rotate=not self.settings.affinity
                 )
                 if msg is None:
+                    if not ahead and self._take_waiting(server, models):
+                        continue  # a job waiting behind a busy server comes here instead
                     await _until(
                         _either(ring.wait(), server.changed.wait()),
                         stop,
@@ -230,6 +233,34 @@ class Worker:
                     continue
             rung = []
             self._start(server, msg)
+
+    def _take_waiting(self, idle: Server, models: list[str]) -> bool:
+        """``idle`` found no work: a job of ours waiting in a busy server's queue for one of
+        ``models`` moves here if its prompt can still be taken back (see ``JobControl.move``).
+        The place is held at once, and given back if the prompt started meanwhile."""
+        for busy in self.servers:
+            if busy is idle:
+                continue
+            for job_id in busy.jobs[1:]:
+                control = self.handler.held.get(job_id)
+                if control is None or not control.waiting or control.model not in models:
+                    continue
+                idle.claim(job_id)
+                lease = Lease(idle, job_id, self.registry.jobs_moved)
+                task = asyncio.create_task(self._move(control, lease), name=f"move {job_id}")
+                self.moves.add(task)
+                task.add_done_callback(self.moves.discard)
+                return True
+        return False
+
+    async def _move(self, control: JobControl, lease: Lease) -> None:
+        try:
+            moved = await control.move(lease.server, lease)
+        except Exception:
+            log.warning("taking a waiting job back failed; it stays", exc_info=True)
+            moved = False
+        if not moved:
+            lease.release()
 
     def _idle_elsewhere(self, server: Server, model: str) -> bool:
         """Another server of this worker, holding no job, could run ``model`` now."""
@@ -289,6 +320,8 @@ class Worker:
     ) -> None:
         log.info("worker stopping", extra={"running": len(self.jobs)})
         await asyncio.gather(*slots, return_exceptions=True)  # they return once stop is set
+        if self.moves:  # a few requests each: let them settle where each job runs
+            await asyncio.wait(set(self.moves), timeout=5)
         if self.jobs:
             _, late = await asyncio.wait(set(self.jobs), timeout=self.settings.shutdown_grace_s)
             for task in late:
