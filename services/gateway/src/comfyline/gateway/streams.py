@@ -10,10 +10,9 @@ thousands of idle streams that is most of the gateway's memory per stream.
 So an :class:`EventStreamResponse` sends its start (status and headers, which the middleware
 completes: the request id, CORS, rate-limit headers) and then hands its body to
 :func:`run_streaming`, the gateway app's outermost layer, which sends it once the request
-stack has returned.
-What a stream holds while idle is then its generator and one task that waits for the client to
-go away. Without that outer layer (the app mounted in another), the response streams the body
-itself.
+stack has returned. What a stream holds while idle is then its generator and one task that
+waits for the client to go away. Without that outer layer (the app mounted in another), the
+response streams the body itself.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 
-from starlette.background import BackgroundTask
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -41,10 +39,9 @@ class EventStreamResponse(Response):
         body: AsyncIterator[bytes],
         status_code: int = 200,
         headers: Mapping[str, str] | None = None,
-        background: BackgroundTask | None = None,
     ) -> None:
         self.status_code = status_code
-        self.background = background
+        self.background = None
         self.body_iterator = body
         self.init_headers(headers)
 
@@ -56,8 +53,6 @@ class EventStreamResponse(Response):
             scope[HANDOFF] = self.body_iterator
         else:
             await send_body(self.body_iterator, receive, send)
-        if self.background is not None:
-            await self.background()
 
 
 async def run_streaming(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
