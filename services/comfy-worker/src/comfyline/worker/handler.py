@@ -198,6 +198,7 @@ class JobHandler:
                             lease.release()
                             server, lease = control.moving_to
                             control.moving_to, control.run = None, None
+                            server.load(template, run_job.input)  # what it has loaded now
                             reporter.server = server.url
                             log.info("job moved to an idle server", extra={"server": server.url})
                 finally:
