@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import pytest
 from comfyline.comfyui_sim import SimulatorProcess
 from comfyline.runtime import Bus, NatsSettings, S3Settings
 from comfyline.testkit.orchestrator import until
+from comfyline.worker import ComfyClient, ComfyUnavailable
 
 from .helpers import RunWatch, SimFactory, WorkerProcess, Workers, heartbeats, publish_job
 
@@ -192,3 +195,31 @@ async def test_a_worker_killed_mid_job_loses_nothing_and_the_job_finishes_once(
         bus.names.stream("WORK"), bus.names.work_consumer("cpu-smoke")
     )
     assert (info.num_pending, info.num_ack_pending) == (0, 0)
+
+
+async def test_an_upload_to_a_frozen_comfyui_gives_up_instead_of_hanging(
+    sim_factory: SimFactory,
+) -> None:
+    """ComfyUI stops taking an input's bytes mid-upload (frozen: SIGSTOP). A write has no
+    timeout of its own, so the upload would hold the job's place for ever; it fails as ComfyUI
+    unavailable once no byte was taken for the read timeout."""
+    sim = sim_factory()
+    client = ComfyClient(sim.url, read_timeout_s=1.0)
+    size = 64 << 20  # far more than the sockets' buffers hold
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(size >> 20):
+            yield b"\0" * (1 << 20)
+
+    os.kill(sim.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(ComfyUnavailable, match="stopped taking the upload"):
+            await asyncio.wait_for(
+                client.upload(
+                    "big.png", chunks(), size=size, content_type="image/png", subfolder="t"
+                ),
+                30,
+            )
+    finally:
+        os.kill(sim.pid, signal.SIGCONT)
+        await client.aclose()

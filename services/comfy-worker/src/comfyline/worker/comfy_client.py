@@ -54,6 +54,7 @@ class ComfyClient:
         self, base_url: str, *, connect_timeout_s: float = 5.0, read_timeout_s: float = 60.0
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.read_timeout_s = read_timeout_s
         self.timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s
         )
@@ -210,16 +211,38 @@ class ComfyClient:
         )
         tail += f"--{boundary}--\r\n".encode()
 
+        # A server that stops taking the body (hung, frozen) would hold the write forever: the
+        # read timeout counts only while an answer is awaited. So each chunk taken restarts a
+        # clock of ``read_timeout_s``, stopped once the last one is.
+        loop = asyncio.get_running_loop()
+        stall = asyncio.timeout(None)
+
+        def taken() -> None:
+            stall.reschedule(loop.time() + self.read_timeout_s)
+
         async def body() -> AsyncIterator[bytes]:
+            taken()
             yield head
             async for chunk in chunks:
+                taken()
                 yield chunk
+            taken()
             yield tail
+            stall.reschedule(None)
 
         headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
         if size is not None:
             headers["Content-Length"] = str(len(head) + size + len(tail))
-        response = await self._request("POST", "/upload/image", data=body(), headers=headers)
+        try:
+            async with stall:
+                response = await self._request(
+                    "POST", "/upload/image", data=body(), headers=headers
+                )
+        except TimeoutError as exc:
+            raise ComfyUnavailable(
+                f"ComfyUI at {self.base_url} stopped taking the upload of {name} "
+                f"({self.read_timeout_s:g}s without taking a byte)"
+            ) from exc
         if response.status_code != 200:
             raise ComfyUnavailable(f"/upload/image answered {response.status_code} for {name}")
         try:
