@@ -13,6 +13,11 @@ without waiting for the orchestrator to pick it up (its fetch, the record's writ
 work's publish). If the submission cannot be stored after its work was, the work is deleted
 from the stream again (a worker that took it already runs it; its reports find no record and
 are dropped after a while).
+
+Idempotency: ``<owner>.<sha256(key)>`` in the ``idempotency`` bucket maps a client's key to the
+job it made and the SHA-256 of the request body. The same key with the same body answers the
+same job; with another body, 409. The record is created (``kv.create``: first writer wins) just
+before publishing, and removed again if the publish fails, so a retry can succeed.
 """
 
 from __future__ import annotations
