@@ -191,9 +191,7 @@ class ComfyRun:
                 case SocketDead():
                     raise ComfyUnavailable(f"lost the socket of {self.client.base_url}")
                 case Resolved():
-                    if self.withdrawn:
-                        raise RunWithdrawn("taken back before it started, to run elsewhere")
-                    raise RunCancelled("cancelled while pending; the prompt was deleted")
+                    raise self._taken_back()
                 case _:
                     update = self.tracker.feed(event)
                     if update.started:
@@ -257,10 +255,8 @@ class ComfyRun:
             running, pending = await self.client.queue()
             if self.prompt_id in running or self.prompt_id in pending:
                 return
-            if self.withdrawn and self.tracker.phase == Phase.QUEUED:
-                raise RunWithdrawn("taken back before it started, to run elsewhere")
-            if self.cancel_requested and self.tracker.phase == Phase.QUEUED:
-                raise RunCancelled("cancelled while pending; the prompt was deleted")
+            if (self.withdrawn or self.cancel_requested) and self.tracker.phase == Phase.QUEUED:
+                raise self._taken_back()
             if attempt < 5:
                 # finished a moment ago: its history entry is written just after the last frame
                 await asyncio.sleep(0.2)
@@ -271,6 +267,12 @@ class ComfyRun:
         self.cancel_requested = True
         if self._posted and not self.tracker.phase.finished:
             await self._stop_prompt()
+
+    def _taken_back(self) -> WorkerError:
+        """How a prompt deleted while pending ends: moved elsewhere, or cancelled."""
+        if self.withdrawn:
+            return RunWithdrawn("taken back before it started, to run elsewhere")
+        return RunCancelled("cancelled while pending; the prompt was deleted")
 
     @property
     def waiting(self) -> bool:

@@ -245,13 +245,18 @@ class Worker:
                 control = self.handler.held.get(job_id)
                 if control is None or not control.waiting or control.model not in models:
                     continue
-                idle.claim(job_id)
-                lease = Lease(idle, job_id, self.registry.jobs_moved)
+                lease = self._place(idle, job_id)
                 task = asyncio.create_task(self._move(control, lease), name=f"move {job_id}")
                 self.moves.add(task)
                 task.add_done_callback(self.moves.discard)
                 return True
         return False
+
+    def _place(self, server: Server, job_id: str) -> Lease:
+        """Give ``job_id`` a place on ``server`` (the heartbeat says so); its lease frees it."""
+        server.claim(job_id)
+        self.registry.jobs_moved()
+        return Lease(server, job_id, self.registry.jobs_moved)
 
     async def _move(self, control: JobControl, lease: Lease) -> None:
         try:
@@ -296,9 +301,7 @@ class Worker:
             with contextlib.suppress(UnknownModel):  # the handler reports it
                 server.load(self.catalogue.get(work.model, work.template_version), work.input)
         job_id = work.job_id if work else f"?{delivery.stream_seq}"
-        server.claim(job_id)
-        self.registry.jobs_moved()
-        lease = Lease(server, job_id, self.registry.jobs_moved)
+        lease = self._place(server, job_id)
 
         async def handle(d: Delivery) -> None:
             await self.handler.handle(d, server, lease)
@@ -321,7 +324,8 @@ class Worker:
         log.info("worker stopping", extra={"running": len(self.jobs)})
         await asyncio.gather(*slots, return_exceptions=True)  # they return once stop is set
         if self.moves:  # a few requests each: let them settle where each job runs
-            await asyncio.wait(set(self.moves), timeout=5)
+            _, late_moves = await asyncio.wait(set(self.moves), timeout=5)
+            await cancel_and_wait(late_moves)
         if self.jobs:
             _, late = await asyncio.wait(set(self.jobs), timeout=self.settings.shutdown_grace_s)
             for task in late:

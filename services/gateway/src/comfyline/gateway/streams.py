@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Mapping
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-#: Set in the scope by :func:`run_streaming`; an event stream's response puts its body there.
+#: Set in the scope by :func:`run_streaming`; an event stream's response puts itself there.
 HANDOFF = "comfyline.stream_body"
 
 
@@ -50,21 +50,27 @@ class EventStreamResponse(Response):
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
         if HANDOFF in scope:
-            scope[HANDOFF] = self.body_iterator
+            scope[HANDOFF] = self
         else:
-            await send_body(self.body_iterator, receive, send)
+            await self.finish(receive, send)
+
+    async def finish(self, receive: Receive, send: Send) -> None:
+        """Send the body, then run the background task (FastAPI's, if a route added one)."""
+        await send_body(self.body_iterator, receive, send)
+        if self.background is not None:
+            await self.background()
 
 
 async def run_streaming(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
-    """Run ``app`` for one request, then send the body an event stream handed over, if any."""
+    """Run ``app`` for one request, then finish the event stream it handed over, if any."""
     if scope["type"] != "http":
         await app(scope, receive, send)
         return
     scope[HANDOFF] = None
     await app(scope, receive, send)
-    body = scope.pop(HANDOFF, None)
-    if body is not None:
-        await send_body(body, receive, send)
+    stream = scope.pop(HANDOFF, None)
+    if stream is not None:
+        await stream.finish(receive, send)
 
 
 async def send_body(body: AsyncIterator[bytes], receive: Receive, send: Send) -> None:
