@@ -10,10 +10,11 @@ When all are empty it waits for the doorbell (a plain subscription to ``work.>``
 each new job) or the idle poll interval (which finds redeliveries, which ring no bell).
 
 A consumer found empty is not asked again until the doorbell rings for it or a sweep is due (once
-per idle poll interval: redeliveries ring no bell). A fetched message whose ``num_pending`` is 0
-empties its consumer the same way. So a server that finishes a job asks only the consumers that
-may hold work, not every model's two lanes: with a dozen models that was some fifty requests per
-job, on the CPU the job's own hops need.
+per idle poll interval: redeliveries ring no bell; the sweep is one ``STREAM.INFO`` that names the
+work subjects holding messages). A fetched message whose ``num_pending`` is 0 empties its consumer
+the same way. So a server that finishes a job asks only the consumers that may hold work, not
+every model's two lanes: with a dozen models that was some fifty requests per job, on the CPU the
+job's own hops need.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -148,13 +149,36 @@ class WorkFetcher:
         self.bound.add(template.name)
         log.info("bound work consumer", extra={"model": template.name})
 
-    def may_have_work(self, models: Sequence[str]) -> list[str]:
-        """Those of ``models`` whose consumers are not known to be empty (all, once a sweep is
-        due: redelivered work rings no bell)."""
-        if time.monotonic() - self._swept >= self.sweep_s:
-            self._empty.clear()
-            self._swept = time.monotonic()
+    async def may_have_work(self, models: Sequence[str], sweep: bool = True) -> list[str]:
+        """Those of ``models`` whose consumers are not known to be empty (a sweep first, once
+        one is due: redelivered work rings no bell; not while ``sweep`` is False, as when a
+        bell just rang: that job is fetched first)."""
+        if sweep and time.monotonic() - self._swept >= self.sweep_s:
+            await self._sweep()
         return [m for m in models if any((m, lane) not in self._empty for lane in LANES)]
+
+    async def _sweep(self) -> None:
+        """Find which consumers may hold work without asking each: one ``STREAM.INFO`` lists the
+        work subjects that hold messages (waiting, redelivered after a worker died, or in
+        flight); every other lane is empty until its bell rings. Asking every model's two
+        lanes instead was some fifty requests a second per idle server, with a dozen models,
+        several of them during a job's run on the CPU it needed."""
+        asked_at = time.monotonic()
+        self._swept = asked_at
+        try:
+            info = await self.bus.js.stream_info(
+                self._stream, subjects_filter=self.bus.names.all_work()
+            )
+        except (TimeoutError, nats.errors.Error):
+            self._empty.clear()  # not known: every consumer is asked
+            return
+        held = {self.bus.names.work_key(s) for s in (info.state.subjects or {})}
+        self._empty.clear()
+        for model in self.bound:
+            for lane in LANES:
+                if (model, lane) not in held:
+                    # (a bell just before the request may announce a message not yet stored)
+                    self._found_empty((model, lane), asked_at - RUNG_WAIT_S)
 
     def _found_empty(self, key: tuple[str, str], since: float) -> None:
         """Remember ``key`` as empty unless its bell rang at ``since`` or later."""
@@ -162,13 +186,19 @@ class WorkFetcher:
             self._empty.add(key)
 
     async def next_for(
-        self, models: Sequence[str], rung: Sequence[tuple[str, str]] = (), rotate: bool = True
+        self,
+        models: Sequence[str],
+        rung: Sequence[tuple[str, str]] = (),
+        rotate: bool = True,
+        order: Callable[[list[str]], Awaitable[list[str]]] | None = None,
     ) -> Msg | None:
         """One message, interactive lane first: in each lane, from the first of ``models`` that
-        has one (in rotating order, unless ``rotate`` is False: then in the order given).
+        has one (in rotating order, unless ``rotate`` is False: then in the order given, or in
+        the one ``order`` gives).
 
         Within a lane, models in ``rung`` (the doorbell heard work for them) are asked first,
-        each waiting up to :data:`RUNG_WAIT_S` for its message to become visible.
+        each waiting up to :data:`RUNG_WAIT_S` for its message to become visible. ``order`` is
+        asked only when that found nothing: a job just announced does not wait for it.
         """
         ready = [m for m in models if m in self.bound]
         if not ready:
@@ -180,6 +210,8 @@ class WorkFetcher:
                     msg = await self._next(model, lane, wait_s=RUNG_WAIT_S)
                     if msg is not None:
                         return msg
+            if order is not None:
+                ready, order, start = await order(ready), None, 0
             for model in ready[start:] + ready[:start]:
                 if (model, lane) in self._empty:
                     continue

@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable
+from functools import partial
 
 from nats.aio.msg import Msg
 
@@ -215,11 +216,12 @@ class Worker:
                     if server.changed.is_set():
                         continue  # a job ended (or the server fell): decide again
             with self.fetcher.bell.listen(models) as ring:
-                candidates = self.fetcher.may_have_work(models)
-                if candidates and self.settings.affinity:
-                    candidates = await self.affinity.order(server, candidates)
+                candidates = await self.fetcher.may_have_work(models, sweep=not rung)
                 msg = await self.fetcher.next_for(
-                    candidates, rung, rotate=not self.settings.affinity
+                    candidates,
+                    rung,
+                    rotate=not self.settings.affinity,
+                    order=partial(self.affinity.order, server) if self.settings.affinity else None,
                 )
                 if msg is None:
                     if not ahead and self._take_waiting(server, models):
