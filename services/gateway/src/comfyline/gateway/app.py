@@ -138,7 +138,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         orders = FleetOrders(bus)
         await orders.start()
         stack.push_async_callback(orders.stop)
-        fleet = Fleet(bus, settings.status_cache_s, orders)
         fanout = Fanout(bus)
         await fanout.start()
         stack.push_async_callback(fanout.stop)
@@ -151,6 +150,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         fleetwatch = FleetWatch(bus, settings.worker_ttl_s)
         await fleetwatch.start()
         stack.push_async_callback(fleetwatch.stop)
+        fleet = Fleet(bus, settings.status_cache_s, orders, fleetwatch)
+        stack.push_async_callback(fleet.stop)
         workflows = Workflows(
             bus, registry, FleetNodes(fleet, store), settings.workflow_cost_per_gpu_second
         )

@@ -5,10 +5,20 @@ TTL, so a dead worker disappears by itself). The backlog of a model is the numbe
 on ``work.<model>`` still in the work-queue stream, read for every model at once with one
 ``STREAM.INFO`` (subject filter ``work.>``). Both are cached for ``status_cache_s`` so a burst of
 submissions does not turn into a burst of NATS requests.
+
+The heartbeats come from the gateway's own watch of the bucket (:class:`FleetWatch`) once it has
+read it, not from a scan of the bucket per refresh (a consumer made, every entry delivered, the
+consumer's end asked: about 3 ms on a 2-core machine). A cache older than ``status_cache_s`` but
+younger than ten times that is used as it is while it is read anew beside the request: a
+submission every second or so (most web apps' traffic) never waits for the refresh, which cost
+such a submission some 5 ms before.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,7 +26,12 @@ from datetime import UTC, datetime
 from comfyline.contracts import ModelTemplate, WorkerHeartbeat
 from comfyline.runtime import Bus, FleetOrders
 
+from .fleetwatch import FleetWatch
 from .kv import nats_errors, scan
+
+log = logging.getLogger(__name__)
+#: A cache up to this many ``status_cache_s`` old is used while it is read anew beside.
+STALE_FACTOR = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,23 +94,50 @@ def _reason(
 class Fleet:
     """Reads worker heartbeats and queue depths, briefly cached."""
 
-    def __init__(self, bus: Bus, cache_s: float, orders: FleetOrders | None = None) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        cache_s: float,
+        orders: FleetOrders | None = None,
+        watch: FleetWatch | None = None,
+    ) -> None:
         self.bus = bus
         self.cache_s = cache_s
         self.orders = orders
+        self.watch = watch
         self._cache = _Cached()
+        self._reading: asyncio.Task[_Cached] | None = None
+
+    async def stop(self) -> None:
+        """Stop a refresh still running beside."""
+        if self._reading is not None:
+            self._reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reading
 
     async def _refresh(self, force: bool = False) -> _Cached:
-        if not force and time.monotonic() - self._cache.at < self.cache_s and self._cache.at:
+        age = time.monotonic() - self._cache.at
+        if not force and self._cache.at and age < self.cache_s:
             return self._cache
+        if not force and self._cache.at and age < self.cache_s * STALE_FACTOR:
+            if self._reading is None or self._reading.done():
+                self._reading = asyncio.create_task(self._read(), name="fleet refresh")
+                self._reading.add_done_callback(_log_failure)
+            return self._cache
+        return await self._read()
+
+    async def _read(self) -> _Cached:
         names = self.bus.names
-        kv = await self.bus.kv(names.bucket("workers"))
-        workers = []
-        for _, raw in await scan(kv, ">"):
-            try:
-                workers.append(WorkerHeartbeat.from_bytes(raw))
-            except ValueError:
-                continue
+        if self.watch is not None and self.watch.ready:
+            workers = self.watch.heartbeats()
+        else:
+            kv = await self.bus.kv(names.bucket("workers"))
+            workers = []
+            for _, raw in await scan(kv, ">"):
+                try:
+                    workers.append(WorkerHeartbeat.from_bytes(raw))
+                except ValueError:
+                    continue
         async with nats_errors("reading queue depth"):
             info = await self.bus.js.stream_info(
                 names.stream("WORK"), subjects_filter=names.all_work()
@@ -203,3 +245,8 @@ class Fleet:
             )
             for name, seen in sorted(found.items())
         }
+
+
+def _log_failure(task: asyncio.Task[_Cached]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("refreshing the fleet's state failed", exc_info=task.exception())

@@ -59,6 +59,16 @@ class FleetWatch:
         await cancel_and_wait(self._tasks)
         self._tasks = []
 
+    @property
+    def ready(self) -> bool:
+        """The bucket's entries have been read once: :meth:`heartbeats` is the fleet."""
+        return self._ready.is_set() and bool(self._tasks) and not self._tasks[0].done()
+
+    def heartbeats(self) -> list[WorkerHeartbeat]:
+        """The last heartbeat of every worker heard from within the TTL."""
+        horizon = time.monotonic() - self.ttl_s
+        return [beat for beat, seen in self._last.values() if seen >= horizon]
+
     def live(self, model: str) -> bool:
         """True when a worker serving ``model``, not draining, heartbeated within the TTL."""
         horizon = time.monotonic() - self.ttl_s
