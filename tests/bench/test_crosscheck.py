@@ -1,0 +1,50 @@
+"""The independent side-by-side check (``python -m bench.crosscheck``) works against a stack
+started as users start it, and refuses a wrong picture."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from bench.crosscheck import png_check, run
+from comfyline.stack import free_port
+from tests.e2e.conftest import Stack
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    running = Stack(tmp_path / "state", free_port())
+    try:
+        yield running
+    finally:
+        running.down()
+
+
+def png(size: int, color: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (size, size), tuple(color.to_bytes(3, "big"))).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_a_png_is_checked_for_its_size_and_colour() -> None:
+    png_check(png(8, 0x12AB34), 8, 0x12AB34)
+    with pytest.raises(AssertionError, match="first pixel"):
+        png_check(png(8, 0x12AB34), 8, 0x12AB35)
+    with pytest.raises(AssertionError, match="8x8"):
+        png_check(png(8, 0x12AB34), 16, 0x12AB34)
+
+
+def test_the_crosscheck_measures_both_paths_on_a_running_stack(stack: Stack) -> None:
+    info = stack.up()
+    out = run(info, jobs=6, size=64, warmup=1)
+    assert out["jobs_per_side"] == 6 and out["size"] == 64
+    for side in ("direct_ms", "comfyline_ms"):
+        assert 0 < out[side]["median"] <= out[side]["p90"] <= out[side]["p99"]
+    # Comfyline's path does the direct path's work and more.
+    assert out["paired_difference_ms"]["median"] > 0
