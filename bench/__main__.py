@@ -36,8 +36,6 @@ import asyncio
 import functools
 import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,6 +50,7 @@ from comfyline.stack.servers import free_port
 
 from . import affinity, bigoutput, busy, endtoend, gateway, overhead, simulator
 from .clients import REFUSED
+from .report import machine as machine_of
 from .report import table
 from .stack import BenchStack, start_simulators, stop_simulators
 
@@ -243,22 +242,6 @@ def _gateway_alone(sizes: Sizes, root: Path, parts: Parts) -> None:
         stack.stop()
 
 
-def _machine() -> dict[str, Any]:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False
-        ).stdout.strip()
-    except OSError:
-        commit = ""
-    return {
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "load_average": os.getloadavg(),
-        "git_commit": commit,
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -303,7 +286,7 @@ def main() -> None:
         return
     sizes = TINY if args.tiny else Sizes()
     began = time.monotonic()
-    machine = _machine()
+    machine = machine_of()
     parts = Parts()
     with tempfile.TemporaryDirectory(prefix="comfyline-bench-") as tmp:
         root = Path(tmp)

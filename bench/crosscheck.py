@@ -25,18 +25,23 @@ import argparse
 import contextlib
 import http.client
 import json
+import os
 import random
 import statistics
 import struct
+import sys
 import time
 import urllib.parse
 import uuid
 import zlib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from websockets.sync.client import ClientConnection, connect
+
+from .report import machine as machine_of
 
 DEFAULT_STACK = Path(".comfyline/stack.json")
 
@@ -253,10 +258,26 @@ def main() -> None:
     )
     parser.add_argument("--jobs", type=int, default=200, help="pairs measured")
     parser.add_argument("--size", type=int, default=512, help="image side in pixels")
-    parser.add_argument("--json", type=Path, default=Path("bench/results/crosscheck.json"))
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="where to write (default: bench/results/crosscheck-{simulator,comfyui}.json)",
+    )
     args = parser.parse_args()
     info = json.loads(args.stack.read_text())
-    out = run(info, args.jobs, args.size)
+    started = datetime.now(UTC)
+    machine = machine_of()
+    out = {
+        "command": " ".join(["uv run python -m bench.crosscheck", *sys.argv[1:]]),
+        "date": started.isoformat(timespec="seconds"),
+        "machine": machine,
+        "comfyui_is_simulator": info.get("comfyui_is_simulator"),
+        **run(info, args.jobs, args.size),
+    }
+    out["machine"]["load_average_after"] = os.getloadavg()
+    kind = "simulator" if info.get("comfyui_is_simulator") else "comfyui"
+    args.json = args.json or Path(f"bench/results/crosscheck-{kind}.json")
     for name in ("direct_ms", "comfyline_ms", "paired_difference_ms"):
         row = out[name]
         print(

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import platform
+import subprocess
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -195,3 +198,20 @@ def table(results: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     header = f"  {'figure':<46} {'value':>16}  {'baseline (same run)':<26} {'target':<16} verdict"
     text = "\n".join([header, "  " + "-" * (len(header) - 2), *(r.line() for r in found)])
     return text, [asdict(r) for r in found]
+
+
+def machine() -> dict[str, Any]:
+    """The machine and commit a run was made on."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_average": os.getloadavg(),
+        "git_commit": commit,
+    }
