@@ -245,6 +245,21 @@ async def test_a_backlog_is_queued_one_ahead_on_every_server(
     assert most == {s.url: 2 for s in sims}, "each server held one job ahead"
 
 
+async def test_a_backlog_there_before_the_worker_reaches_every_server_at_once(
+    bus: Bus, sim_factory: SimFactory, workers: Workers, runs: RunWatch
+) -> None:
+    """No bell rings for jobs already queued: a server that looked for work before its models'
+    consumers were bound must not wait for the idle poll or a health check (here 30 s)."""
+    sims = [sim_factory("--node-delay", "EmptyImage=0.5") for _ in range(3)]
+    jobs = [await publish_job(bus, "cpu-smoke", {"color": n}) for n in range(9)]
+    workers([s.url for s in sims], idle_poll_s=30, health_interval_s=30)
+    started: set[str] = set()
+    async with asyncio.timeout(10):
+        while started != {s.url for s in sims}:
+            started = {e.server for j in jobs for e in runs.of(j.job_id, "started") if e.server}
+            await asyncio.sleep(0.05)
+
+
 @pytest.mark.slow
 async def test_a_worker_killed_holding_two_prompts_loses_nothing_and_runs_nothing_twice(
     bus: Bus,

@@ -109,6 +109,9 @@ class Worker:
         self.affinity = Affinity(self.fetcher, catalogue, settings.affinity_wait_s)
         self.jobs: set[asyncio.Task[str]] = set()
         self.moves: set[asyncio.Task[None]] = set()  # waiting jobs taken to idle servers
+        #: Busy servers that left a model alone for their waiting slot because another server
+        #: was idle for it: woken when any server takes a job (that one may be it).
+        self._deferred: set[Server] = set()
         self.completed_runs = 0
 
     def allowed_templates(self) -> list[ModelTemplate]:
@@ -128,6 +131,10 @@ class Worker:
         for name in server.models:
             await self.fetcher.bind(self.catalogue.get(name))
         self.registry.poke()
+        # A server that looked for work before its models' consumers were bound waits for no
+        # bell (a backlog rings none): look again now rather than after the idle poll.
+        for each in self.servers:
+            each.changed.set()
 
     async def _clear_leftovers(self, server: Server) -> None:
         """Delete the prompts a stopped worker left waiting on ``server`` (see leftovers.py)."""
@@ -210,7 +217,10 @@ class Worker:
             server.changed.clear()
             models = [m for m in server.models if self.orders.paused(m) is None]
             if ahead:
-                models = [m for m in models if not self._idle_elsewhere(server, m)]
+                left = [m for m in models if not self._idle_elsewhere(server, m)]
+                if len(left) < len(models):
+                    self._deferred.add(server)
+                models = left
                 if rung and self.settings.pipeline_defer_s:
                     await _until(server.changed.wait(), stop, self.settings.pipeline_defer_s)
                     if server.changed.is_set():
@@ -257,6 +267,10 @@ class Worker:
     def _place(self, server: Server, job_id: str) -> Lease:
         """Give ``job_id`` a place on ``server`` (the heartbeat says so); its lease frees it."""
         server.claim(job_id)
+        if self._deferred:  # the idle server they left a model to may be this one
+            for deferred in self._deferred - {server}:
+                deferred.changed.set()
+            self._deferred.clear()
         self.registry.jobs_moved()
         return Lease(server, job_id, self.registry.jobs_moved)
 
