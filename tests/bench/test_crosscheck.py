@@ -4,26 +4,14 @@ started as users start it, and refuses a wrong picture."""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from bench.crosscheck import png_check, run
-from comfyline.stack import free_port
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import Stack, stack  # noqa: F401 (``stack``: the e2e tests' fixture)
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    running = Stack(tmp_path / "state", free_port())
-    try:
-        yield running
-    finally:
-        running.down()
 
 
 def png(size: int, color: int) -> bytes:
@@ -40,7 +28,9 @@ def test_a_png_is_checked_for_its_size_and_colour() -> None:
         png_check(png(8, 0x12AB34), 16, 0x12AB34)
 
 
-def test_the_crosscheck_measures_both_paths_on_a_running_stack(stack: Stack) -> None:
+def test_the_crosscheck_measures_both_paths_on_a_running_stack(
+    stack: Stack,  # noqa: F811 (the fixture imported above)
+) -> None:
     info = stack.up()
     out = run(info, jobs=6, size=64, warmup=1)
     assert out["jobs_per_side"] == 6 and out["size"] == 64
