@@ -46,6 +46,17 @@ async def test_heartbeats_come_from_the_watch_not_a_scan_per_refresh(
     assert (await fleet.availability(["cpu-smoke"]))["cpu-smoke"].available
 
 
+async def test_a_fresh_view_reads_the_bucket_itself(bus: Bus, watch: FleetWatch) -> None:
+    """An admin draining a worker right after its first heartbeat: the watch may not have heard
+    it yet, the bucket has it."""
+    fleet = Fleet(bus, cache_s=0, watch=watch)
+    await beat(bus, "gpu-3")
+    await until(lambda: len(watch.heartbeats()) == 1)
+    watch._last.clear()  # as if its entry had not reached the watch yet
+    assert [w.worker_id for w in await fleet.workers(fresh=True)] == ["gpu-3"]
+    assert await fleet.workers() == []
+
+
 async def test_without_a_watch_the_bucket_is_scanned(bus: Bus) -> None:
     await beat(bus, "gpu-2")
     assert [w.worker_id for w in await Fleet(bus, cache_s=0).workers()] == ["gpu-2"]

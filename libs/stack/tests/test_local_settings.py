@@ -13,6 +13,7 @@ import pytest
 
 from comfyline.gateway.settings import Settings as GatewaySettings
 from comfyline.orchestrator.settings import Settings as OrchestratorSettings
+from comfyline.stack import servers
 from comfyline.stack.local import Credentials, LocalStack, write_private
 from comfyline.stack.servers import free_port, keep_port, preferred_port
 
@@ -127,10 +128,14 @@ def test_no_two_servers_of_a_stack_are_handed_the_same_port() -> None:
 
 
 def _outside_port() -> int:
-    """A free port chosen outside the stack's bookkeeping, as a user or a test chooses one."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A free port chosen outside the stack's bookkeeping, as a user or a test chooses one (and
+    not one this process's servers were handed before: the system may give it out again)."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port not in servers._PLANNED:
+            return port
 
 
 def test_the_gateway_port_asked_for_is_kept_from_the_servers_started_before_it() -> None:

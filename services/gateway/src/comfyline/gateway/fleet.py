@@ -7,8 +7,9 @@ on ``work.<model>`` still in the work-queue stream, read for every model at once
 submissions does not turn into a burst of NATS requests.
 
 The heartbeats come from the gateway's own watch of the bucket (:class:`FleetWatch`) once it has
-read it, not from a scan of the bucket per refresh (a consumer made, every entry delivered, the
-consumer's end asked: about 3 ms on a 2-core machine). A cache older than ``status_cache_s`` but
+read it (unless a caller asks for them fresh), not from a scan of the bucket per refresh (a
+consumer made, every entry delivered, the consumer's end asked: about 3 ms on a 2-core
+machine). A cache older than ``status_cache_s`` but
 younger than ten times that is used as it is while it is read anew beside the request: a
 submission every second or so (most web apps' traffic) never waits for the refresh, which cost
 such a submission some 5 ms before.
@@ -124,11 +125,14 @@ class Fleet:
                 self._reading = asyncio.create_task(self._read(), name="fleet refresh")
                 self._reading.add_done_callback(_log_failure)
             return self._cache
-        return await self._read()
+        return await self._read(from_bucket=force)
 
-    async def _read(self) -> _Cached:
+    async def _read(self, from_bucket: bool = False) -> _Cached:
+        """Read the queue depths, and take the heartbeats from the watch (from the bucket
+        itself when ``from_bucket``: a caller asking for the fleet as it is now, such as an admin
+        draining a worker whose first heartbeat the watch may not have heard yet)."""
         names = self.bus.names
-        if self.watch is not None and self.watch.ready:
+        if not from_bucket and self.watch is not None and self.watch.ready:
             workers = self.watch.heartbeats()
         else:
             kv = await self.bus.kv(names.bucket("workers"))
