@@ -59,7 +59,11 @@ def test_a_bad_command_line_fails_to_start_with_its_message(tmp_path: Path) -> N
 
 
 async def test_die_at_kills_the_server_mid_run(tmp_path: Path) -> None:
-    sim = SimulatorProcess(tmp_path, args=["--die-at", "SaveImage"])
+    # (EmptyImage takes a moment, so the prompt's answer is sent before the server dies: with
+    # none, a loaded machine could run the prompt to SaveImage before answering the POST)
+    sim = SimulatorProcess(
+        tmp_path, args=["--die-at", "SaveImage", "--node-delay", "EmptyImage=0.3"]
+    )
     await asyncio.to_thread(sim.start)
     client = ComfyClient(sim.url)
     try:
