@@ -31,7 +31,9 @@ async def test_with_affinity_100_mixed_jobs_on_two_servers_swap_at_most_5_times(
 async def test_a_batch_of_100_never_delays_an_interactive_job_beyond_the_running_ones(
     bus: Bus, sim_factory: SimFactory, workers: Workers, runs: RunWatch
 ) -> None:
-    sims = [sim_factory("--history-delay", "0") for _ in range(2)]
+    # (each job a moment long, so the backlog cannot be half done, on a loaded machine, before
+    # the test has seen its first ten end)
+    sims = [sim_factory("--history-delay", "0", "--node-delay", "KSampler=0.05") for _ in range(2)]
     workers([s.url for s in sims], catalogue=swap_catalogue())
     model = next(iter(CHECKPOINTS))
     batch = [
