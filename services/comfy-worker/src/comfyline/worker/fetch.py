@@ -165,15 +165,10 @@ class WorkFetcher:
         often during a job's run, on the CPU it needed."""
         asked_at = time.monotonic()
         self._swept = asked_at
-        try:
-            info = await self.bus.js.stream_info(
-                self._stream, subjects_filter=self.bus.names.all_work()
-            )
-        except (TimeoutError, nats.errors.Error):
-            self._empty.clear()  # not known: every consumer is asked
-            return
-        held = {self.bus.names.work_key(s) for s in (info.state.subjects or {})}
+        held = await self._held()
         self._empty.clear()
+        if held is None:
+            return  # not known: every consumer is asked
         for model in self.bound:
             for lane in LANES:
                 if (model, lane) not in held:
@@ -221,15 +216,19 @@ class WorkFetcher:
         return None
 
     async def waiting_models(self) -> set[str]:
-        """The models with interactive work in the stream (one ``STREAM.INFO``, per subject)."""
+        """The models with interactive work in the stream."""
+        return {model for model, lane in await self._held() or () if lane == "interactive"}
+
+    async def _held(self) -> set[tuple[str, str]] | None:
+        """The ``(model, lane)`` of every work subject holding messages, from one
+        ``STREAM.INFO`` (None when it could not be read)."""
         try:
             info = await self.bus.js.stream_info(
                 self._stream, subjects_filter=self.bus.names.all_work()
             )
         except (TimeoutError, nats.errors.Error):
-            return set()
-        keys = (self.bus.names.work_key(s) for s in (info.state.subjects or {}))
-        return {model for model, lane in keys if lane == "interactive"}
+            return None
+        return {self.bus.names.work_key(s) for s in (info.state.subjects or {})}
 
     async def waited(self, model: str, lane: str = "interactive") -> float:
         """Seconds the model's oldest job not yet delivered has waited in ``lane`` (0: none).
