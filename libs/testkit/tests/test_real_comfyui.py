@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from comfyline.testkit.fixtures import real_comfyui_required
-from comfyline.testkit.real_comfyui import VERSION, Installation
+from comfyline.testkit.real_comfyui import VERSION, Installation, server_env
 
 
 def fake_tree(root: Path) -> Installation:
@@ -37,6 +37,11 @@ def test_a_tree_without_its_marker_is_not_ready(tmp_path: Path) -> None:
     installation = fake_tree(tmp_path / f"comfyui-{VERSION}")
     assert not installation.ready
     assert "no real ComfyUI" in installation.why_not_ready()
+
+
+def test_comfyui_threads_sleep_when_idle_unless_told_otherwise() -> None:
+    assert server_env({"PATH": "/bin"}) == {"PATH": "/bin", "OMP_WAIT_POLICY": "PASSIVE"}
+    assert server_env({"OMP_WAIT_POLICY": "ACTIVE"})["OMP_WAIT_POLICY"] == "ACTIVE"
 
 
 def running(pid: int) -> bool:
