@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -14,8 +15,10 @@ from comfyline.contracts import (
     ActiveJobs,
     CancelReply,
     CancelRequest,
+    ErrorCode,
     EventKind,
     IdempotencyRecord,
+    JobError,
     JobEvent,
     JobRecord,
     JobState,
@@ -211,6 +214,49 @@ async def test_prefer_wait_returns_the_finished_job(
     # without the job ending, the wait gives up after N seconds with 202
     slow = await submit(client, {**alice, "Prefer": "wait=1"}, {"model": "cpu-smoke", "input": {}})
     assert slow.status_code == 202 and slow.json()["status"] == "queued"
+
+
+async def test_a_waiting_answer_comes_from_the_final_record_before_its_event(
+    client: httpx.AsyncClient, alice: dict[str, str], orchestrator: Orchestrator
+) -> None:
+    """The orchestrator writes a job's end, then publishes the event saying so: the answer of
+    ``Prefer: wait`` goes out on the record (here the event never comes)."""
+    heard: list[str] = []
+
+    async def end_without_event() -> None:
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            ids = await orchestrator.bus.js.stream_info(
+                orchestrator.names.stream("JOBS"),
+                subjects_filter=orchestrator.names.owner_events_filter("alice"),
+            )
+            if ids.state.subjects:
+                job_id = next(iter(ids.state.subjects)).split(".")[-2]
+                record = await orchestrator.queued(job_id)
+                running = record.model_copy(update={"status": JobState.RUNNING})
+                await orchestrator.write(running)  # not an end: the wait goes on
+                await asyncio.sleep(0.3)
+                heard.append("running")
+                await orchestrator.write(
+                    running.model_copy(
+                        update={
+                            "status": JobState.FAILED,
+                            "last_event": EventKind.FAILED,
+                            "finished_at": utcnow(),
+                            "error": JobError(code=ErrorCode.COMFY_NO_OUTPUT, message="none"),
+                        }
+                    )
+                )
+                return
+
+    runner = asyncio.create_task(end_without_event())
+    started = time.monotonic()
+    response = await submit(client, {**alice, "Prefer": "wait=20"})
+    await runner
+    assert response.status_code == 200, response.text
+    assert heard == ["running"] and time.monotonic() - started < 10
+    job = response.json()
+    assert job["status"] == "failed" and job["error"]["code"] == "comfy_no_output"
 
 
 async def test_read_own_job_404_for_another_owners_admin_sees_all(

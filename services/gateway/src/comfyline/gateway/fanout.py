@@ -4,6 +4,12 @@ Listeners (an SSE stream, a WebSocket, a ``Prefer: wait``) register for one job 
 receive ``(stream_sequence, JobEvent)`` pairs through a bounded queue; no server-side consumer
 is made per listener. A listener that falls too far behind is marked ``overflowed`` and closed:
 its client reconnects with ``Last-Event-ID`` and the replay fills the gap exactly.
+
+A second subscription follows the writes of the ``jobs`` bucket, for the listeners that wait for
+a job's end (``ends=True``): the orchestrator writes a job's final record and only then
+publishes the event that says so, so a waiting answer learns of the end from the record as
+stored, one round trip (the event's publish) sooner. The record stands in as a terminal event
+(stream sequence 0: it is not in ``JOBS``) carrying itself; the event follows as usual.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from dataclasses import dataclass, field
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
-from comfyline.contracts import JobEvent
+from comfyline.contracts import TERMINAL_EVENTS, JobEvent, JobRecord
 from comfyline.runtime import Bus
 
 from .joblog import parse_subject
@@ -35,6 +41,7 @@ class Listener:
     owner: str | None
     queue: Mailbox[tuple[int, JobEvent]] = field(default_factory=lambda: Mailbox(1000))
     overflowed: bool = False
+    ends: bool = False  # also told of the job's final record as soon as it is stored
 
     def offer(self, item: tuple[int, JobEvent]) -> None:
         try:
@@ -50,7 +57,10 @@ class Fanout:
         self.bus = bus
         self._by_job: dict[str, set[Listener]] = defaultdict(set)
         self._by_owner: dict[str, set[Listener]] = defaultdict(set)
+        self._ends: dict[str, set[Listener]] = defaultdict(set)
         self._sub: object | None = None
+        self._records: object | None = None
+        self._records_prefix = ""
         self.last_seq = 0
 
     async def start(self) -> None:
@@ -63,13 +73,24 @@ class Fanout:
             deliver_policy=DeliverPolicy.NEW,
             inactive_threshold=60,
         )
+        bucket = self.bus.names.bucket("jobs")
+        self._records_prefix = f"$KV.{bucket}."
+        self._records = await self.bus.js.subscribe(
+            f"{self._records_prefix}>",
+            stream=f"KV_{bucket}",
+            cb=self._on_record,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.NEW,
+            inactive_threshold=60,
+        )
 
     async def stop(self) -> None:
         """Unsubscribe; listeners simply stop receiving."""
-        sub, self._sub = self._sub, None
-        if sub is not None:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()  # type: ignore[attr-defined]
+        for sub in (self._sub, self._records):
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()  # type: ignore[attr-defined]
+        self._sub = self._records = None
 
     async def _on_message(self, msg: Msg) -> None:
         try:
@@ -92,12 +113,39 @@ class Fanout:
         for listener in listeners:
             listener.offer((seq, event))
 
+    async def _on_record(self, msg: Msg) -> None:
+        waiting = self._ends.get(msg.subject[len(self._records_prefix) :])
+        if not waiting or (msg.headers and "KV-Operation" in msg.headers):
+            return  # most writes have no waiter here: they are not even parsed
+        try:
+            record = JobRecord.from_bytes(msg.data)
+        except ValueError:
+            return
+        if not record.status.terminal or record.last_event not in TERMINAL_EVENTS:
+            return
+        end = JobEvent(
+            job_id=record.id,
+            owner=record.owner,
+            model=record.model,
+            kind=record.last_event,
+            status=record.status,
+            occurred_at=record.updated_at,
+            record=record,
+        )
+        for listener in tuple(waiting):
+            listener.offer((0, end))
+
     @contextlib.contextmanager
-    def listen(self, job_id: str | None = None, owner: str | None = None) -> Iterator[Listener]:
-        """Receive the live events of one job, or of every job of one owner, while inside."""
-        listener = Listener(job_id=job_id, owner=owner)
+    def listen(
+        self, job_id: str | None = None, owner: str | None = None, ends: bool = False
+    ) -> Iterator[Listener]:
+        """Receive the live events of one job, or of every job of one owner, while inside;
+        with ``ends``, also the job's final record once stored (see the module)."""
+        listener = Listener(job_id=job_id, owner=owner, ends=ends and job_id is not None)
         if job_id:
             self._by_job[job_id].add(listener)
+            if listener.ends:
+                self._ends[job_id].add(listener)
         if owner:
             self._by_owner[owner].add(listener)
         try:
@@ -105,6 +153,8 @@ class Fanout:
         finally:
             if job_id:
                 self._discard(self._by_job, job_id, listener)
+                if listener.ends:
+                    self._discard(self._ends, job_id, listener)
             if owner:
                 self._discard(self._by_owner, owner, listener)
 

@@ -128,7 +128,7 @@ class JobService:
             opened: list[Listener] = []
 
             def listen(job_id: str) -> None:
-                opened.append(stack.enter_context(self.fanout.listen(job_id=job_id)))
+                opened.append(stack.enter_context(self.fanout.listen(job_id=job_id, ends=True)))
 
             result = await self.submitter.submit(
                 principal, body, idempotency_key, request_id, before_publish=listen
@@ -144,7 +144,7 @@ class JobService:
 
     async def wait(self, record: JobRecord, seconds: float) -> JobRecord:
         """The job once it has ended, or as it is when ``seconds`` have passed."""
-        with self.fanout.listen(job_id=record.id) as listener:
+        with self.fanout.listen(job_id=record.id, ends=True) as listener:
             current = await self.joblog.find(record.id) or record
             return await self._until_ended(listener, current, seconds)
 
