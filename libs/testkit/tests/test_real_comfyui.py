@@ -39,9 +39,11 @@ def test_a_tree_without_its_marker_is_not_ready(tmp_path: Path) -> None:
     assert "no real ComfyUI" in installation.why_not_ready()
 
 
-def test_comfyui_threads_sleep_when_idle_unless_told_otherwise() -> None:
-    assert server_env({"PATH": "/bin"}) == {"PATH": "/bin", "OMP_WAIT_POLICY": "PASSIVE"}
-    assert server_env({"OMP_WAIT_POLICY": "ACTIVE"})["OMP_WAIT_POLICY"] == "ACTIVE"
+def test_comfyui_runs_one_torch_thread_that_sleeps_when_idle_unless_told_otherwise() -> None:
+    env = server_env({"PATH": "/bin"})
+    assert env == {"PATH": "/bin", "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    chosen = server_env({"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "2"})
+    assert chosen["OMP_WAIT_POLICY"] == "ACTIVE" and chosen["OMP_NUM_THREADS"] == "2"
 
 
 def running(pid: int) -> bool:

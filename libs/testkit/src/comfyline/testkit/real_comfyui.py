@@ -45,16 +45,19 @@ REPOSITORY = Path(__file__).resolve().parents[5]
 
 
 def server_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment ComfyUI runs in: torch's OpenMP threads sleep when idle
-    (``OMP_WAIT_POLICY=PASSIVE``) unless the caller chose otherwise.
+    """The environment ComfyUI runs in: one torch thread (``OMP_NUM_THREADS=1``) that sleeps
+    when idle (``OMP_WAIT_POLICY=PASSIVE``), unless the caller chose otherwise.
 
-    By default they spin for a while after every operation, waiting for the next one: on a GPU
-    machine that is a CPU core nobody needs, but here the CPU is the GPU, shared with the whole
-    stack, and the spinning doubled ComfyUI's CPU per job (16 ms for a 12.7 ms 512x512
-    ``cpu-smoke`` job, 8.6 ms without it, the job taking 9.8 ms) and took those cores from
-    whatever ran next: the caller's own ``/view``, or a worker's upload.
+    Here the CPU stands in for a GPU and shares its two cores with the whole stack. Torch's
+    default is a thread per core, spinning for a while after every operation: that doubled
+    ComfyUI's CPU per job (16 ms for a 12.7 ms 512x512 ``cpu-smoke`` job, 8.6 ms without the
+    spinning) and took the cores from whatever ran beside or after it, the caller's own
+    ``/view`` or a worker's upload. One thread runs these small graphs as fast as two (a direct
+    job 11-12 ms against 13 ms with two, both sleeping when idle) and leaves the other core to
+    the rest, as a GPU would leave both.
     """
     env = dict(os.environ if base is None else base)
+    env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return env
 
