@@ -4,10 +4,13 @@ Every worker binds the same durable consumers per model, one per lane (``work-<m
 interactive jobs, ``work-<model>-batch`` for batch jobs: a work-queue stream refuses overlapping
 consumers). A free server asks the consumers of the models it can run for one message each with
 ``no_wait``, every model's interactive lane before any batch lane, so nothing is ever fetched
-that no server can take at once, no pull request lingers to deliver a message later to a busy
-worker, and a batch job is taken only when no interactive job that server could run is waiting.
-When all are empty it waits for the doorbell (a plain subscription to ``work.>`` that rings on
-each new job) or the idle poll interval (which finds redeliveries, which ring no bell).
+that no server can take at once, and a batch job is taken only when no interactive job that
+server could run is waiting. When all are empty it waits for the doorbell (a plain subscription
+to ``work.>`` that rings on each new job) or the idle poll interval (which finds redeliveries,
+which ring no bell). An idle server also holds one pull request open (:meth:`WorkFetcher.hold`)
+on the interactive work of the model it ran last, so that model's next job reaches it as it is
+stored; the worker counts that request as a place in the server's pipeline until it answers
+(see ``Worker._feed``), so what it brings never finds the server full.
 
 A consumer found empty is not asked again until the doorbell rings for it or a sweep is due (once
 per idle poll interval: redeliveries ring no bell; the sweep is one ``STREAM.INFO`` that names the
@@ -112,6 +115,7 @@ class WorkFetcher:
         #: (model, lane) consumers found empty since the last sweep, with no bell since.
         self._empty: set[tuple[str, str]] = set()
         self._rung_at: dict[tuple[str, str], float] = {}
+        self._bells: dict[tuple[str, str], int] = {}  # how many times each has rung
         self._swept = time.monotonic()
 
     async def start(self) -> None:
@@ -121,6 +125,7 @@ class WorkFetcher:
             key = self.bus.names.work_key(msg.subject)
             self._empty.discard(key)
             self._rung_at[key] = time.monotonic()
+            self._bells[key] = self._bells.get(key, 0) + 1
             self.bell.ring(*key)
 
         self._sub = await self.bus.nc.subscribe(self.bus.names.all_work(), cb=on_work)
@@ -214,6 +219,25 @@ class WorkFetcher:
                 if msg is not None:
                     return msg
         return None
+
+    async def hold(self, model: str, wait_s: float) -> Msg | None:
+        """One message of ``model``'s interactive lane, the pull request held open up to
+        ``wait_s`` server-side: an idle server's request, so that the next job of the model it
+        ran last is delivered to it as it is stored (no bell to hear first, no request after).
+
+        A job it brings that left none behind (``num_pending`` 0) empties the consumer when at
+        most one bell rang meanwhile: that job's own (a request held open had found nothing
+        waiting, so what it brings was published after it). Its server's next look for work
+        then asks nothing of that consumer until another bell rings.
+        """
+        key = (model, "interactive")
+        bells = self._bells.get(key, 0)
+        msg = await self._next(model, "interactive", wait_s=wait_s)
+        if msg is not None and self._bells.get(key, 0) - bells <= 1:
+            with contextlib.suppress(ValueError, AttributeError):
+                if msg.metadata.num_pending == 0:
+                    self._empty.add(key)
+        return msg
 
     async def waiting_models(self) -> set[str]:
         """The models with interactive work in the stream."""

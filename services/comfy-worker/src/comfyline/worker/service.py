@@ -37,7 +37,7 @@ from comfyline.runtime import (
 from .affinity import Affinity
 from .cancel import CancelListener
 from .comfy_client import ComfyClient
-from .fetch import WorkFetcher
+from .fetch import Ring, WorkFetcher
 from .handler import JobControl, JobHandler
 from .leftovers import clear_leftovers
 from .registry import Registry
@@ -60,6 +60,19 @@ async def _until(
     finally:
         await cancel_and_wait([task, stopper])
     return task in done
+
+
+def _result(task: asyncio.Task[Msg | None]) -> Msg | None:
+    """A finished fetch's message (None when it found none or failed)."""
+    if task.cancelled() or task.exception() is not None:
+        return None
+    return task.result()
+
+
+async def _give_back(msg: Msg) -> None:
+    """Hand a fetched message back to its consumer for another worker to take now."""
+    with contextlib.suppress(Exception):
+        await msg.nak()
 
 
 async def _either(*awaitables: Awaitable[object]) -> None:
@@ -112,6 +125,8 @@ class Worker:
         #: Busy servers that left a model alone for their waiting slot because another server
         #: was idle for it: woken when any server takes a job (that one may be it).
         self._deferred: set[Server] = set()
+        #: Pull requests held open by idle servers (see ``_to_hold``), until they answer.
+        self._holds: dict[Server, asyncio.Task[Msg | None]] = {}
         self.completed_runs = 0
 
     def allowed_templates(self) -> list[ModelTemplate]:
@@ -205,6 +220,12 @@ class Worker:
         A job is queued behind a busy server only when no idle server could take it now: never
         a model that another idle server of this worker runs, and, when the doorbell announces
         new work, only after ``pipeline_defer_s`` (idle servers anywhere fetch at once).
+
+        An idle server that found nothing holds a pull request open on the model it ran last
+        (``hold_pull_s``): that model's next job comes to it as it is stored, one round trip
+        sooner than the doorbell and a request after it. The request is a place in the
+        pipeline until it answers: a job of another model may start meanwhile (its bell is
+        answered at once), and what the request then brings is the next one.
         """
         rung: list[tuple[str, str]] = []
         while not stop.is_set():
@@ -213,6 +234,17 @@ class Worker:
                 return
             if self.draining and not await _until(self._accepting(), stop):
                 return
+            held = self._holds.get(server)
+            if held is not None and (held.done() or server.busy):
+                # The pull request an idle server held open takes a place of its pipeline:
+                # whatever it brings is this server's next job, and nothing else is fetched
+                # for it until it has answered.
+                if not held.done() and not await _until(asyncio.shield(held), stop):
+                    return
+                del self._holds[server]
+                if (msg := _result(held)) is not None:
+                    self._start_held(server, msg)
+                continue
             ahead = server.busy
             server.changed.clear()
             models = [m for m in server.models if self.orders.paused(m) is None]
@@ -236,15 +268,74 @@ class Worker:
                 if msg is None:
                     if not ahead and self._take_waiting(server, models):
                         continue  # a job waiting behind a busy server comes here instead
-                    await _until(
-                        _either(ring.wait(), server.changed.wait()),
-                        stop,
-                        limit_s=self.settings.idle_poll_s,
-                    )
-                    rung = list(ring.rung)
+                    model = None if ahead else self._to_hold(server, models)
+                    if model is None:
+                        await _until(
+                            _either(ring.wait(), server.changed.wait()),
+                            stop,
+                            limit_s=self.settings.idle_poll_s,
+                        )
+                        rung = list(ring.rung)
+                        continue
+                    held = self._holds.get(server)
+                    if held is None:
+                        held = asyncio.create_task(
+                            self.fetcher.hold(model, self.settings.hold_pull_s),
+                            name=f"hold {server.url}",
+                        )
+                        self._holds[server] = held
+                    rung = await self._while_held(held, ring, model, server, stop)
                     continue
             rung = []
             self._start(server, msg)
+
+    def _to_hold(self, server: Server, models: list[str]) -> str | None:
+        """The model whose next job an idle server waits for with a pull request held open:
+        the one it ran last (its files are loaded), else its only one; None when it holds
+        none (holding is off, or its pipeline has no second place for a job the request may
+        bring while another one is being started here)."""
+        if not self.settings.hold_pull_s or server.depth < 2:
+            return None
+        model = server.last_model if server.last_model in models else None
+        if model is None and len(models) == 1:
+            model = models[0]
+        return model if model in self.fetcher.bound else None
+
+    async def _while_held(
+        self,
+        held: asyncio.Task[Msg | None],
+        ring: Ring,
+        model: str,
+        server: Server,
+        stop: asyncio.Event,
+    ) -> list[tuple[str, str]]:
+        """Until the held pull request answers, work for another model or lane is announced
+        (returned, to be asked for now), the server changes, or the worker stops. The bell of
+        the held model's own interactive work is not an answer: that job comes with the held
+        request (asking for it again would wait for a message the request has taken)."""
+        mine = (model, "interactive")
+        while not held.done() and not stop.is_set():
+            others = [key for key in ring.rung if key != mine]
+            if others:
+                return others
+            ring.rung.clear()
+            ring.event.clear()
+            await _until(_either(asyncio.shield(held), ring.wait(), server.changed.wait()), stop)
+            if server.changed.is_set():
+                break
+        return [key for key in ring.rung if key != mine]
+
+    def _start_held(self, server: Server, msg: Msg) -> None:
+        """Start what a held pull request brought, unless the server can no longer take it
+        (fell, draining, model paused): then it goes back at once for another to take."""
+        model = self.bus.names.work_key(msg.subject)[0] if msg.subject else None
+        paused = model is not None and self.orders.paused(model) is not None
+        if server.free and not self.draining and not paused:
+            self._start(server, msg)
+            return
+        task = asyncio.create_task(_give_back(msg), name="give back held work")
+        self.moves.add(task)
+        task.add_done_callback(self.moves.discard)
 
     def _take_waiting(self, idle: Server, models: list[str]) -> bool:
         """``idle`` found no work: a job of ours waiting in a busy server's queue for one of
@@ -339,6 +430,13 @@ class Worker:
     ) -> None:
         log.info("worker stopping", extra={"running": len(self.jobs)})
         await asyncio.gather(*slots, return_exceptions=True)  # they return once stop is set
+        if self._holds:  # a held request may still bring a job: it goes back at once
+            holds, self._holds = list(self._holds.values()), {}
+            await asyncio.wait(holds, timeout=self.settings.hold_pull_s + 5)
+            for held in holds:
+                if (msg := _result(held)) is not None:
+                    await _give_back(msg)
+            await cancel_and_wait([h for h in holds if not h.done()])
         if self.moves:  # a few requests each: let them settle where each job runs
             _, late_moves = await asyncio.wait(set(self.moves), timeout=5)
             await cancel_and_wait(late_moves)

@@ -98,6 +98,13 @@ class Settings(ServiceSettings):
     idle_poll_s: float = Field(
         default=1.0, gt=0, description="how often an idle server looks for (re)delivered work"
     )
+    hold_pull_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="an idle server holds a pull request open this long on the work of the "
+        "model it ran last, so that model's next job comes straight to it (0: wait for the "
+        "doorbell and then ask; holding needs a pipeline_depth of 2 or more)",
+    )
     health_interval_s: float = Field(default=5.0, gt=0, description="/system_stats while up")
     affinity: bool = Field(
         default=True,

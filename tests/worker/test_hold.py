@@ -1,0 +1,79 @@
+"""An idle server holds a pull request open on the work of the model it ran last: that model's
+next job is delivered to it as it is stored, with no bell to hear and no request to send; a
+worker that stops while holding gives back at once whatever its request still brings."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from comfyline.comfyui_sim import SimulatorProcess
+from comfyline.runtime import Bus
+
+from .helpers import RunningWorker, RunWatch, Workers, publish_job
+
+SMOKE = {"width": 64, "height": 64, "color": 0x00FF00}
+
+
+async def held(running: RunningWorker, timeout_s: float = 10.0) -> None:
+    """Until the worker's server holds a pull request open."""
+    worker = running.worker
+    deadline = time.monotonic() + timeout_s
+    while not any(not task.done() for task in worker._holds.values()):
+        assert time.monotonic() < deadline, "the idle server holds no pull request"
+        await asyncio.sleep(0.05)
+
+
+async def test_the_next_job_of_the_model_a_server_ran_last_needs_no_bell(
+    bus: Bus, sim: SimulatorProcess, workers: Workers, runs: RunWatch
+) -> None:
+    # Without a held request, an idle server with no bell to hear would look for work again
+    # only after its idle poll: 30 s here.
+    running = workers([sim.url], idle_poll_s=30.0, hold_pull_s=20.0)
+    first = await publish_job(bus, "cpu-smoke", SMOKE)
+    assert (await runs.wait_for(first.job_id, "completed", "failed")).kind == "completed"
+    await held(running)
+    await running.worker.fetcher.stop()  # the doorbell is silent from now on
+    published = time.monotonic()
+    second = await publish_job(bus, "cpu-smoke", SMOKE)
+    done = await runs.wait_for(second.job_id, "completed", "failed", timeout=15)
+    assert done.kind == "completed", done.error
+    assert runs.times(second.job_id)["completed"] - published < 10
+
+
+async def test_another_models_job_is_not_held_up_by_a_held_request(
+    bus: Bus, sim: SimulatorProcess, workers: Workers, runs: RunWatch
+) -> None:
+    running = workers([sim.url], idle_poll_s=30.0, hold_pull_s=20.0)
+    first = await publish_job(bus, "cpu-smoke", SMOKE)
+    assert (await runs.wait_for(first.job_id, "completed", "failed")).kind == "completed"
+    await held(running)
+    published = time.monotonic()
+    other = await publish_job(bus, "tts", {"text": "held"})
+    done = await runs.wait_for(other.job_id, "completed", "failed", timeout=15)
+    assert done.kind == "completed", done.error
+    assert runs.times(other.job_id)["completed"] - published < 10  # the bell, not the poll
+    # and the request still open brings the held model's next job, to the same server
+    again = await publish_job(bus, "cpu-smoke", SMOKE)
+    assert (await runs.wait_for(again.job_id, "completed", "failed")).kind == "completed"
+    assert {e.server for e in runs.start_order()} == {sim.url}
+
+
+async def test_a_worker_stopping_while_it_holds_gives_back_what_its_request_brings(
+    bus: Bus, sim: SimulatorProcess, workers: Workers, runs: RunWatch
+) -> None:
+    # The job the held request brings after the stop would otherwise wait out its ack wait.
+    first_worker = workers([sim.url], ack_wait_s=60.0, hold_pull_s=4.0)
+    first = await publish_job(bus, "cpu-smoke", SMOKE)
+    assert (await runs.wait_for(first.job_id, "completed", "failed")).kind == "completed"
+    await held(first_worker)
+    first_worker.stop_event.set()
+    await asyncio.sleep(0.3)  # the server's loop has ended; its request is still open
+    published = time.monotonic()
+    job = await publish_job(bus, "cpu-smoke", SMOKE)
+    await asyncio.wait_for(asyncio.shield(first_worker.task), 30)
+    workers([sim.url], ack_wait_s=60.0)
+    done = await runs.wait_for(job.job_id, "completed", "failed", timeout=30)
+    assert done.kind == "completed", done.error
+    assert runs.times(job.job_id)["completed"] - published < 20
+    assert [e.kind for e in runs.of(job.job_id)] == ["completed"]  # run once, by the second
