@@ -44,6 +44,17 @@ _NEXT = json.dumps({"batch": 1, "no_wait": True}).encode()
 RUNG_WAIT_S = 0.25
 
 
+async def _withdraw(sub: Subscription, came: list[Msg]) -> None:
+    """Stop a held pull request (see :meth:`WorkFetcher.hold`): unsubscribe, then wait out what
+    the server sent before it heard so (a drain), and give back any job among it."""
+    with contextlib.suppress(Exception):
+        await sub.drain()  # type: ignore[no-untyped-call]
+    for msg in came:
+        if not (msg.headers or {}).get("Status"):
+            with contextlib.suppress(Exception):
+                await msg.nak()
+
+
 def consumer_backoff(ack_wait_s: float, max_deliver: int) -> list[float] | None:
     """Redelivery delays after an ack timeout (the first is the ack wait itself).
 
@@ -225,6 +236,10 @@ class WorkFetcher:
         ``wait_s`` server-side: an idle server's request, so that the next job of the model it
         ran last is delivered to it as it is stored (no bell to hear first, no request after).
 
+        Cancelled, the request is taken back: its reply subject loses its interest, and the
+        server hands a pull request without one nothing more (and drops it); a job it sent
+        before hearing so arrives while the subscription drains and goes back at once.
+
         A job it brings that left none behind (``num_pending`` 0) empties the consumer when at
         most one bell rang meanwhile: that job's own (a request held open had found nothing
         waiting, so what it brings was published after it). Its server's next look for work
@@ -232,8 +247,38 @@ class WorkFetcher:
         """
         key = (model, "interactive")
         bells = self._bells.get(key, 0)
-        msg = await self._next(model, "interactive", wait_s=wait_s)
-        if msg is not None and self._bells.get(key, 0) - bells <= 1:
+        nc = self.bus.nc
+        came: list[Msg] = []
+        answered = asyncio.Event()
+
+        async def on_reply(msg: Msg) -> None:
+            came.append(msg)
+            answered.set()
+
+        sub = await nc.subscribe(nc.new_inbox(), cb=on_reply)
+        durable = self.bus.names.work_consumer(model, "interactive")
+        body = json.dumps({"batch": 1, "expires": int(wait_s * 1e9)}).encode()
+        asked_at = time.monotonic()
+        try:
+            await nc.publish(
+                f"{self._prefix}.CONSUMER.MSG.NEXT.{self._stream}.{durable}",
+                body,
+                reply=sub.subject,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(answered.wait(), wait_s + self.request_timeout_s)
+        except asyncio.CancelledError:
+            await asyncio.shield(_withdraw(sub, came))
+            raise
+        except nats.errors.Error:
+            pass
+        with contextlib.suppress(nats.errors.Error):
+            await sub.unsubscribe()
+        msg = came[0] if came else None
+        if msg is None or (msg.headers or {}).get("Status"):
+            self._found_empty(key, asked_at - RUNG_WAIT_S)  # expired (or refused): none came
+            return None
+        if self._bells.get(key, 0) - bells <= 1:
             with contextlib.suppress(ValueError, AttributeError):
                 if msg.metadata.num_pending == 0:
                     self._empty.add(key)

@@ -430,13 +430,12 @@ class Worker:
     ) -> None:
         log.info("worker stopping", extra={"running": len(self.jobs)})
         await asyncio.gather(*slots, return_exceptions=True)  # they return once stop is set
-        if self._holds:  # a held request may still bring a job: it goes back at once
+        if self._holds:  # held requests are taken back; a job one brought goes back at once
             holds, self._holds = list(self._holds.values()), {}
-            await asyncio.wait(holds, timeout=self.settings.hold_pull_s + 5)
+            await cancel_and_wait([h for h in holds if not h.done()])
             for held in holds:
                 if (msg := _result(held)) is not None:
                     await _give_back(msg)
-            await cancel_and_wait([h for h in holds if not h.done()])
         if self.moves:  # a few requests each: let them settle where each job runs
             _, late_moves = await asyncio.wait(set(self.moves), timeout=5)
             await cancel_and_wait(late_moves)
