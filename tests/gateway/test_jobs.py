@@ -189,20 +189,24 @@ async def test_a_key_recorded_by_a_gateway_that_died_publishes_its_job_on_retry(
     assert await active_count(bus, "alice") == before + 1
 
 
+async def first_job_of(orchestrator: Orchestrator, owner: str) -> str:
+    """The id of ``owner``'s first job, once its submission is published (5 s at most)."""
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        ids = await orchestrator.bus.js.stream_info(
+            orchestrator.names.stream("JOBS"),
+            subjects_filter=orchestrator.names.owner_events_filter(owner),
+        )
+        if ids.state.subjects:
+            return next(iter(ids.state.subjects)).split(".")[-2]
+    raise AssertionError(f"no job of {owner} was published")
+
+
 async def test_prefer_wait_returns_the_finished_job(
     client: httpx.AsyncClient, alice: dict[str, str], orchestrator: Orchestrator
 ) -> None:
     async def finish_soon() -> None:
-        for _ in range(100):
-            await asyncio.sleep(0.05)
-            ids = await orchestrator.bus.js.stream_info(
-                orchestrator.names.stream("JOBS"),
-                subjects_filter=orchestrator.names.owner_events_filter("alice"),
-            )
-            if ids.state.subjects:
-                job_id = next(iter(ids.state.subjects)).split(".")[-2]
-                await orchestrator.run(job_id)
-                return
+        await orchestrator.run(await first_job_of(orchestrator, "alice"))
 
     runner = asyncio.create_task(finish_soon())
     response = await submit(client, {**alice, "Prefer": "wait=5"})
@@ -224,30 +228,21 @@ async def test_a_waiting_answer_comes_from_the_final_record_before_its_event(
     heard: list[str] = []
 
     async def end_without_event() -> None:
-        for _ in range(100):
-            await asyncio.sleep(0.05)
-            ids = await orchestrator.bus.js.stream_info(
-                orchestrator.names.stream("JOBS"),
-                subjects_filter=orchestrator.names.owner_events_filter("alice"),
+        record = await orchestrator.queued(await first_job_of(orchestrator, "alice"))
+        running = record.model_copy(update={"status": JobState.RUNNING})
+        await orchestrator.write(running)  # not an end: the wait goes on
+        await asyncio.sleep(0.3)
+        heard.append("running")
+        await orchestrator.write(
+            running.model_copy(
+                update={
+                    "status": JobState.FAILED,
+                    "last_event": EventKind.FAILED,
+                    "finished_at": utcnow(),
+                    "error": JobError(code=ErrorCode.COMFY_NO_OUTPUT, message="none"),
+                }
             )
-            if ids.state.subjects:
-                job_id = next(iter(ids.state.subjects)).split(".")[-2]
-                record = await orchestrator.queued(job_id)
-                running = record.model_copy(update={"status": JobState.RUNNING})
-                await orchestrator.write(running)  # not an end: the wait goes on
-                await asyncio.sleep(0.3)
-                heard.append("running")
-                await orchestrator.write(
-                    running.model_copy(
-                        update={
-                            "status": JobState.FAILED,
-                            "last_event": EventKind.FAILED,
-                            "finished_at": utcnow(),
-                            "error": JobError(code=ErrorCode.COMFY_NO_OUTPUT, message="none"),
-                        }
-                    )
-                )
-                return
+        )
 
     runner = asyncio.create_task(end_without_event())
     started = time.monotonic()

@@ -8,6 +8,7 @@ import asyncio
 import time
 
 from comfyline.comfyui_sim import SimulatorProcess
+from comfyline.contracts import RunJob
 from comfyline.runtime import Bus
 
 from .helpers import RunningWorker, RunWatch, Workers, publish_job
@@ -15,13 +16,28 @@ from .helpers import RunningWorker, RunWatch, Workers, publish_job
 SMOKE = {"width": 64, "height": 64, "color": 0x00FF00}
 
 
-async def held(running: RunningWorker, timeout_s: float = 10.0) -> None:
-    """Until the worker's server holds a pull request open."""
-    worker = running.worker
+async def holding(
+    bus: Bus, runs: RunWatch, running: RunningWorker, timeout_s: float = 10.0
+) -> None:
+    """Run one cpu-smoke job on ``running``'s server, then wait until the idle server holds a
+    pull request open for the next."""
+    first = await publish_job(bus, "cpu-smoke", SMOKE)
+    assert (await runs.wait_for(first.job_id, "completed", "failed")).kind == "completed"
     deadline = time.monotonic() + timeout_s
-    while not any(not task.done() for task in worker._holds.values()):
+    while not any(not task.done() for task in running.worker._holds.values()):
         assert time.monotonic() < deadline, "the idle server holds no pull request"
         await asyncio.sleep(0.05)
+
+
+async def run_once_soon_by_another(
+    workers: Workers, sim: SimulatorProcess, runs: RunWatch, job: RunJob, published: float
+) -> None:
+    """A new worker runs ``job`` once, long before the 60 s ack wait of a job left unacked."""
+    workers([sim.url], ack_wait_s=60.0)
+    done = await runs.wait_for(job.job_id, "completed", "failed", timeout=30)
+    assert done.kind == "completed", done.error
+    assert runs.times(job.job_id)["completed"] - published < 20
+    assert [e.kind for e in runs.of(job.job_id)] == ["completed"]
 
 
 async def test_the_next_job_of_the_model_a_server_ran_last_needs_no_bell(
@@ -30,9 +46,7 @@ async def test_the_next_job_of_the_model_a_server_ran_last_needs_no_bell(
     # Without a held request, an idle server with no bell to hear would look for work again
     # only after its idle poll: 30 s here.
     running = workers([sim.url], idle_poll_s=30.0, hold_pull_s=20.0)
-    first = await publish_job(bus, "cpu-smoke", SMOKE)
-    assert (await runs.wait_for(first.job_id, "completed", "failed")).kind == "completed"
-    await held(running)
+    await holding(bus, runs, running)
     await running.worker.fetcher.stop()  # the doorbell is silent from now on
     published = time.monotonic()
     second = await publish_job(bus, "cpu-smoke", SMOKE)
@@ -45,9 +59,7 @@ async def test_another_models_job_is_not_held_up_by_a_held_request(
     bus: Bus, sim: SimulatorProcess, workers: Workers, runs: RunWatch
 ) -> None:
     running = workers([sim.url], idle_poll_s=30.0, hold_pull_s=20.0)
-    first = await publish_job(bus, "cpu-smoke", SMOKE)
-    assert (await runs.wait_for(first.job_id, "completed", "failed")).kind == "completed"
-    await held(running)
+    await holding(bus, runs, running)
     published = time.monotonic()
     other = await publish_job(bus, "tts", {"text": "held"})
     done = await runs.wait_for(other.job_id, "completed", "failed", timeout=15)
@@ -65,18 +77,12 @@ async def test_a_worker_that_stops_takes_its_held_request_back(
     # A request left open after its worker stopped would take the next job and hold it, unacked,
     # for the consumer's ack wait (60 s here); taken back, the job waits for the next worker.
     first_worker = workers([sim.url], ack_wait_s=60.0, hold_pull_s=30.0)
-    first = await publish_job(bus, "cpu-smoke", SMOKE)
-    assert (await runs.wait_for(first.job_id, "completed", "failed")).kind == "completed"
-    await held(first_worker)
+    await holding(bus, runs, first_worker)
     await first_worker.stop()  # quickly: its held request is not waited out
     published = time.monotonic()
     job = await publish_job(bus, "cpu-smoke", SMOKE)
     await asyncio.sleep(1.0)  # where the job would go, it has gone by now
-    workers([sim.url], ack_wait_s=60.0)
-    done = await runs.wait_for(job.job_id, "completed", "failed", timeout=30)
-    assert done.kind == "completed", done.error
-    assert runs.times(job.job_id)["completed"] - published < 20
-    assert [e.kind for e in runs.of(job.job_id)] == ["completed"]
+    await run_once_soon_by_another(workers, sim, runs, job, published)
 
 
 async def test_a_job_a_held_request_brings_as_its_worker_stops_is_run_once(
@@ -86,15 +92,9 @@ async def test_a_job_a_held_request_brings_as_its_worker_stops_is_run_once(
     back (then the job goes back at once, or runs there within the shutdown's grace) or is
     taken back first; either way the job runs once, soon, not after its ack wait."""
     first_worker = workers([sim.url], ack_wait_s=60.0, hold_pull_s=30.0)
-    first = await publish_job(bus, "cpu-smoke", SMOKE)
-    assert (await runs.wait_for(first.job_id, "completed", "failed")).kind == "completed"
-    await held(first_worker)
+    await holding(bus, runs, first_worker)
     first_worker.stop_event.set()
     published = time.monotonic()
     job = await publish_job(bus, "cpu-smoke", SMOKE)
     await asyncio.wait_for(asyncio.shield(first_worker.task), 30)
-    workers([sim.url], ack_wait_s=60.0)
-    done = await runs.wait_for(job.job_id, "completed", "failed", timeout=30)
-    assert done.kind == "completed", done.error
-    assert runs.times(job.job_id)["completed"] - published < 20
-    assert [e.kind for e in runs.of(job.job_id)] == ["completed"]
+    await run_once_soon_by_another(workers, sim, runs, job, published)
