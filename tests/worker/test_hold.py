@@ -6,24 +6,31 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
+
+import httpx
 
 from comfyline.comfyui_sim import SimulatorProcess
 from comfyline.contracts import RunJob
 from comfyline.runtime import Bus
 
-from .helpers import RunningWorker, RunWatch, Workers, publish_job
+from .helpers import RunningWorker, RunWatch, SimFactory, Workers, publish_job, queue_ids
 
 SMOKE = {"width": 64, "height": 64, "color": 0x00FF00}
 
 
 async def holding(
-    bus: Bus, runs: RunWatch, running: RunningWorker, timeout_s: float = 10.0
+    bus: Bus,
+    runs: RunWatch,
+    running: RunningWorker,
+    model: str = "cpu-smoke",
+    data: dict[str, Any] = SMOKE,
 ) -> None:
-    """Run one cpu-smoke job on ``running``'s server, then wait until the idle server holds a
-    pull request open for the next."""
-    first = await publish_job(bus, "cpu-smoke", SMOKE)
+    """Run one job of ``model`` on ``running``'s server, then wait until the idle server holds
+    a pull request open for the next."""
+    first = await publish_job(bus, model, data)
     assert (await runs.wait_for(first.job_id, "completed", "failed")).kind == "completed"
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + 10
     while not any(not task.done() for task in running.worker._holds.values()):
         assert time.monotonic() < deadline, "the idle server holds no pull request"
         await asyncio.sleep(0.05)
@@ -69,6 +76,27 @@ async def test_another_models_job_is_not_held_up_by_a_held_request(
     again = await publish_job(bus, "cpu-smoke", SMOKE)
     assert (await runs.wait_for(again.job_id, "completed", "failed")).kind == "completed"
     assert {e.server for e in runs.start_order()} == {sim.url}
+
+
+async def test_a_server_that_gets_busy_takes_its_held_request_back(
+    bus: Bus, sim_factory: SimFactory, workers: Workers, runs: RunWatch
+) -> None:
+    """Holding for tts, it gets two cpu-smoke jobs of a second each: the first at its bell,
+    and, the held request taken back, the second at once into its waiting place (the request,
+    left open, would keep that place for 30 s)."""
+    sim = sim_factory("--node-delay", "EmptyImage=1.5")
+    running = workers([sim.url], idle_poll_s=30.0, hold_pull_s=30.0)
+    await holding(bus, runs, running, "tts", {"text": "held"})
+    jobs = [await publish_job(bus, "cpu-smoke", SMOKE) for _ in range(2)]
+    async with httpx.AsyncClient() as client:
+        async with asyncio.timeout(1.2):  # within the first job's run
+            while True:
+                executing, pending = await queue_ids(client, sim.url)
+                if executing and pending:
+                    break
+                await asyncio.sleep(0.05)
+    for job in jobs:
+        assert (await runs.wait_for(job.job_id, "completed", "failed")).kind == "completed"
 
 
 async def test_a_worker_that_stops_takes_its_held_request_back(

@@ -9,8 +9,7 @@ server could run is waiting. When all are empty it waits for the doorbell (a pla
 to ``work.>`` that rings on each new job) or the idle poll interval (which finds redeliveries,
 which ring no bell). An idle server also holds one pull request open (:meth:`WorkFetcher.hold`)
 on the interactive work of the model it ran last, so that model's next job reaches it as it is
-stored; the worker counts that request as a place in the server's pipeline until it answers
-(see ``Worker._feed``), so what it brings never finds the server full.
+stored; the request is taken back once the server is no longer idle (see ``Worker._feed``).
 
 A consumer found empty is not asked again until the doorbell rings for it or a sweep is due (once
 per idle poll interval: redeliveries ring no bell; the sweep is one ``STREAM.INFO`` that names the

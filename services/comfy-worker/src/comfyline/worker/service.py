@@ -223,9 +223,10 @@ class Worker:
 
         An idle server that found nothing holds a pull request open on the model it ran last
         (``hold_pull_s``): that model's next job comes to it as it is stored, one round trip
-        sooner than the doorbell and a request after it. The request is a place in the
-        pipeline until it answers: a job of another model may start meanwhile (its bell is
-        answered at once), and what the request then brings is the next one.
+        sooner than the doorbell and a request after it. A job of another model still starts
+        at its bell meanwhile; the request is then taken back (a job it brought before that
+        is the next one here: the pipeline has room for it; one arriving as it is taken back
+        goes back to JetStream at once).
         """
         rung: list[tuple[str, str]] = []
         while not stop.is_set():
@@ -236,12 +237,11 @@ class Worker:
                 return
             held = self._holds.get(server)
             if held is not None and (held.done() or server.busy):
-                # The pull request an idle server held open takes a place of its pipeline:
-                # whatever it brings is this server's next job, and nothing else is fetched
-                # for it until it has answered.
-                if not held.done() and not await _until(asyncio.shield(held), stop):
-                    return
+                # What the request brought is the server's next job; a job that started here
+                # another way (another model's bell) takes the request back instead, so it
+                # holds no place the pipeline wants for the next job.
                 del self._holds[server]
+                await cancel_and_wait([held])
                 if (msg := _result(held)) is not None:
                     self._start_held(server, msg)
                 continue
@@ -293,7 +293,7 @@ class Worker:
         """The model whose next job an idle server waits for with a pull request held open:
         the one it ran last (its files are loaded), else its only one; None when it holds
         none (holding is off, or its pipeline has no second place for a job the request may
-        bring while another one is being started here)."""
+        bring just before it is taken back, another job having started here)."""
         if not self.settings.hold_pull_s or server.depth < 2:
             return None
         model = server.last_model if server.last_model in models else None
