@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import httpx
 from fastapi import FastAPI
 
-from comfyline.contracts import RunJob, UsageRecord
+from comfyline.contracts import RunJob, UsageRecord, owner_token
 from comfyline.gateway import Settings, create_app
 from comfyline.runtime import Bus
 
@@ -58,6 +58,55 @@ async def test_many_requests_at_once_under_one_key_are_all_counted_none_refused(
     assert sorted(a.status_code for a in answers) == [202] * 150, [a.text for a in answers][:3]
     remaining = sorted(int(a.headers["ratelimit-remaining"]) for a in answers)
     assert remaining == list(range(50, 200))
+
+
+async def _writes(bus: Bus) -> int:
+    """How many writes the rate-limit counters have had (their stream's last sequence)."""
+    info = await bus.js.stream_info(f"KV_{bus.names.bucket('ratelimits')}")
+    return info.state.last_seq
+
+
+async def _counted(bus: Bus, owner: str, route_class: str) -> int:
+    """The shared counter of ``owner``'s ``route_class`` in the current window."""
+    kv = await bus.kv(bus.names.bucket("ratelimits"))
+    key = next(k for k in await kv.keys() if k.startswith(f"{owner}.{route_class}."))
+    return int((await kv.get(key)).value or b"0")
+
+
+async def test_a_busy_key_is_counted_in_blocks_and_exactly_in_its_headers(
+    client: httpx.AsyncClient, bus: Bus
+) -> None:
+    """Back-to-back requests take their counts from the shared counter in growing blocks, one
+    compare-and-set per block; every answer's remaining count is still exact."""
+    user = await new_key(client, "bea", limits={"status_per_min": 1000})
+    before = await _writes(bus)
+    answers = [await client.get("/v1/jobs", headers=user) for _ in range(40)]
+    writes = await _writes(bus) - before
+    assert [a.status_code for a in answers] == [200] * 40
+    remaining = [int(a.headers["ratelimit-remaining"]) for a in answers]
+    assert remaining == list(range(999, 959, -1))
+    assert writes <= 6, writes  # blocks of 1, 2, 4, 8, 16, 32: six writes for 40 requests
+    counted = await _counted(bus, owner_token("bea"), "status")
+    assert 40 <= counted <= 40 + 31  # counted ahead, never short
+
+
+async def test_blocks_never_let_replicas_past_the_limit(
+    gateway: FastAPI, settings: Settings, bus: Bus
+) -> None:
+    """Two replicas taking blocks of one budget let through at most its limit together, and
+    lose at most their last blocks' unused part to the window."""
+    second = create_app(settings)
+    async with second.router.lifespan_context(second):
+        one = httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway), base_url="http://a")
+        two = httpx.AsyncClient(transport=httpx.ASGITransport(app=second), base_url="http://b")
+        async with one, two:
+            user = await new_key(one, "ben", limits={"status_per_min": 64})  # blocks up to 4
+            passed = 0
+            for _ in range(40):
+                for client in (one, one, one, two):
+                    passed += (await client.get("/v1/jobs", headers=user)).status_code == 200
+    assert await _counted(bus, owner_token("ben"), "status") == 64
+    assert 64 - 2 * 3 <= passed <= 64, passed
 
 
 async def test_route_classes_have_their_own_budgets(client: httpx.AsyncClient) -> None:

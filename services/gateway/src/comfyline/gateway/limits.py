@@ -5,6 +5,16 @@ Rate limits are fixed windows counted in the ``ratelimits`` KV bucket (key
 any number of gateway replicas draw on one budget and a restart forgets nothing. Every limit has
 a default in :class:`LimitSettings`; an API key's ``limits`` override it per owner (e.g.
 ``{"submit_per_min": 1000, "active_jobs": 500}`` for a load-test key).
+
+A gateway that counts many requests of one owner and class takes them from the shared counter
+in blocks (a lease): one compare-and-set adds a block to the counter, and the next requests of
+that block are counted in memory, with no round trip. A block grows (doubling, up to 64 and to
+a sixteenth of the limit) while each is used up within a second of the last, and falls back to
+one request when traffic slows; so a slow or small budget is counted request by request, as
+before. The counter never falls short of what was let through: a block is counted before any
+of its requests passes, so replicas together never exceed the limit. A block's unused part
+when the window ends (or its gateway stops) is lost to that window, which can only refuse a
+little early under traffic spread over several replicas, never let more through.
 """
 
 from __future__ import annotations
@@ -39,6 +49,27 @@ _CAS_ATTEMPTS = 25
 _COUNTS_KEPT = 10_000
 #: How long an active-jobs count read ahead of its reservation may be used for it.
 _AHEAD_S = 2.0
+#: A rate-limit block grows while each is used up within this many seconds of the last.
+_LEASE_GROW_S = 1.0
+_LEASE_MAX = 64
+
+
+@dataclass(slots=True)
+class _Lease:
+    """Requests of one rate-limit counter taken ahead by this gateway (see the module doc)."""
+
+    #: The counter's value this gateway wrote, its block included.
+    counted: int = 0
+    #: The block's requests not let through yet.
+    unused: int = 0
+
+
+@dataclass(slots=True)
+class _Pace:
+    """How large the next block of an owner's route class is, and when the last was taken."""
+
+    size: int = 1
+    taken_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +116,10 @@ class Limits:
         #: and the last count this gateway wrote of each.
         self._ahead: dict[str, tuple[float, asyncio.Task[tuple[ActiveJobs, int] | None]]] = {}
         self._active: LastWrites[ActiveJobs] = LastWrites(_COUNTS_KEPT)
+        #: The block of each rate-limit counter this gateway holds, and each owner and route
+        #: class's block size.
+        self._leases: dict[str, _Lease] = {}
+        self._paces: dict[str, _Pace] = {}
 
     def limit_of(self, principal: Principal, name: str, default: float | None) -> float | None:
         """A limit for this caller: the key's override, else the default."""
@@ -110,12 +145,43 @@ class Limits:
         now = time.time()
         window = int(now // window_s)
         reset_s = max(1, math.ceil((window + 1) * window_s - now))
-        key = f"{principal.owner}.{route_class}.{window}"
-        async with self._turn(key):
-            return await self._count(key, limit, reset_s, window_s)
+        pace_key = f"{principal.owner}.{route_class}"
+        key = f"{pace_key}.{window}"
+        taken = self._from_lease(key, limit, reset_s, window_s)
+        if taken is not None:
+            return taken
+        async with self._turn(key):  # (another request may have taken a block meanwhile)
+            taken = self._from_lease(key, limit, reset_s, window_s)
+            block = self._block(pace_key, limit) if taken is None else 1
+            return taken or await self._count(key, limit, reset_s, window_s, block)
 
-    async def _count(self, key: str, limit: int, reset_s: int, window_s: int) -> RateDecision:
-        """One more request under ``key`` if ``limit`` allows (compare-and-set, retried)."""
+    def _from_lease(self, key: str, limit: int, reset_s: int, window_s: int) -> RateDecision | None:
+        """A request let through from this gateway's block of ``key``, if one is left."""
+        lease = self._leases.get(key)
+        if lease is None or lease.unused <= 0:
+            return None
+        lease.unused -= 1
+        remaining = max(0, limit - lease.counted + lease.unused)
+        return RateDecision(True, limit, remaining, reset_s, window_s)
+
+    def _block(self, pace_key: str, limit: int) -> int:
+        """How many requests the next compare-and-set of this owner and class counts."""
+        pace = self._paces.get(pace_key)
+        if pace is None:
+            if len(self._paces) >= _COUNTS_KEPT:
+                self._paces.clear()
+            pace = self._paces[pace_key] = _Pace()
+        now = time.monotonic()
+        quick = now - pace.taken_at < _LEASE_GROW_S
+        pace.size = min(pace.size * 2, _LEASE_MAX, max(1, limit // 16)) if quick else 1
+        pace.taken_at = now
+        return pace.size
+
+    async def _count(
+        self, key: str, limit: int, reset_s: int, window_s: int, block: int = 1
+    ) -> RateDecision:
+        """One more request under ``key`` if ``limit`` allows (compare-and-set, retried);
+        with it, up to ``block - 1`` more are counted ahead for the next requests."""
         for attempt in range(1, _CAS_ATTEMPTS + 1):
             async with nats_errors("rate limit"):
                 known = self._counts.take(key) if attempt == 1 else None
@@ -131,20 +197,29 @@ class Limits:
                 try:
                     if count >= limit or limit < 1:
                         return RateDecision(False, limit, 0, reset_s, window_s)
+                    taken = min(block, limit - count)
+                    value = str(count + taken).encode()
                     if revision:
-                        revision = await self.ratelimits.update(
-                            key, str(count + 1).encode(), last=revision
-                        )
+                        revision = await self.ratelimits.update(key, value, last=revision)
                     else:
                         revision = await self.ratelimits.create(
-                            key, b"1", msg_ttl=float(window_s * 2)
+                            key, value, msg_ttl=float(window_s * 2)
                         )
-                    self._counts.remember(key, count + 1, revision)
+                    self._counts.remember(key, count + taken, revision)
+                    self._lease(key, count + taken, taken - 1)
                     return RateDecision(True, limit, max(0, limit - count - 1), reset_s, window_s)
                 except KeyWrongLastSequenceError:
                     pass  # another request (or replica) counted first: read again
             await cas_pause(attempt)
         return RateDecision(False, limit, 0, reset_s, window_s)
+
+    def _lease(self, key: str, counted: int, unused: int) -> None:
+        if unused <= 0:
+            self._leases.pop(key, None)
+            return
+        if len(self._leases) >= _COUNTS_KEPT:
+            self._leases.clear()
+        self._leases[key] = _Lease(counted, unused)
 
     # --- active jobs, queue caps -------------------------------------------------------------
     async def reserve_active(self, principal: Principal, count: int = 1) -> None:
