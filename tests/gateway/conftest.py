@@ -16,10 +16,13 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from nats.js.errors import KeyNotFoundError
 
 from comfyline.contracts import (
     EVENT_NAMES,
     TERMINAL_EVENTS,
+    ActiveJobs,
+    EndedJobs,
     EventKind,
     JobEvent,
     JobRecord,
@@ -29,6 +32,9 @@ from comfyline.contracts import (
     OutputKind,
     OutputRef,
     Progress,
+    active_jobs_key,
+    ended_jobs_key,
+    jobs_not_ended,
     utcnow,
 )
 from comfyline.gateway import Settings, create_app
@@ -358,3 +364,17 @@ def upload_files(
     data: bytes, content_type: str, name: str = "file", filename: str = "x.bin"
 ) -> Any:
     return {name: (filename, io.BytesIO(data), content_type)}
+
+
+async def active_count(bus: Bus, owner: str) -> int:
+    """The owner's jobs that have not ended: accepted less ended."""
+    usage = await bus.kv(bus.names.bucket("usage"))
+    values: list[bytes | None] = []
+    for key in (active_jobs_key(owner), ended_jobs_key(owner)):
+        try:
+            values.append((await usage.get(key)).value or b"{}")
+        except KeyNotFoundError:
+            values.append(None)
+    active = ActiveJobs.from_bytes(values[0]) if values[0] else None
+    ended = EndedJobs.from_bytes(values[1]) if values[1] else None
+    return jobs_not_ended(active, ended)

@@ -9,10 +9,8 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from nats.js.errors import KeyNotFoundError
 
 from comfyline.contracts import (
-    ActiveJobs,
     CancelReply,
     CancelRequest,
     ErrorCode,
@@ -22,7 +20,6 @@ from comfyline.contracts import (
     JobEvent,
     JobRecord,
     JobState,
-    active_jobs_key,
     new_job_id,
     utcnow,
 )
@@ -33,7 +30,7 @@ from comfyline.runtime import Bus, serve
 from comfyline.runtime.consume import Delivery
 from comfyline.testkit.orchestrator import submitted_event
 
-from .conftest import ADMIN, Orchestrator, png
+from .conftest import ADMIN, Orchestrator, active_count, png
 
 SMOKE = {"model": "cpu-smoke", "input": {"width": 64, "height": 32}}
 
@@ -157,15 +154,6 @@ async def recorded_key(bus: Bus, key: str, age_s: float) -> str:
     kv = await bus.kv(bus.names.bucket("idempotency"))
     await kv.put(Submitter._idem_key(Principal(owner_id="alice"), key), record.to_bytes())
     return job_id
-
-
-async def active_count(bus: Bus, owner: str) -> int:
-    usage = await bus.kv(bus.names.bucket("usage"))
-    try:
-        entry = await usage.get(active_jobs_key(owner))
-    except KeyNotFoundError:
-        return 0
-    return ActiveJobs.from_bytes(entry.value or b"{}").count
 
 
 async def test_a_retry_while_its_key_is_being_handled_is_409_and_takes_no_slot(

@@ -175,21 +175,48 @@ class UsageRecord(WireModel):
 
 
 def active_jobs_key(owner: str) -> str:
-    """The ``usage`` bucket key of an owner's count of jobs that have not ended."""
+    """The ``usage`` bucket key of the count of an owner's jobs the gateways accepted."""
     return f"active.{token(owner)}"
 
 
-class ActiveJobs(WireModel):
-    """How many of an owner's jobs have not ended (bucket ``usage``, key ``active.<owner>``).
+def ended_jobs_key(owner: str) -> str:
+    """The ``usage`` bucket key of the count of an owner's accepted jobs that ended."""
+    return f"ended.{token(owner)}"
 
-    The gateway adds one when it accepts a job (compare-and-set, refused at the owner's cap); the
-    orchestrator takes one off for each terminal event on ``JOBS``, in stream order, remembering
-    the last one it applied so a redelivered event is not counted twice.
+
+class ActiveJobs(WireModel):
+    """How many jobs the gateways accepted for an owner (bucket ``usage``, key
+    ``active.<owner>``): one more per accepted job (compare-and-set, refused at the owner's
+    cap), one less for a job that was never published. The owner's jobs that have not ended are
+    this count less :class:`EndedJobs`' (see :func:`jobs_not_ended`).
+
+    Gateways and the orchestrator each write a count of their own, so neither's write makes the
+    other's next compare-and-set fail: each writes against the revision it wrote last, with no
+    read first.
     """
 
     owner: str
     count: int = Field(default=0, ge=0)
+    terminal_seq: int = Field(
+        default=0,
+        description="in a count written before EndedJobs existed (when this count was also "
+        "lowered per ended job): the last terminal event it counted; EndedJobs starts from it",
+    )
+
+
+class EndedJobs(WireModel):
+    """How many of an owner's accepted jobs ended (bucket ``usage``, key ``ended.<owner>``):
+    the orchestrator adds one per terminal event on ``JOBS``, in stream order, remembering the
+    last one it counted so a redelivered event is not counted twice."""
+
+    owner: str
+    count: int = Field(default=0, ge=0)
     terminal_seq: int = 0
+
+
+def jobs_not_ended(active: ActiveJobs | None, ended: EndedJobs | None) -> int:
+    """An owner's jobs that have not ended: accepted less ended (never below zero)."""
+    return max(0, (active.count if active else 0) - (ended.count if ended else 0))
 
 
 def webhook_secret_key(owner: str) -> str:

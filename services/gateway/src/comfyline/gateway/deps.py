@@ -165,8 +165,6 @@ def rate_limited(route_class: RouteClass) -> Callable[..., Awaitable[Principal]]
     """A dependency: authenticate, then count one request of ``route_class``."""
 
     async def dependency(request: Request, user: CurrentUser, gw: GatewayDep) -> Principal:
-        if route_class == "submit":  # its active-jobs slot is read while the rest is checked
-            gw.limits.read_ahead_active(user)
         await charge(request, gw, user, route_class)
         return user
 

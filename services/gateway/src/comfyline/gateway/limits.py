@@ -31,10 +31,12 @@ from nats.js.kv import KeyValue
 
 from comfyline.contracts import (
     ActiveJobs,
+    EndedJobs,
     ErrorCode,
     ModelTemplate,
     UsageRecord,
     active_jobs_key,
+    ended_jobs_key,
 )
 from comfyline.runtime import LastWrites, cas_pause
 
@@ -47,8 +49,6 @@ Entry = KeyValue.Entry
 RouteClass = Literal["submit", "enhance", "status", "upload", "keys"]
 _CAS_ATTEMPTS = 25
 _COUNTS_KEPT = 10_000
-#: How long an active-jobs count read ahead of its reservation may be used for it.
-_AHEAD_S = 2.0
 #: A rate-limit block grows while each is used up within this many seconds of the last.
 _LEASE_GROW_S = 1.0
 _LEASE_MAX = 64
@@ -112,10 +112,10 @@ class Limits:
         #: One turn at a time per counter in this process: requests of one gateway never race
         #: each other's compare-and-sets (only another replica's write can make one retry).
         self._turns: dict[str, asyncio.Lock] = {}
-        #: Active-jobs counts being read ahead of their reservation (see read_ahead_active),
-        #: and the last count this gateway wrote of each.
-        self._ahead: dict[str, tuple[float, asyncio.Task[tuple[ActiveJobs, int] | None]]] = {}
+        #: The last accepted-jobs count this gateway wrote of each owner, and the ended-jobs
+        #: count it last read (see reserve_active).
         self._active: LastWrites[ActiveJobs] = LastWrites(_COUNTS_KEPT)
+        self._ended_counts: dict[str, int] = {}
         #: The block of each rate-limit counter this gateway holds, and each owner and route
         #: class's block size.
         self._leases: dict[str, _Lease] = {}
@@ -225,68 +225,61 @@ class Limits:
     async def reserve_active(self, principal: Principal, count: int = 1) -> None:
         """Count ``count`` more unfinished jobs for the owner, or 429 (none counted) past its cap.
 
-        Compare-and-set on ``active.<owner>`` in the ``usage`` bucket, so two replicas accepting
-        at once cannot both pass the cap; the orchestrator gives the slot back when the job ends.
+        Compare-and-set on the owner's accepted count (``active.<owner>`` in the ``usage``
+        bucket), so two replicas accepting at once cannot both pass the cap; the orchestrator
+        counts the job ended (``ended.<owner>``) when it ends. Only gateways write the accepted
+        count, so this gateway sets it against the revision it wrote last, with no read first.
+        The ended count it knows may be old: that only counts too many jobs as not ended, so a
+        count over the cap is checked again against the ended count read now before refusing.
         """
         cap = int(self.limit_of(principal, "active_jobs", self.settings.active_jobs) or 0)
         key = active_jobs_key(principal.owner)
         async with self._turn(key):
             await self._reserve(principal, key, cap, count)
 
-    def read_ahead_active(self, principal: Principal) -> None:
-        """Start reading the owner's active-jobs count now: a submission is on its way (its
-        rate limit is being counted, its body checked), and its reservation can then
-        compare-and-set at once instead of reading first. A count read too early only costs the
-        read the reservation makes anyway when its compare-and-set fails."""
-        key = active_jobs_key(principal.owner)
-        if key in self._ahead:
-            return
-        if len(self._ahead) >= _COUNTS_KEPT:
-            self._ahead.clear()
-        task = asyncio.create_task(get_model(self.usage, key, ActiveJobs))
-        task.add_done_callback(_consume_failure)
-        self._ahead[key] = (time.monotonic(), task)
-
-    async def _known_count(self, key: str) -> tuple[ActiveJobs, int] | None:
-        """The count to try first without a read: the newer of this gateway's last write and
-        the count read ahead (if recent); None when there is neither."""
-        known = self._active.take(key)
-        started, ahead = self._ahead.pop(key, (0.0, None))
-        if ahead is not None and time.monotonic() - started < _AHEAD_S:
-            try:
-                found = await ahead
-            except Exception:
-                found = None
-            if found is not None and (known is None or found[1] > known[1]):
-                return found
-        return (known[0].model_copy(), known[1]) if known is not None else None
+    async def _ended(self, owner: str, fresh: bool) -> int:
+        """How many of the owner's jobs ended: as last read here, or read now (``fresh``)."""
+        key = ended_jobs_key(owner)
+        known = self._ended_counts.get(key)
+        if known is not None and not fresh:
+            return known
+        found = await get_model(self.usage, key, EndedJobs)
+        ended = found[0].count if found is not None else 0
+        if len(self._ended_counts) >= _COUNTS_KEPT:
+            self._ended_counts.clear()
+        self._ended_counts[key] = ended
+        return ended
 
     async def _reserve(self, principal: Principal, key: str, cap: int, count: int) -> None:
         for attempt in range(1, _CAS_ATTEMPTS + 1):
-            found = await self._known_count(key) if attempt == 1 else None
-            fresh = found is None  # only a read made now may refuse
+            found = self._active.take(key) if attempt == 1 else None
+            fresh = found is None  # only counts read now may refuse
             if fresh:
                 found = await get_model(self.usage, key, ActiveJobs)
-            active, revision = found or (ActiveJobs(owner=principal.owner), 0)
-            if active.count + count > cap and not fresh:
+            accepted, revision = found or (ActiveJobs(owner=principal.owner), 0)
+            ended = await self._ended(principal.owner, fresh=False)
+            if accepted.count + count - ended > cap:
+                ended = await self._ended(principal.owner, fresh=True)
+            active = max(0, accepted.count - ended)
+            if active + count > cap and not fresh:
                 continue
-            if active.count + count > cap:
+            if active + count > cap:
                 raise ApiError(
                     429,
                     ErrorCode.TOO_MANY_ACTIVE_JOBS,
-                    f"too many active jobs ({active.count} of {cap}"
+                    f"too many active jobs ({active} of {cap}"
                     + (f", {count} more asked" if count > 1 else "")
                     + "); wait for one to finish",
-                    details={"active": active.count, "limit": cap}
+                    details={"active": active, "limit": cap}
                     | ({"asked": count} if count > 1 else {}),
                     headers={"Retry-After": "5"},
                 )
-            active.count += count
-            written = await self._write(key, active.to_bytes(), revision)
+            accepted.count += count
+            written = await self._write(key, accepted.to_bytes(), revision)
             if written:
-                self._active.remember(key, active, written)
+                self._active.remember(key, accepted, written)
                 return
-            if fresh:  # another writer won a race: pause; a count known ahead is just re-read
+            if fresh:  # another replica won a race: pause; a count known here is just re-read
                 await cas_pause(attempt)
         raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "the active-jobs count is contended")
 
@@ -298,14 +291,16 @@ class Limits:
 
     async def _release(self, key: str, count: int) -> None:
         for attempt in range(1, _CAS_ATTEMPTS + 1):
-            found = await get_model(self.usage, key, ActiveJobs)
+            found = self._active.take(key) if attempt == 1 else None
+            if found is None:
+                found = await get_model(self.usage, key, ActiveJobs)
             if found is None or found[0].count == 0:
                 return
-            active, revision = found
-            active.count = max(0, active.count - count)
-            written = await self._write(key, active.to_bytes(), revision)
+            accepted, revision = found
+            accepted.count = max(0, accepted.count - count)
+            written = await self._write(key, accepted.to_bytes(), revision)
             if written:
-                self._active.remember(key, active, written)
+                self._active.remember(key, accepted, written)
                 return
             await cas_pause(attempt)
 
@@ -372,7 +367,10 @@ class Limits:
         """The cost of the usage records under ``pattern`` in the period ``period_prefix``."""
         total = 0.0
         for _, raw in await scan(self.usage, pattern):
-            record = UsageRecord.from_bytes(raw)
+            try:
+                record = UsageRecord.from_bytes(raw)
+            except ValueError:  # another record whose key matched (an owner named "active")
+                continue
             if record.day.startswith(period_prefix):
                 total += record.cost
         return total
@@ -386,9 +384,3 @@ class Limits:
             details={"period": period, "spent": round(spent, 6), "limit": cap},
             headers={"Retry-After": str(max(1, int(wait.total_seconds())))},
         )
-
-
-def _consume_failure(task: asyncio.Task[tuple[ActiveJobs, int] | None]) -> None:
-    """A read ahead that failed is simply not used (the reservation reads again)."""
-    if not task.cancelled():
-        task.exception()

@@ -15,17 +15,20 @@ import logging
 from collections.abc import Iterable
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
 
 from comfyline.contracts import (
     ActiveJobs,
     Attempt,
     Cost,
+    EndedJobs,
     EventKind,
     JobEvent,
     JobRecord,
     JobState,
     UsageRecord,
     active_jobs_key,
+    ended_jobs_key,
     owner_token,
 )
 from comfyline.runtime import Bus, Delivery, LastWrites, Retry, cas_pause
@@ -61,6 +64,7 @@ class UsageBook:
         self._bucket = bus.names.bucket("usage")
         #: Each total as this process last wrote it: the next count compare-and-sets against it.
         self._totals: LastWrites[UsageRecord] = LastWrites()
+        self._ended: LastWrites[EndedJobs] = LastWrites()
 
     async def get(self, owner: str, model: str, day: str) -> UsageRecord | None:
         """One total, or None when nothing was counted."""
@@ -75,7 +79,9 @@ class UsageBook:
         """Count one terminal job event (from the ``orchestrator-usage`` consumer)."""
         event = delivery.parse(JobEvent)
         if event.parent is None:  # a pipeline's steps never took a slot of their own
-            await release_active(self.bus, event.owner, delivery.stream_seq, self.cas_attempts)
+            await release_active(
+                self.bus, event.owner, delivery.stream_seq, self.cas_attempts, self._ended
+            )
         record = event.record if event.record and event.record.id == event.job_id else None
         if record is None:  # (an event from before terminal events carried their record)
             found = await self.store.get(event.job_id)
@@ -135,30 +141,61 @@ def count_finished(record: JobRecord) -> None:
         JOB_DURATION.labels(record.model, outcome).observe(max(0.0, took))
 
 
-async def release_active(bus: Bus, owner: str, seq: int, cas_attempts: int = 25) -> None:
-    """Take one ended job off ``owner``'s active count, once per terminal event (``seq``)."""
+async def release_active(
+    bus: Bus,
+    owner: str,
+    seq: int,
+    cas_attempts: int = 25,
+    last: LastWrites[EndedJobs] | None = None,
+) -> None:
+    """Count one more of ``owner``'s jobs ended, once per terminal event (``seq``): its slot
+    under the owner's active-jobs cap comes back.
+
+    Only the orchestrator writes this count, so with ``last`` (what this process wrote last) it
+    is set without a read first."""
     kv = await bus.kv(bus.names.bucket("usage"))
-    key = active_jobs_key(owner)
+    key = ended_jobs_key(owner)
     for attempt in range(1, cas_attempts + 1):
-        try:
-            entry = await kv.get(key)
-            active = ActiveJobs.from_bytes(entry.value or b"{}")
-            revision = entry.revision or 0
-        except KeyNotFoundError:
-            active, revision = ActiveJobs(owner=owner), 0
-        if active.terminal_seq >= seq:
+        known = last.take(key) if last is not None and attempt == 1 else None
+        if known is not None:
+            ended, revision = known
+        else:
+            try:
+                entry = await kv.get(key)
+                ended = EndedJobs.from_bytes(entry.value or b"{}")
+                revision = entry.revision or 0
+            except KeyNotFoundError:
+                ended, revision = await _first_ended(kv, owner), 0
+        if ended.terminal_seq >= seq:
+            if last is not None:
+                last.remember(key, ended, revision)
             return
-        active.count = max(0, active.count - 1)
-        active.terminal_seq = seq
+        ended.count += 1
+        ended.terminal_seq = seq
         try:
             if revision:
-                await kv.update(key, active.to_bytes(), last=revision)
+                revision = await kv.update(key, ended.to_bytes(), last=revision)
             else:
-                await kv.create(key, active.to_bytes())
-            return
+                revision = await kv.create(key, ended.to_bytes())
         except KeyWrongLastSequenceError:
-            await cas_pause(attempt)
-    raise Retry("active-jobs count is contended", delay=0.2)
+            if known is None:  # a stale memory is just read again, at once
+                await cas_pause(attempt)
+            continue
+        if last is not None:
+            last.remember(key, ended, revision)
+        return
+    raise Retry("ended-jobs count is contended", delay=0.2)
+
+
+async def _first_ended(kv: KeyValue, owner: str) -> EndedJobs:
+    """An owner's first ended-jobs count. A count of active jobs written before ended jobs were
+    counted apart already had every ended job taken off it, up to its ``terminal_seq``."""
+    try:
+        entry = await kv.get(active_jobs_key(owner))
+        before = ActiveJobs.from_bytes(entry.value or b"{}").terminal_seq
+    except KeyNotFoundError:
+        before = 0
+    return EndedJobs(owner=owner, terminal_seq=before)
 
 
 TERMINAL_KINDS = (EventKind.COMPLETED, EventKind.FAILED, EventKind.CANCELLED, EventKind.TIMED_OUT)
