@@ -144,15 +144,17 @@ class Dispatcher:
         else:
             snapshot, created = await self.store.create(first)
         record = snapshot.record
-        if created:
-            log.info("job accepted")
+        if created and not (at_once and template is not None):
+            log.info("job accepted")  # (one sent at once logs "job accepted and dispatched")
         if created and at_once and template is not None:
             # Sent to a live worker now: its queue deadline is armed only if it is not seen
             # starting soon (see deadlines.py); the submitted webhook goes out with the work.
             self.deadlines.arm_queue_unless_started(record)
             await asyncio.gather(
                 self.journal.webhooks.schedule(record, event, f"{record.id}:submitted"),
-                self._send_work(record, template, replay=False, sent=send_now or sent),
+                self._send_work(
+                    record, template, replay=False, sent=send_now or sent, accepted=True
+                ),
             )
             return
         if template is not None and template.engine == "pipeline" and self.pipelines:
@@ -310,7 +312,12 @@ class Dispatcher:
         await self._send_work(change.require(), template, replay=change.replay, sent=sent)
 
     async def _send_work(
-        self, dispatched: JobRecord, template: ModelTemplate, replay: bool, sent: bool = False
+        self,
+        dispatched: JobRecord,
+        template: ModelTemplate,
+        replay: bool,
+        sent: bool = False,
+        accepted: bool = False,
     ) -> None:
         """Publish the work (unless ``sent`` already) and announce ``dispatched``.
 
@@ -322,7 +329,10 @@ class Dispatcher:
             await announce
         else:
             await asyncio.gather(self._publish_work(dispatched, template), announce)
-        log.info("job dispatched", extra={"replay": replay})
+        log.info(
+            "job accepted and dispatched" if accepted else "job dispatched",
+            extra={"replay": replay},
+        )
 
     async def _publish_work(self, dispatched: JobRecord, template: ModelTemplate) -> None:
         """The job's work on ``work.<model>`` (message id ``<job_id>:run``: sent once)."""

@@ -11,8 +11,10 @@ and a crash between the write and the ack loses nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
+from datetime import datetime
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -76,24 +78,33 @@ class UsageBook:
         return UsageRecord.from_bytes(entry.value) if entry.value else None
 
     async def handle(self, delivery: Delivery) -> None:
-        """Count one terminal job event (from the ``orchestrator-usage`` consumer)."""
+        """Count one terminal job event (from the ``orchestrator-usage`` consumer): the job
+        ended (its slot under the owner's active-jobs cap comes back) and its usage, the two
+        counts written at once."""
         event = delivery.parse(JobEvent)
+        seq = delivery.stream_seq
+        counts: list[Awaitable[None]] = []
         if event.parent is None:  # a pipeline's steps never took a slot of their own
-            await release_active(
-                self.bus, event.owner, delivery.stream_seq, self.cas_attempts, self._ended
+            counts.append(
+                release_active(self.bus, event.owner, seq, self.cas_attempts, self._ended)
             )
         record = event.record if event.record and event.record.id == event.job_id else None
         if record is None:  # (an event from before terminal events carried their record)
             found = await self.store.get(event.job_id)
             if found is None:
                 log.warning("usage: no record for a finished job", extra={"job_id": event.job_id})
+                await asyncio.gather(*counts)
                 return
             record = found.record
         if not record.status.terminal:
             raise Retry("usage: record not terminal yet", delay=0.5)
-        day = (record.finished_at or event.occurred_at).date().isoformat()
+        counts.append(self._add(record, (record.finished_at or event.occurred_at), seq))
+        await asyncio.gather(*counts)
+
+    async def _add(self, record: JobRecord, ended_at: datetime, seq: int) -> None:
+        """Add one ended job to its owner's, model's and day's total, once (``seq``)."""
+        day = ended_at.date().isoformat()
         key = usage_key(record.owner, record.model, day)
-        seq = delivery.stream_seq
         kv = await self.bus.kv(self._bucket)
         for attempt in range(1, self.cas_attempts + 1):
             known = self._totals.take(key) if attempt == 1 else None
