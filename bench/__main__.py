@@ -133,6 +133,9 @@ def _full_stack(args: argparse.Namespace, sizes: Sizes, root: Path, parts: Parts
     big = start_simulators(root / "big", 1, ["--png-compress-level", "0"])
     sims = [*zero, *slow, *big]
     stack = BenchStack(root / "state", port=free_port(), comfyui_url=zero[0].url, worker_env=env)
+    stack.output_dirs = {sim.url: sim.output_dir for sim in sims}
+    if args.comfyui_url and args.comfyui_output_dir:
+        stack.output_dirs[args.comfyui_url.rstrip("/")] = args.comfyui_output_dir
     size = 512
     try:
         _say("starting the local stack ...")
@@ -152,6 +155,14 @@ def _full_stack(args: argparse.Namespace, sizes: Sizes, root: Path, parts: Parts
             return asyncio.run(overhead.throughput(info, url, jobs, 8, sizes.tp_rounds, size))
 
         for where, url in places if which in {"all", "overhead", "throughput"} else []:
+            if which in {"all", "overhead"} and where == "simulator":
+                stack.set_workers([[url]], shared_outputs=False)  # a worker on another host
+                parts.measure(
+                    "overhead_simulator_view",
+                    f"(a) sequential, {sizes.sequential_jobs} jobs per side, {where}, "
+                    "outputs through /view",
+                    functools.partial(sequential, url),
+                )
             stack.set_workers([[url]])
             if which in {"all", "overhead"}:
                 parts.measure(
@@ -268,6 +279,15 @@ def main() -> None:
         "--comfyui-url",
         default=os.environ.get("COMFYUI_URL") or None,
         help="a real ComfyUI to measure too (default: $COMFYUI_URL)",
+    )
+    parser.add_argument(
+        "--comfyui-output-dir",
+        type=Path,
+        default=Path(os.environ["COMFYUI_OUTPUT_DIR"])
+        if os.environ.get("COMFYUI_OUTPUT_DIR")
+        else None,
+        help="that ComfyUI's output folder, if this machine can read it (default: "
+        "$COMFYUI_OUTPUT_DIR): its worker reads outputs there, as one beside it would",
     )
     parser.add_argument(
         "--pipeline-depth",

@@ -68,6 +68,20 @@ def rows(results: dict[str, Any]) -> list[Row]:
                         over <= limit,
                     )
                 )
+    view = _get(results, "overhead_simulator_view")
+    if view:  # no target of its own: what a worker on another host than its ComfyUI adds
+        d, paired = view["direct_ms"], view.get("paired_difference_ms", {})
+        over = max(view["overhead_ms"]["median"], paired.get("median", -math.inf))
+        out.append(
+            Row(
+                "same, outputs through /view (simulator)",
+                over,
+                "ms",
+                f"direct {d['median']:.1f} ms",
+                "",
+                None,
+            )
+        )
     sparse = _get(results, "overhead_sparse_simulator")
     if sparse:
         d, over = sparse["direct_ms"], sparse["overhead_ms"]

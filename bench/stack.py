@@ -32,6 +32,9 @@ class BenchStack(LocalStack):
 
     gateway_only: bool = False
     worker_env: dict[str, str] = field(default_factory=dict)
+    #: The output folder of each ComfyUI server on this machine (URL -> folder): its workers
+    #: read outputs there, as a worker beside its ComfyUI does (``set_workers``).
+    output_dirs: dict[str, Path] = field(default_factory=dict)
     workers: list[ChildProcess] = field(default_factory=list)
     _base_worker_env: dict[str, str] = field(default_factory=dict)
     _generation: int = 0
@@ -93,9 +96,16 @@ class BenchStack(LocalStack):
                 continue  # a process that has ended (a worker being replaced)
         return used
 
-    def set_workers(self, groups: list[list[str]], env: dict[str, str] | None = None) -> None:
+    def set_workers(
+        self,
+        groups: list[list[str]],
+        env: dict[str, str] | None = None,
+        shared_outputs: bool = True,
+    ) -> None:
         """Stop every worker (the stack's first one included), then start one per group of
-        ComfyUI URLs and wait until each has announced itself (and the old ones are gone)."""
+        ComfyUI URLs and wait until each has announced itself (and the old ones are gone).
+        Each reads its servers' outputs from their folders where ``output_dirs`` knows them
+        (unless not ``shared_outputs``: then through ``/view``, as a worker on another host)."""
         first = self.children.pop("worker", None)
         if first is not None:
             first.stop(grace_s=15)
@@ -106,6 +116,8 @@ class BenchStack(LocalStack):
         ids = []
         for n, urls in enumerate(groups):
             worker_id = f"bench-{os.getpid()}-{self._generation}-{n}"
+            shared = [f"{u}={self.output_dirs[u]}" for u in urls if u in self.output_dirs]
+            folders = {"WORKER_COMFYUI_OUTPUT_DIRS": ",".join(shared)} if shared_outputs else {}
             child = ChildProcess(
                 f"worker-{worker_id}",
                 [sys.executable, "-m", "comfyline.worker"],
@@ -113,6 +125,7 @@ class BenchStack(LocalStack):
                 env=self._base_worker_env
                 | self.worker_env
                 | (env or {})
+                | folders
                 | {
                     "WORKER_COMFYUI_URLS": ",".join(urls),
                     "WORKER_WORKER_ID": worker_id,

@@ -9,6 +9,7 @@ import io
 from typing import Any
 
 import httpx
+import pytest
 from PIL import Image
 
 from comfyline.catalogue import Catalogue
@@ -20,6 +21,8 @@ from comfyline.contracts import (
     OutputSpec,
 )
 from comfyline.runtime import Bus, ObjectStore
+from comfyline.runtime.metrics import OUTPUTS_READ
+from comfyline.testkit.fixtures import output_dir_of
 
 from .helpers import RunWatch, Workers, publish_job, queue_ids
 
@@ -93,6 +96,29 @@ async def test_cpu_smoke_runs(
         assert image.convert("RGB").getpixel((3, 3)) == (0x33, 0x66, 0xCC)
     server = running.worker.servers[0]
     assert server.healthy and "cpu-smoke" in server.models and server.version
+
+
+async def test_a_worker_beside_its_comfyui_reads_outputs_from_the_shared_folder(
+    bus: Bus, store: ObjectStore, workers: Workers, runs: RunWatch, any_comfyui: str
+) -> None:
+    """Given the server's output folder, the worker reads a finished job's file there (SaveImage
+    wrote it before saying so) instead of asking /view: the same bytes reach S3."""
+    folder = output_dir_of(any_comfyui)
+    if folder is None:
+        pytest.skip("COMFYUI_URL is given without COMFYUI_OUTPUT_DIR: its folder is unknown")
+    workers([any_comfyui], models=["cpu-smoke"], comfyui_output_dirs={any_comfyui: folder})
+    before = {source: OUTPUTS_READ.labels(source)._value.get() for source in ("folder", "view")}
+    job = await publish_job(bus, "cpu-smoke", {"width": 48, "height": 40, "color": 0x123456})
+    done = await runs.wait_for(job.job_id, "completed", "failed", timeout=90)
+    assert done.kind == "completed", done.error
+    [out] = done.outputs
+    assert out.filename is not None
+    [saved] = [p for p in folder.rglob(out.filename) if p.is_file()]
+    stored = await store.get_bytes(out.key)
+    assert stored == saved.read_bytes() and out.size == len(stored)
+    assert Image.open(io.BytesIO(stored)).convert("RGB").getpixel((5, 5)) == (0x12, 0x34, 0x56)
+    read = {s: OUTPUTS_READ.labels(s)._value.get() - n for s, n in before.items()}
+    assert read == {"folder": 1, "view": 0}
 
 
 async def test_cancel_while_running_interrupts_the_prompt(

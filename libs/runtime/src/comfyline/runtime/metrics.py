@@ -108,6 +108,12 @@ LISTENERS = Gauge(
 )
 # --- object store ---
 S3_BYTES = Counter("comfyline_s3_bytes_total", "Bytes moved to or from S3.", ["direction"])
+OUTPUTS_READ = Counter(
+    "comfyline_worker_outputs_read_total",
+    "Output files a worker read from ComfyUI, by where: its output folder, shared with the "
+    "worker ('folder'), or its /view route ('view').",
+    ["source"],
+)
 S3_ERRORS = Counter(
     "comfyline_s3_errors_total", "Failed S3 operations, by operation.", ["operation"]
 )

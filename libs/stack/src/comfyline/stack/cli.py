@@ -35,11 +35,13 @@ DEFAULT_STATE = Path(".comfyline")
 
 def _up(args: argparse.Namespace) -> int:
     comfyui_url = os.environ.get("COMFYUI_URL") or None
+    output_dir = os.environ.get("COMFYUI_OUTPUT_DIR") or None
     stack = LocalStack(
         state_dir=args.state_dir.resolve(),
         port=args.port,
         host=args.host,
         comfyui_url=comfyui_url,
+        comfyui_output_dir=Path(output_dir).resolve() if comfyui_url and output_dir else None,
         nats_url=args.nats_url,
         nats_nodes=args.nats_nodes,
         nats_replicas=args.nats_replicas,

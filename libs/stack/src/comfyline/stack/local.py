@@ -96,6 +96,9 @@ class LocalStack:
     port: int = 8000
     host: str = "127.0.0.1"
     comfyui_url: str | None = None
+    #: The given ComfyUI's output folder, when this machine can read it (its worker then reads
+    #: outputs there instead of through /view); the simulator started here always shares its own.
+    comfyui_output_dir: Path | None = None
     sim_args: list[str] = field(default_factory=list)
     #: A NATS already running (comma-separated URLs of a cluster's nodes); None starts one here.
     nats_url: str | None = None
@@ -162,6 +165,8 @@ class LocalStack:
             self.s3.start()
             on_step(f"  S3 (SeaweedFS)  http://{self.s3.endpoint}")
             comfyui = self.comfyui_url or self._start_simulator()
+            if self.comfyui_url is None:
+                self.comfyui_output_dir = self.state_dir / "comfyui-sim" / "output"
             on_step(f"  ComfyUI         {comfyui}" + ("" if self.comfyui_url else " (simulator)"))
             gateway_url = f"http://{self.host}:{self.port}"
             gateway_urls = [gateway_url] + [
@@ -188,6 +193,7 @@ class LocalStack:
             "nats_replicas": self.replicas,
             "comfyui_url": comfyui,
             "comfyui_is_simulator": self.comfyui_url is None,
+            "comfyui_output_dir": str(self.comfyui_output_dir) if self.comfyui_output_dir else None,
             "api_key": creds.api_key,
             "cors_origins": "http(s)://localhost, 127.0.0.1 and [::1], any port",
             "metrics_urls": dict(self.metrics_urls),
@@ -284,6 +290,8 @@ class LocalStack:
             self.metrics_urls[process or name] = f"{gateway_url}/metrics"
         if name == "worker":
             env["WORKER_COMFYUI_URLS"] = comfyui
+            if self.comfyui_output_dir is not None:
+                env["WORKER_COMFYUI_OUTPUT_DIRS"] = f"{comfyui}={self.comfyui_output_dir}"
         if name in ("orchestrator", "gateway"):
             # Webhooks to a receiver on this machine: both judge URLs by the same policy.
             env[f"{p}_WEBHOOK__ALLOW_LOOPBACK"] = "true"

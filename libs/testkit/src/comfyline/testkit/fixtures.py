@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from minio.deleteobjects import DeleteObject
@@ -125,6 +126,17 @@ def real_comfyui_required() -> bool:
     return os.environ.get("COMFYLINE_REQUIRE_REAL_COMFYUI") == "1"
 
 
+#: The output folder of each ComfyUI these fixtures started (or were told of with
+#: ``COMFYUI_OUTPUT_DIR`` beside ``COMFYUI_URL``), by URL: see :func:`output_dir_of`.
+OUTPUT_DIRS: dict[str, Path] = {}
+
+
+def output_dir_of(url: str) -> Path | None:
+    """Where the ComfyUI at ``url`` (from :func:`real_comfyui` or :func:`any_comfyui`) saves
+    its outputs, if this machine can read it."""
+    return OUTPUT_DIRS.get(url.rstrip("/"))
+
+
 @pytest.fixture(scope="session")
 def real_comfyui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The URL of a real ComfyUI: ``COMFYUI_URL`` if set, else one started from the cache (see
@@ -132,6 +144,8 @@ def real_comfyui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     none, and fail instead under ``COMFYLINE_REQUIRE_REAL_COMFYUI=1``."""
     url = os.environ.get("COMFYUI_URL", "").rstrip("/")
     if url:
+        if os.environ.get("COMFYUI_OUTPUT_DIR"):
+            OUTPUT_DIRS[url] = Path(os.environ["COMFYUI_OUTPUT_DIR"])
         yield url
         return
     installation = Installation()
@@ -141,6 +155,7 @@ def real_comfyui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             pytest.fail(f"a real ComfyUI is required here: {reason}")
         pytest.skip(reason)
     with RealComfyUI(tmp_path_factory.mktemp("comfyui-real"), installation=installation) as server:
+        OUTPUT_DIRS[server.url] = server.folders["out"]
         yield server.url
 
 
@@ -164,6 +179,7 @@ def any_comfyui(
         return
     process = SimulatorProcess(tmp_path_factory.mktemp("comfyui-sim"), args=SIMULATOR_ARGS)
     with process:
+        OUTPUT_DIRS[process.url] = process.output_dir
         yield process.url
 
 

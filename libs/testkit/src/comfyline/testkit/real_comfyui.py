@@ -315,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     for ending in (signal.SIGTERM, signal.SIGHUP):  # and Ctrl-C: each stops ComfyUI first
         signal.signal(ending, _interrupt)
     with RealComfyUI() as server:
+        print(f"COMFYUI_OUTPUT_DIR={server.folders['out']}")
         print(f"COMFYUI_URL={server.url}", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             while True:

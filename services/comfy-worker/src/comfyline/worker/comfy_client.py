@@ -14,6 +14,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -21,6 +22,7 @@ import aiohttp
 
 from comfyline.contracts import ErrorCode
 from comfyline.runtime import LoopSession
+from comfyline.runtime.metrics import OUTPUTS_READ
 
 from .errors import ComfyUnavailable, WorkerError, rejection
 
@@ -43,6 +45,19 @@ class Answer:
 _HTTP_FAILURES = (aiohttp.ClientError, asyncio.TimeoutError)
 
 
+async def _read_file(path: Path, chunk_size: int) -> AsyncIterator[bytes]:
+    """A local file's chunks; past the first, each is read in a thread (a large video's
+    chunks are not read on the event loop)."""
+    try:
+        with path.open("rb") as handle:
+            chunk = handle.read(chunk_size)
+            while chunk:
+                yield chunk
+                chunk = await asyncio.to_thread(handle.read, chunk_size)
+    except OSError as exc:
+        raise ComfyUnavailable(f"reading {path.name} from the output folder: {exc}") from exc
+
+
 class ComfyClient:
     """HTTP calls to one ComfyUI server (``base_url`` like ``http://127.0.0.1:8188``).
 
@@ -51,9 +66,17 @@ class ComfyClient:
     """
 
     def __init__(
-        self, base_url: str, *, connect_timeout_s: float = 5.0, read_timeout_s: float = 60.0
+        self,
+        base_url: str,
+        *,
+        connect_timeout_s: float = 5.0,
+        read_timeout_s: float = 60.0,
+        output_dir: Path | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        #: The server's output folder when this process can read it (the worker runs beside
+        #: its ComfyUI, the folder shared): output files are read there, not through /view.
+        self.output_dir = output_dir.resolve() if output_dir is not None else None
         self.read_timeout_s = read_timeout_s
         self.timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s
@@ -252,15 +275,33 @@ class ComfyClient:
         stored, folder = str(data.get("name") or name), str(data.get("subfolder") or "")
         return f"{folder}/{stored}" if folder else stored
 
+    def _in_output_dir(self, filename: str, subfolder: str, kind: str) -> Path | None:
+        """Where an output file is in the shared output folder, if it is there (``None``: not
+        shared, another kind of file, a name that leaves the folder, or no such file)."""
+        if self.output_dir is None or kind != "output":
+            return None
+        path = (self.output_dir / subfolder / filename).resolve()
+        if not path.is_relative_to(self.output_dir) or not path.is_file():
+            return None
+        return path
+
     @contextlib.asynccontextmanager
     async def view(
         self, filename: str, subfolder: str, kind: str, chunk_size: int = 1 << 20
     ) -> AsyncIterator[AsyncIterator[bytes]]:
-        """``GET /view`` as a stream of chunks of at most ``chunk_size`` bytes.
+        """An output file as a stream of chunks of at most ``chunk_size`` bytes: read from the
+        shared output folder when it is there (no request to ComfyUI, whose CPU stays with its
+        jobs), else ``GET /view``.
 
         A failure to reach the file or to read it is :class:`ComfyUnavailable`; whatever the
         caller raises while it reads passes through as it is.
         """
+        local = self._in_output_dir(filename, subfolder, kind)
+        if local is not None:
+            OUTPUTS_READ.labels("folder").inc()
+            yield _read_file(local, chunk_size)
+            return
+        OUTPUTS_READ.labels("view").inc()
         params = {"filename": filename, "subfolder": subfolder, "type": kind}
         failed = f"/view {filename!r} failed"
         try:

@@ -100,6 +100,7 @@ class Worker:
                     url,
                     connect_timeout_s=settings.connect_timeout_s,
                     read_timeout_s=settings.read_timeout_s,
+                    output_dir=settings.comfyui_output_dirs.get(url),
                 ),
                 self.allowed_templates,
                 settings.pipeline_depth,

@@ -2,7 +2,8 @@
 
 Read once in ``main()`` from ``WORKER_*`` variables (nested blocks with ``__``:
 ``WORKER_NATS__URL``, ``WORKER_S3__ENDPOINT``) and passed down. ``WORKER_COMFYUI_URLS`` takes a
-comma-separated list or a JSON array, so a compose file and a shell both stay readable.
+comma-separated list or a JSON array, so a compose file and a shell both stay readable;
+``WORKER_COMFYUI_OUTPUT_DIRS`` takes ``url=folder`` pairs the same way, or a JSON object.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import os
 import re
 import socket
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
@@ -47,6 +49,12 @@ class Settings(ServiceSettings):
     comfyui_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["http://127.0.0.1:8188"],
         description="the ComfyUI servers this worker drives",
+    )
+    comfyui_output_dirs: Annotated[dict[str, Path], NoDecode] = Field(
+        default_factory=dict,
+        description="the output folder of each ComfyUI server this worker can read (server URL "
+        "-> folder), as when it runs beside its ComfyUI with the folder shared: a job's output "
+        "files are read there instead of fetched from /view (a file not there still is)",
     )
     pipeline_depth: int = Field(
         default=2,
@@ -129,6 +137,20 @@ class Settings(ServiceSettings):
     def _urls(cls, value: Any) -> Any:
         return _split_list(value)
 
+    @field_validator("comfyui_output_dirs", mode="before")
+    @classmethod
+    def _dirs(cls, value: Any) -> Any:
+        """``url=folder,url=folder`` or a JSON object."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("{"):
+                return json.loads(text)
+            pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
+            if any(len(pair) != 2 for pair in pairs):
+                raise ValueError("comfyui_output_dirs takes url=folder pairs, comma-separated")
+            return {url.strip(): folder.strip() for url, folder in pairs}
+        return value
+
     @field_validator("models", mode="before")
     @classmethod
     def _models(cls, value: Any) -> Any:
@@ -146,4 +168,10 @@ class Settings(ServiceSettings):
     def _need_a_server(self) -> Settings:
         if not self.comfyui_urls:
             raise ValueError("comfyui_urls is empty: give at least one ComfyUI server")
+        self.comfyui_output_dirs = {
+            url.rstrip("/"): folder for url, folder in self.comfyui_output_dirs.items()
+        }
+        unknown = sorted(set(self.comfyui_output_dirs) - set(self.comfyui_urls))
+        if unknown:
+            raise ValueError(f"comfyui_output_dirs names servers not in comfyui_urls: {unknown}")
         return self

@@ -67,6 +67,11 @@ class SimulatorProcess:
         self._fixed_port = port is not None
 
     @property
+    def output_dir(self) -> Path:
+        """Where its SaveImage nodes write (a worker beside it may read outputs there)."""
+        return self.data_dir / "output"
+
+    @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
