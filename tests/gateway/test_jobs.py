@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 
 from comfyline.contracts import (
     CancelReply,
@@ -240,6 +241,25 @@ async def test_a_waiting_answer_comes_from_the_final_record_before_its_event(
     assert heard == ["running"] and time.monotonic() - started < 10
     job = response.json()
     assert job["status"] == "failed" and job["error"]["code"] == "comfy_no_output"
+
+
+async def test_a_waiter_hears_only_the_end_a_follower_every_event(
+    gateway: FastAPI, client: httpx.AsyncClient, alice: dict[str, str], orchestrator: Orchestrator
+) -> None:
+    """A listener for a job's end (``Prefer: wait``) is not woken by its other events (they
+    are not even parsed for it); one following the job gets them all."""
+    fanout = gateway.state.gateway.fanout
+    job = (await submit(client, alice)).json()
+    with fanout.listen(job_id=job["id"], ends=True) as waiter, fanout.listen(job["id"]) as all_:
+        await orchestrator.run(job["id"])
+        kinds: list[str] = []
+        while "completed" not in kinds:
+            kinds.append((await asyncio.wait_for(all_.queue.get(), 5))[1].kind.value)
+        ends = []
+        while not waiter.queue.empty():
+            ends.append((await waiter.queue.get())[1])
+    assert kinds[0] == "started" and "progress" in kinds
+    assert ends and all(e.kind.value == "completed" and e.job_id == job["id"] for e in ends)
 
 
 async def test_read_own_job_404_for_another_owners_admin_sees_all(

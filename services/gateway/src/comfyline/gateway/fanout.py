@@ -31,6 +31,7 @@ from .joblog import parse_subject
 from .mailbox import Mailbox
 
 log = logging.getLogger(__name__)
+_TERMINAL_KINDS = frozenset(kind.value for kind in TERMINAL_EVENTS)
 
 
 @dataclass(eq=False)
@@ -41,7 +42,9 @@ class Listener:
     owner: str | None
     queue: Mailbox[tuple[int, JobEvent]] = field(default_factory=lambda: Mailbox(1000))
     overflowed: bool = False
-    ends: bool = False  # also told of the job's final record as soon as it is stored
+    #: Told of the job's end only: its final record as soon as it is stored, and its terminal
+    #: event (a ``Prefer: wait``); no other event is parsed or queued for it.
+    ends: bool = False
 
     def offer(self, item: tuple[int, JobEvent]) -> None:
         try:
@@ -94,7 +97,7 @@ class Fanout:
 
     async def _on_message(self, msg: Msg) -> None:
         try:
-            owner, job_id, _ = parse_subject(msg.subject)
+            owner, job_id, kind = parse_subject(msg.subject)
             seq = int(msg.metadata.sequence.stream)
         except (ValueError, AttributeError):
             log.warning(
@@ -103,6 +106,8 @@ class Fanout:
             return
         self.last_seq = max(self.last_seq, seq)
         listeners = (*self._by_job.get(job_id, ()), *self._by_owner.get(owner, ()))
+        if kind not in _TERMINAL_KINDS:
+            listeners = tuple(listener for listener in listeners if not listener.ends)
         if not listeners:
             return  # most events have no listener here: they are not even parsed
         try:
@@ -140,7 +145,8 @@ class Fanout:
         self, job_id: str | None = None, owner: str | None = None, ends: bool = False
     ) -> Iterator[Listener]:
         """Receive the live events of one job, or of every job of one owner, while inside;
-        with ``ends``, also the job's final record once stored (see the module)."""
+        with ``ends``, only the job's end: its final record once stored (see the module) and
+        its terminal event."""
         listener = Listener(job_id=job_id, owner=owner, ends=ends and job_id is not None)
         if job_id:
             self._by_job[job_id].add(listener)
