@@ -39,3 +39,16 @@ def test_only_output_files_inside_the_folder_are_read_there(tmp_path: Path) -> N
     assert client._in_output_dir("secret.txt", "..", "output") is None  # outside the folder
     assert client._in_output_dir("../../secret.txt", "comfyline", "output") is None
     assert ComfyClient(URL)._in_output_dir("a_00001_.png", "comfyline", "output") is None
+
+
+async def test_a_file_is_read_whole_in_chunks_of_the_size_asked(tmp_path: Path) -> None:
+    (tmp_path / "v").mkdir()
+    data = bytes(range(256)) * 40  # 10240 bytes
+    (tmp_path / "v" / "big.mp4").write_bytes(data)
+    (tmp_path / "v" / "small.png").write_bytes(data[:100])
+    client = ComfyClient(URL, output_dir=tmp_path)
+    async with client.view("big.mp4", "v", "output", chunk_size=4096) as body:
+        chunks = [chunk async for chunk in body]
+    assert [len(c) for c in chunks] == [4096, 4096, 2048] and b"".join(chunks) == data
+    async with client.view("small.png", "v", "output", chunk_size=4096) as body:
+        assert [chunk async for chunk in body] == [data[:100]]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -46,11 +47,16 @@ _HTTP_FAILURES = (aiohttp.ClientError, asyncio.TimeoutError)
 
 
 async def _read_file(path: Path, chunk_size: int) -> AsyncIterator[bytes]:
-    """A local file's chunks; past the first, each is read in a thread (a large video's
-    chunks are not read on the event loop)."""
+    """A local file's chunks: a small file in one read on the event loop, a larger one's
+    chunks read in a thread (a large video is not read on the event loop)."""
     try:
         with path.open("rb") as handle:
-            chunk = handle.read(chunk_size)
+            if os.fstat(handle.fileno()).st_size <= chunk_size:
+                chunk = handle.read()
+                if chunk:
+                    yield chunk
+                return
+            chunk = await asyncio.to_thread(handle.read, chunk_size)
             while chunk:
                 yield chunk
                 chunk = await asyncio.to_thread(handle.read, chunk_size)
