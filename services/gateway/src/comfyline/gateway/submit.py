@@ -221,8 +221,8 @@ class Submitter:
         ``before_publish`` is called with the new job's id just before its ``submitted`` is
         published (to listen to its events from their start)."""
         template, raw = await self.model_of(principal, body)
-        digest = body_digest(body)
         idem_key = self._idem_key(principal, idempotency_key) if idempotency_key else None
+        digest = body_digest(body) if idem_key else ""  # (only an Idempotency-Key needs it)
         job_id = None
         if idem_key:
             earlier = await self._earlier(idem_key, digest)
