@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
+from typing import TypeVar
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -29,6 +30,7 @@ from comfyline.contracts import (
     JobRecord,
     JobState,
     UsageRecord,
+    WireModel,
     active_jobs_key,
     ended_jobs_key,
     owner_token,
@@ -39,6 +41,7 @@ from comfyline.runtime.metrics import JOB_DURATION, JOBS_FINISHED
 from .records import JobStore
 
 log = logging.getLogger(__name__)
+C = TypeVar("C", bound=WireModel)
 
 
 def job_cost(attempts: Iterable[Attempt], rate_per_gpu_second: float) -> Cost:
@@ -104,22 +107,11 @@ class UsageBook:
     async def _add(self, record: JobRecord, ended_at: datetime, seq: int) -> None:
         """Add one ended job to its owner's, model's and day's total, once (``seq``)."""
         day = ended_at.date().isoformat()
-        key = usage_key(record.owner, record.model, day)
-        kv = await self.bus.kv(self._bucket)
-        for attempt in range(1, self.cas_attempts + 1):
-            known = self._totals.take(key) if attempt == 1 else None
-            if known is not None:  # what this process wrote last: no read before the write
-                total, revision = known
-            else:
-                try:
-                    entry = await kv.get(key)
-                    total = UsageRecord.from_bytes(entry.value or b"{}")
-                    revision = entry.revision or 0
-                except KeyNotFoundError:
-                    total = UsageRecord(owner=record.owner, model=record.model, day=day)
-                    revision = 0
-            if total.applied_seq >= seq:
-                return
+
+        async def first() -> UsageRecord:
+            return UsageRecord(owner=record.owner, model=record.model, day=day)
+
+        def add(total: UsageRecord) -> None:
             total.jobs += 1
             total.succeeded += int(record.status is JobState.SUCCEEDED)
             total.failed += int(record.status in (JobState.FAILED, JobState.TIMED_OUT))
@@ -127,19 +119,21 @@ class UsageBook:
                 total.gpu_seconds = round(total.gpu_seconds + record.cost.gpu_seconds, 6)
                 total.cost = round(total.cost + record.cost.amount, 6)
             total.applied_seq = seq
-            try:
-                if revision:
-                    revision = await kv.update(key, total.to_bytes(), last=revision)
-                else:
-                    revision = await kv.create(key, total.to_bytes())
-            except KeyWrongLastSequenceError:
-                if known is None:  # a stale memory is just read again, at once
-                    await cas_pause(attempt)
-                continue
-            self._totals.remember(key, total, revision)
+
+        kv = await self.bus.kv(self._bucket)
+        key = usage_key(record.owner, record.model, day)
+        counted = await count_once(
+            kv,
+            key,
+            UsageRecord,
+            self._totals,
+            first,
+            lambda t: t.applied_seq >= seq,
+            add,
+            self.cas_attempts,
+        )
+        if counted:
             count_finished(record)
-            return
-        raise Retry("usage total is contended", delay=0.2)
 
 
 def count_finished(record: JobRecord) -> None:
@@ -165,37 +159,65 @@ async def release_active(
     Only the orchestrator writes this count, so with ``last`` (what this process wrote last) it
     is set without a read first."""
     kv = await bus.kv(bus.names.bucket("usage"))
-    key = ended_jobs_key(owner)
-    for attempt in range(1, cas_attempts + 1):
+
+    def add(ended: EndedJobs) -> None:
+        ended.count += 1
+        ended.terminal_seq = seq
+
+    await count_once(
+        kv,
+        ended_jobs_key(owner),
+        EndedJobs,
+        last,
+        lambda: _first_ended(kv, owner),
+        lambda ended: ended.terminal_seq >= seq,
+        add,
+        cas_attempts,
+    )
+
+
+async def count_once(
+    kv: KeyValue,
+    key: str,
+    model: type[C],
+    last: LastWrites[C] | None,
+    first: Callable[[], Awaitable[C]],
+    counted: Callable[[C], bool],
+    add: Callable[[C], None],
+    attempts: int,
+) -> bool:
+    """Change the count under ``key`` with ``add`` unless ``counted`` says this change is in
+    it already (a redelivered event): compare-and-set, against what this process wrote last
+    (``last``) when it knows it, else against a read (``first`` when there is none yet).
+    True when it was counted now. :class:`Retry` when others kept changing it."""
+    for attempt in range(1, attempts + 1):
         known = last.take(key) if last is not None and attempt == 1 else None
         if known is not None:
-            ended, revision = known
+            value, revision = known
         else:
             try:
                 entry = await kv.get(key)
-                ended = EndedJobs.from_bytes(entry.value or b"{}")
-                revision = entry.revision or 0
+                value, revision = model.from_bytes(entry.value or b"{}"), entry.revision or 0
             except KeyNotFoundError:
-                ended, revision = await _first_ended(kv, owner), 0
-        if ended.terminal_seq >= seq:
+                value, revision = await first(), 0
+        if counted(value):
             if last is not None:
-                last.remember(key, ended, revision)
-            return
-        ended.count += 1
-        ended.terminal_seq = seq
+                last.remember(key, value, revision)
+            return False
+        add(value)
         try:
             if revision:
-                revision = await kv.update(key, ended.to_bytes(), last=revision)
+                revision = await kv.update(key, value.to_bytes(), last=revision)
             else:
-                revision = await kv.create(key, ended.to_bytes())
+                revision = await kv.create(key, value.to_bytes())
         except KeyWrongLastSequenceError:
             if known is None:  # a stale memory is just read again, at once
                 await cas_pause(attempt)
             continue
         if last is not None:
-            last.remember(key, ended, revision)
-        return
-    raise Retry("ended-jobs count is contended", delay=0.2)
+            last.remember(key, value, revision)
+        return True
+    raise Retry(f"{key} is contended", delay=0.2)
 
 
 async def _first_ended(kv: KeyValue, owner: str) -> EndedJobs:
