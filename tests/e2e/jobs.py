@@ -13,6 +13,8 @@ import httpx
 import nats
 from nats.js.errors import NoKeysError
 
+from comfyline.contracts import ActiveJobs, EndedJobs, jobs_not_ended
+
 from .conftest import Stack
 
 T = TypeVar("T")
@@ -117,20 +119,28 @@ def settled_terminal_events(nats_urls: list[str], ids: list[str], timeout_s: flo
 
 
 def slots_held(nats_urls: list[str]) -> dict[str, int]:
-    """Each owner's count of active-job slots (``active.<owner>`` in the ``usage`` bucket)."""
+    """Each owner's active-job slots held: its accepted jobs (``active.<owner>`` in the
+    ``usage`` bucket) less its ended ones (``ended.<owner>``)."""
 
     async def read() -> dict[str, int]:
         nc = await nats.connect(servers=nats_urls)
         try:
             kv = await nc.jetstream().key_value("usage")
-            held = {}
             try:
                 keys = await kv.keys()
             except NoKeysError:
                 keys = []
-            for key in (k for k in keys if k.startswith("active.")):
-                entry = await kv.get(key)
-                held[key] = int(json.loads(entry.value or b"{}").get("count", 0))
+            counts: dict[str, bytes] = {}
+            for key in (k for k in keys if k.startswith(("active.", "ended."))):
+                counts[key] = (await kv.get(key)).value or b"{}"
+            held = {}
+            for key, raw in counts.items():
+                if key.startswith("active."):
+                    owner = key.removeprefix("active.")
+                    ended = counts.get(f"ended.{owner}")
+                    held[key] = jobs_not_ended(
+                        ActiveJobs.from_bytes(raw), EndedJobs.from_bytes(ended) if ended else None
+                    )
             return held
         finally:
             await nc.close()

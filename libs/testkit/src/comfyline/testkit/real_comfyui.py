@@ -315,8 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     for ending in (signal.SIGTERM, signal.SIGHUP):  # and Ctrl-C: each stops ComfyUI first
         signal.signal(ending, _interrupt)
     with RealComfyUI() as server:
-        print(f"COMFYUI_OUTPUT_DIR={server.folders['out']}")
-        print(f"COMFYUI_URL={server.url}", flush=True)
+        # One write, the URL first: a caller waiting for the URL finds the folder with it.
+        print(f"COMFYUI_URL={server.url}\nCOMFYUI_OUTPUT_DIR={server.folders['out']}", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             while True:
                 time.sleep(3600)
