@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import pytest
 from nats.js.errors import KeyNotFoundError
 
 from comfyline.contracts import (
     ActiveJobs,
     EndedJobs,
+    EventKind,
+    JobEvent,
+    JobRecord,
+    JobState,
     active_jobs_key,
     ended_jobs_key,
     jobs_not_ended,
+    utcnow,
 )
+from comfyline.orchestrator import JobStore, UsageBook
 from comfyline.orchestrator.usage import release_active
-from comfyline.runtime import Bus, LastWrites
+from comfyline.runtime import Bus, Delivery, LastWrites, Retry
 
 
 async def _not_ended(bus: Bus, owner: str) -> tuple[int, EndedJobs]:
@@ -59,3 +66,50 @@ async def test_a_count_from_before_ended_jobs_were_apart_is_continued(bus: Bus) 
     assert (await _not_ended(bus, "u3"))[0] == 2
     await release_active(bus, "u3", seq=41)
     assert (await _not_ended(bus, "u3"))[0] == 1
+
+
+async def test_an_end_whose_record_is_not_terminal_yet_gives_the_slot_back_and_comes_again(
+    bus: Bus,
+) -> None:
+    """The usage book hears an end whose record (an event from before terminal events carried
+    theirs) is not written terminal yet: the slot comes back at once, the usage is counted when
+    the event comes again."""
+    kv = await bus.kv(bus.names.bucket("usage"))
+    await kv.put(active_jobs_key("u5"), ActiveJobs(owner="u5", count=1).to_bytes())
+    now = utcnow()
+    running = JobRecord(
+        id="job_01kax7r2m0a1b2c3d4e5f6g7h9",
+        owner="u5",
+        model="cpu-smoke",
+        template_version=1,
+        status=JobState.RUNNING,
+        created_at=now,
+        updated_at=now,
+        input={},
+    )
+    jobs = await bus.kv(bus.names.bucket("jobs"))
+    await jobs.put(running.id, running.to_bytes())
+    end = JobEvent(
+        job_id=running.id,
+        owner="u5",
+        model="cpu-smoke",
+        kind=EventKind.COMPLETED,
+        status=JobState.SUCCEEDED,
+    )
+    await bus.publish(bus.names.job_event("u5", running.id, "completed"), end)
+    sub = await bus.js.pull_subscribe(
+        bus.names.job_events_filter(running.id), stream=bus.names.stream("JOBS")
+    )
+    [msg] = await sub.fetch(1, timeout=5)
+    book = UsageBook(bus, JobStore(bus))
+    with pytest.raises(Retry, match="not terminal yet"):
+        await book.handle(Delivery.of(msg))
+    assert (await _not_ended(bus, "u5"))[0] == 0
+    day = now.date().isoformat()
+    assert await book.get("u5", "cpu-smoke", day) is None
+    done = running.model_copy(update={"status": JobState.SUCCEEDED, "finished_at": now})
+    await jobs.put(running.id, done.to_bytes())
+    await book.handle(Delivery.of(msg))  # the same event, redelivered
+    total = await book.get("u5", "cpu-smoke", day)
+    assert total is not None and (total.jobs, total.succeeded) == (1, 1)
+    assert (await _not_ended(bus, "u5"))[0] == 0  # its end counted once

@@ -86,23 +86,22 @@ class UsageBook:
         counts written at once."""
         event = delivery.parse(JobEvent)
         seq = delivery.stream_seq
+        record = event.record if event.record and event.record.id == event.job_id else None
+        if record is None:  # (an event from before terminal events carried their record)
+            found = await self.store.get(event.job_id)
+            record = found.record if found is not None else None
         counts: list[Awaitable[None]] = []
         if event.parent is None:  # a pipeline's steps never took a slot of their own
             counts.append(
                 release_active(self.bus, event.owner, seq, self.cas_attempts, self._ended)
             )
-        record = event.record if event.record and event.record.id == event.job_id else None
-        if record is None:  # (an event from before terminal events carried their record)
-            found = await self.store.get(event.job_id)
-            if found is None:
-                log.warning("usage: no record for a finished job", extra={"job_id": event.job_id})
-                await asyncio.gather(*counts)
-                return
-            record = found.record
-        if not record.status.terminal:
-            raise Retry("usage: record not terminal yet", delay=0.5)
-        counts.append(self._add(record, (record.finished_at or event.occurred_at), seq))
+        if record is not None and record.status.terminal:
+            counts.append(self._add(record, (record.finished_at or event.occurred_at), seq))
         await asyncio.gather(*counts)
+        if record is None:
+            log.warning("usage: no record for a finished job", extra={"job_id": event.job_id})
+        elif not record.status.terminal:
+            raise Retry("usage: record not terminal yet", delay=0.5)
 
     async def _add(self, record: JobRecord, ended_at: datetime, seq: int) -> None:
         """Add one ended job to its owner's, model's and day's total, once (``seq``)."""
