@@ -117,9 +117,11 @@ class BenchStack(LocalStack):
         for n, urls in enumerate(groups):
             worker_id = f"bench-{os.getpid()}-{self._generation}-{n}"
             shared = [f"{u}={self.output_dirs[u]}" for u in urls if u in self.output_dirs]
-            folders = {"WORKER_COMFYUI_OUTPUT_DIRS": ",".join(shared) if shared_outputs else ""}
-            if shared_outputs and not shared:
-                folders = {}  # (nothing known here: the caller's env may say)
+            folders = {}  # (no folder known here: the caller's env may name one)
+            if not shared_outputs:
+                folders = {"WORKER_COMFYUI_OUTPUT_DIRS": ""}
+            elif shared:
+                folders = {"WORKER_COMFYUI_OUTPUT_DIRS": ",".join(shared)}
             child = ChildProcess(
                 f"worker-{worker_id}",
                 [sys.executable, "-m", "comfyline.worker"],

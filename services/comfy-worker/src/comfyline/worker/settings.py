@@ -142,10 +142,9 @@ class Settings(ServiceSettings):
     def _dirs(cls, value: Any) -> Any:
         """``url=folder,url=folder`` or a JSON object."""
         if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("{"):
-                return json.loads(text)
-            pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
+            if value.strip().startswith("{"):
+                return json.loads(value)
+            pairs = [str(part).split("=", 1) for part in _split_list(value)]
             if any(len(pair) != 2 for pair in pairs):
                 raise ValueError("comfyui_output_dirs takes url=folder pairs, comma-separated")
             return {url.strip(): folder.strip() for url, folder in pairs}

@@ -355,25 +355,23 @@ class Limits:
 
     async def usage_records(self, owner: str) -> list[UsageRecord]:
         """The owner's usage records (``owner`` as an owner token), unreadable ones skipped."""
+        return await self._records(f"{owner}.>")
+
+    async def spend(self, pattern: str, period_prefix: str) -> float:
+        """The cost of the usage records under ``pattern`` in the period ``period_prefix``."""
+        records = await self._records(pattern)
+        return sum((r.cost for r in records if r.day.startswith(period_prefix)), 0.0)
+
+    async def _records(self, pattern: str) -> list[UsageRecord]:
+        """The usage records under ``pattern``; other records whose keys match (the counts of
+        an owner named ``active`` or ``ended``) and unreadable ones are skipped."""
         records = []
-        for _, raw in await scan(self.usage, f"{owner}.>"):
+        for _, raw in await scan(self.usage, pattern):
             try:
                 records.append(UsageRecord.from_bytes(raw))
             except ValueError:
                 continue
         return records
-
-    async def spend(self, pattern: str, period_prefix: str) -> float:
-        """The cost of the usage records under ``pattern`` in the period ``period_prefix``."""
-        total = 0.0
-        for _, raw in await scan(self.usage, pattern):
-            try:
-                record = UsageRecord.from_bytes(raw)
-            except ValueError:  # another record whose key matched (an owner named "active")
-                continue
-            if record.day.startswith(period_prefix):
-                total += record.cost
-        return total
 
     @staticmethod
     def _over(period: str, spent: float, cap: float, wait: timedelta) -> ApiError:
