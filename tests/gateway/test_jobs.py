@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import time
 from datetime import timedelta
 from typing import Any
 
+import fastapi.dependencies.utils
 import httpx
 from fastapi import FastAPI
 
@@ -108,6 +110,77 @@ async def test_unknown_model_and_malformed_bodies(
     assert bad_json.status_code == 400 and bad_json.json()["code"] == "invalid_json"
     extra = await submit(client, alice, {**SMOKE, "surprise": 1})
     assert extra.status_code == 422 and extra.json()["details"]["errors"][0]["field"] == "surprise"
+
+
+async def test_the_submissions_own_handler_answers_as_fastapis(
+    client: httpx.AsyncClient, alice: dict[str, str], monkeypatch: Any
+) -> None:
+    """``POST /v1/jobs`` with a JSON body FastAPI would take is answered by the route's own
+    handler (no dependency solving); a ``+json`` body type, which FastAPI takes too, goes
+    through FastAPI's: both answer the same, and every refusal keeps FastAPI's order."""
+    solved = 0
+    original = fastapi.dependencies.utils.solve_dependencies
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal solved
+        solved += 1
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr("fastapi.routing.solve_dependencies", counting)
+    own = {"Content-Type": "application/json"}
+    general = {"Content-Type": "application/vnd.comfyline+json"}
+
+    async def post(kind: dict[str, str], key: str, body: bytes | None = None) -> httpx.Response:
+        nonlocal solved
+        solved = 0
+        headers = {**alice, **kind, "Idempotency-Key": key, "Prefer": "wait=0"}
+        return await client.post("/v1/jobs", content=body or json.dumps(SMOKE), headers=headers)
+
+    answers = {}
+    for name, kind in (("own", own), ("general", general)):
+        first = await post(kind, f"same-{name}")
+        assert first.status_code == 202, first.text
+        assert solved == (0 if name == "own" else 1), name
+        again = await post(own if name == "general" else general, f"same-{name}")
+        assert again.status_code == 202 and again.headers["idempotent-replayed"] == "true"
+        assert again.json()["id"] == first.json()["id"]
+        answers[name] = (first, again)
+    for first, again in answers.values():
+        for answer in (first, again):
+            assert answer.headers["preference-applied"] == "wait=0"
+            assert answer.headers["content-type"] == "application/json"
+            assert answer.headers["location"] == answer.json()["links"]["self"]
+            assert {"ratelimit-limit", "ratelimit-remaining", "x-request-id"} <= set(answer.headers)
+        assert {**first.json(), "links": None} == {**again.json(), "links": None}
+    own_first, general_first = answers["own"][0], answers["general"][0]
+    assert set(own_first.headers) == set(general_first.headers)
+    assert set(own_first.json()) == set(general_first.json())
+    # Refusals in FastAPI's order on both ways in: a body that is not JSON first (400), then a
+    # bad key (401), then, the request counted, a body that is not a job or a header over its
+    # limit (422).
+    for kind in (own, general):
+        stranger = await client.post(
+            "/v1/jobs", content=json.dumps(SMOKE), headers={**kind, "Authorization": "Bearer x"}
+        )
+        assert stranger.status_code == 401 and stranger.json()["code"] == "unauthorized"
+    not_a_job = json.dumps({**SMOKE, "surprise": 1})
+    bad_key_bad_body = await client.post(
+        "/v1/jobs", content=not_a_job, headers={**own, "Authorization": "Bearer x"}
+    )
+    assert bad_key_bad_body.status_code == 401
+    not_json = await client.post(
+        "/v1/jobs", content=b"{nope", headers={**own, "Authorization": "Bearer x"}
+    )
+    assert not_json.status_code == 400 and not_json.json()["code"] == "invalid_json"
+    before = int((await post(own, "count-0")).headers["ratelimit-remaining"])
+    too_long = await post(own, "k" * 256)
+    assert too_long.status_code == 422 and solved == 1
+    assert int(too_long.headers["ratelimit-remaining"]) == before - 1
+    wrong = await post(own, "count-1", not_a_job.encode())
+    assert wrong.status_code == 422 and wrong.json()["details"]["errors"][0]["field"] == "surprise"
+    assert int(wrong.headers["ratelimit-remaining"]) == before - 2
+    untyped = await client.post("/v1/jobs", content=json.dumps(SMOKE), headers=alice)
+    assert untyped.status_code == 422 and untyped.json()["code"] == "validation_error"
 
 
 async def test_idempotency_key_same_body_same_job_other_body_409(

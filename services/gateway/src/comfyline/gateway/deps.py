@@ -172,6 +172,14 @@ def rate_limited(route_class: RouteClass) -> Callable[..., Awaitable[Principal]]
     return dependency
 
 
+async def caller(request: Request, gw: Gateway, route_class: RouteClass) -> Principal:
+    """What a ``*User`` alias resolves to, for a handler that calls it directly (the
+    submission's own, see routes/jobs.py): authenticate, then count one request."""
+    user = await current_user(request, gw, await bearer_scheme(request))
+    await charge(request, gw, user, route_class)
+    return user
+
+
 SubmitUser = Annotated[Principal, Depends(rate_limited("submit"))]
 EnhanceUser = Annotated[Principal, Depends(rate_limited("enhance"))]
 StatusUser = Annotated[Principal, Depends(rate_limited("status"))]

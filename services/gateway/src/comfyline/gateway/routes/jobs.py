@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
+from fastapi.routing import APIRoute, serialize_response
 
 from comfyline.contracts import JobRecord, JobState, owner_token
 
 from ..auth import Principal
-from ..deps import Gateway, GatewayDep, StatusUser, SubmitUser, owner_param
+from ..deps import Gateway, GatewayDep, StatusUser, SubmitUser, caller, owner_param
 from ..errors import error_responses, request_id_of
 from ..jobs import filename_of
 from ..schemas import JobCreate, JobList, JobPublic
@@ -26,6 +29,7 @@ JOB_LINKS = {
     "GetOutput": {"operationId": "output_link", "parameters": {**_BY_ID, "index": 0}},
     "GetOutputContent": {"operationId": "output_content", "parameters": {**_BY_ID, "index": 0}},
 }
+IDEMPOTENCY_KEY_MAX = 255
 _WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
 
 
@@ -51,20 +55,67 @@ def prefer_wait(prefer: str | None, cap: float) -> float | None:
     return min(float(match.group(1)), cap) if match else None
 
 
-@router.post(
-    "",
-    status_code=202,
-    summary="Submit a job",
-    responses={
-        202: {"description": "Queued", "links": JOB_LINKS},
-        200: {
-            "model": JobPublic,
-            "description": "Finished within `Prefer: wait`",
-            "links": JOB_LINKS,
-        },
-        **error_responses(400, 401, 403, 409, 413, 422, 429, 503, 504),
-    },
-)
+class SubmitRoute(APIRoute):
+    """``POST /v1/jobs``, the gateway's busiest route, answered without FastAPI's per-request
+    dependency solving when the request is one FastAPI would take as it is: a JSON body that
+    is a valid :class:`JobCreate`, headers within their limits, a running gateway. The handler
+    then does what the route's dependencies do (authenticate, count the request), calls the
+    same endpoint and serializes its answer as FastAPI does. Any other request takes FastAPI's
+    own handler (the body already read is kept for it), so every refusal, and which comes
+    first, stays FastAPI's. The route stays in the OpenAPI document as declared."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        general = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            gw = getattr(request.app.state, "gateway", None)
+            key = request.headers.get("idempotency-key")
+            kind = request.headers.get("content-type", "").partition(";")[0]
+            if (
+                not isinstance(gw, Gateway)
+                or (key is not None and len(key) > IDEMPOTENCY_KEY_MAX)
+                or kind.strip().lower() != "application/json"
+            ):
+                return await general(request)
+            try:
+                raw = await request.body()
+            except HTTPException:
+                raise  # the body-limit middleware's refusals, as FastAPI lets them through
+            except Exception:
+                return await general(request)
+            try:
+                body = JobCreate.model_validate(json.loads(raw))
+            except ValueError:  # not JSON, or not a job: FastAPI's 422 (after the checks)
+                return await general(request)
+            user = await caller(request, gw, "submit")
+            response = Response()
+            del response.headers["content-length"]
+            response.status_code = None  # type: ignore[assignment]
+            view = await create_job(
+                body, request, response, user, gw, key, request.headers.get("prefer")
+            )
+            content = await serialize_response(
+                field=self.response_field,
+                response_content=view,
+                include=self.response_model_include,
+                exclude=self.response_model_exclude,
+                by_alias=self.response_model_by_alias,
+                exclude_unset=self.response_model_exclude_unset,
+                exclude_defaults=self.response_model_exclude_defaults,
+                exclude_none=self.response_model_exclude_none,
+                dump_json=True,
+            )
+            answer = Response(
+                content=content,
+                media_type="application/json",
+                status_code=response.status_code or self.status_code or 200,
+            )
+            answer.headers.raw.extend(response.headers.raw)
+            return answer
+
+        return handler
+
+
 async def create_job(
     body: JobCreate,
     request: Request,
@@ -72,7 +123,8 @@ async def create_job(
     user: SubmitUser,
     gw: GatewayDep,
     idempotency_key: Annotated[
-        str | None, Header(description="same key + same body: the same job", max_length=255)
+        str | None,
+        Header(description="same key + same body: the same job", max_length=IDEMPOTENCY_KEY_MAX),
     ] = None,
     prefer: Annotated[str | None, Header(description="`wait=N`: hold up to N s")] = None,
 ) -> JobPublic:
@@ -99,6 +151,25 @@ async def create_job(
     view = await public(gw, request, user, record, inline=record.status.terminal)
     response.headers["Location"] = view.links.self
     return view
+
+
+router.add_api_route(
+    "",
+    create_job,
+    methods=["POST"],
+    status_code=202,
+    summary="Submit a job",
+    responses={
+        202: {"description": "Queued", "links": JOB_LINKS},
+        200: {
+            "model": JobPublic,
+            "description": "Finished within `Prefer: wait`",
+            "links": JOB_LINKS,
+        },
+        **error_responses(400, 401, 403, 409, 413, 422, 429, 503, 504),
+    },
+    route_class_override=SubmitRoute,
+)
 
 
 @router.get("", summary="List jobs", responses=error_responses(401, 403, 422, 429, 503))
