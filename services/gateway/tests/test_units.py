@@ -9,7 +9,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 import comfyline.gateway
-from comfyline.gateway.auth import Authenticator, Principal
+from comfyline.gateway.auth import Authenticator, Principal, hs256
 from comfyline.gateway.errors import ApiError
 from comfyline.gateway.keys import KeyStore
 from comfyline.gateway.routes.jobs import prefer_wait
@@ -116,3 +116,12 @@ async def test_nats_errors_lets_a_lost_compare_and_set_through() -> None:
     with pytest.raises(BusError):  # a failure: 503
         async with nats_errors("writing"):
             raise JsUnavailable()
+
+
+def test_events_tokens_are_the_jwts_the_jwt_library_writes() -> None:
+    secret = b"events-test-secret-0123456789abcdef0123456"
+    for owner in ("alice", "ünïcødé@example.com", 'quote"and\\slash'):
+        claims = {"sub": owner, "role": "user", "scope": "events", "job": "01HZX", "iat": 7}
+        token = hs256(claims, secret)
+        assert token == jwt.encode(claims, secret, algorithm="HS256")
+        assert jwt.decode(token, secret, algorithms=["HS256"]) == claims

@@ -33,6 +33,7 @@ from opentelemetry.trace import SpanKind
 from comfyline.contracts import ComfylineError, ErrorCode
 
 from .http import LoopSession
+from .links import LinkSigner
 from .metrics import S3_BYTES, S3_ERRORS
 from .settings import S3Settings
 from .tracing import tracer
@@ -143,6 +144,10 @@ class ObjectStore:
             secret_key=settings.secret_key,
             secure=secure,
             region=settings.region,
+        )
+        sample = self.signer.presigned_get_object(self.bucket, "probe")
+        self.links = LinkSigner.probe(
+            sample, self.bucket, settings.region, settings.access_key, settings.secret_key
         )
 
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -400,15 +405,17 @@ class ObjectStore:
         self, key: str, expires_s: int | None = None, filename: str | None = None
     ) -> str:
         """A presigned GET link on the public endpoint (no network call)."""
-        params: dict[str, str | list[str] | tuple[str]] | None = None
+        params: dict[str, str] | None = None
         if filename:
             params = {"response-content-disposition": f'inline; filename="{filename}"'}
+        if self.links is not None:
+            return self.links.get(key, expires_s or self.settings.link_expiry_s, params)
         return str(
             self.signer.presigned_get_object(
                 self.bucket,
                 key,
                 expires=timedelta(seconds=expires_s or self.settings.link_expiry_s),
-                response_headers=params,
+                response_headers=dict(params) if params else None,
             )
         )
 

@@ -14,7 +14,9 @@ for the dashboard stream, for one owner's) and for nothing else.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -31,6 +33,18 @@ from .settings import AuthSettings
 EVENTS_AUDIENCE = "comfyline-events"
 Role = Literal["user", "admin"]
 Via = Literal["api_key", "admin_key", "jwt", "events_token"]
+
+
+_HS256_HEADER = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
+
+
+def hs256(claims: dict[str, Any], secret: bytes) -> str:
+    """A compact HS256 JWT of ``claims``, as ``jwt.encode`` writes it (the same header, the
+    same compact JSON), at a fraction of its cost: one is made for every job answered."""
+    payload = base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode())
+    signed = _HS256_HEADER + b"." + payload.rstrip(b"=")
+    signature = base64.urlsafe_b64encode(hmac.digest(secret, signed, "sha256")).rstrip(b"=")
+    return (signed + b"." + signature).decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +249,7 @@ class Authenticator:
             "iat": now,
             "exp": now + ttl_s,
         }
-        return jwt.encode(claims, self.events_secret, algorithm="HS256")
+        return hs256(claims, self.events_secret)
 
     def verify_events_token(self, token: str) -> Principal:
         """The principal an events token stands for (401 when invalid or expired)."""
