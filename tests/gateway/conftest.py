@@ -305,6 +305,7 @@ class Orchestrator:
         done = record.model_copy(
             update={
                 "status": JobState.SUCCEEDED,
+                "last_event": EventKind.COMPLETED,
                 "finished_at": utcnow(),
                 "outputs": refs,
                 "attempts": 1,

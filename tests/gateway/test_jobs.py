@@ -324,6 +324,7 @@ async def test_a_waiter_hears_only_the_end_a_follower_every_event(
     fanout = gateway.state.gateway.fanout
     job = (await submit(client, alice)).json()
     with fanout.listen(job_id=job["id"], ends=True) as waiter, fanout.listen(job["id"]) as all_:
+        await fanout.live()
         await orchestrator.run(job["id"])
         kinds: list[str] = []
         while "completed" not in kinds:
@@ -333,6 +334,45 @@ async def test_a_waiter_hears_only_the_end_a_follower_every_event(
             ends.append((await waiter.queue.get())[1])
     assert kinds[0] == "started" and "progress" in kinds
     assert ends and all(e.kind.value == "completed" and e.job_id == job["id"] for e in ends)
+
+
+async def test_the_feed_of_events_is_on_only_while_someone_follows_them(
+    gateway: FastAPI, client: httpx.AsyncClient, alice: dict[str, str], orchestrator: Orchestrator
+) -> None:
+    """Answers that wait for a job's end need no event: with no follower, the gateway receives
+    none. A follower turns the feed on; it is dropped once no one has followed for a while."""
+    fanout = gateway.state.gateway.fanout
+    fanout.linger_s = 0.3
+
+    async def finish_soon() -> None:
+        await orchestrator.run(await first_job_of(orchestrator, "alice"))
+
+    runner = asyncio.create_task(finish_soon())
+    waited = await submit(client, {**alice, "Prefer": "wait=5"})
+    await runner
+    assert waited.status_code == 200 and waited.json()["status"] == "succeeded"
+    assert not fanout.live_feed
+    job = (await submit(client, alice)).json()
+    with fanout.listen(job["id"]) as follower:
+        await fanout.live()
+        assert fanout.live_feed
+        await orchestrator.run(job["id"])
+        kinds = [(await asyncio.wait_for(follower.queue.get(), 5))[1].kind.value]
+        while kinds[-1] != "completed":
+            kinds.append((await asyncio.wait_for(follower.queue.get(), 5))[1].kind.value)
+    assert kinds[0] == "started"
+    assert fanout.live_feed  # kept a while for the next follower
+    for _ in range(50):
+        await asyncio.sleep(0.05)
+        if not fanout.live_feed:
+            break
+    assert not fanout.live_feed
+    with fanout.listen(owner="alice") as again:  # and turned on again
+        await fanout.live()
+        late = (await submit(client, alice)).json()
+        await orchestrator.run(late["id"])
+        seen = (await asyncio.wait_for(again.queue.get(), 5))[1]
+    assert seen.job_id == late["id"]
 
 
 async def test_read_own_job_404_for_another_owners_admin_sees_all(

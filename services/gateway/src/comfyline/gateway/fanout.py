@@ -1,15 +1,22 @@
 """One live subscription to every job event per gateway process, fanned out in memory.
 
-Listeners (an SSE stream, a WebSocket, a ``Prefer: wait``) register for one job or one owner and
-receive ``(stream_sequence, JobEvent)`` pairs through a bounded queue; no server-side consumer
-is made per listener. A listener that falls too far behind is marked ``overflowed`` and closed:
-its client reconnects with ``Last-Event-ID`` and the replay fills the gap exactly.
+Listeners (an SSE stream, a WebSocket) register for one job or one owner and receive
+``(stream_sequence, JobEvent)`` pairs through a bounded queue; no server-side consumer is made
+per listener. A listener that falls too far behind is marked ``overflowed`` and closed: its
+client reconnects with ``Last-Event-ID`` and the replay fills the gap exactly.
 
-A second subscription follows the writes of the ``jobs`` bucket, for the listeners that wait for
-a job's end (``ends=True``): the orchestrator writes a job's final record and only then
-publishes the event that says so, so a waiting answer learns of the end from the record as
-stored, one round trip (the event's publish) sooner. The record stands in as a terminal event
-(stream sequence 0: it is not in ``JOBS``) carrying itself; the event follows as usual.
+The feed of events is subscribed while someone follows them: the first listener's
+:meth:`Fanout.live` subscribes it (a follower awaits that before it replays, so nothing falls
+between the replay and the feed), and it is dropped once no listener has needed it for
+``linger_s``. A gateway whose clients only wait for answers receives no event at all: every
+event of every job costs the receiving process parsing, and a job has half a dozen.
+
+A second subscription, always on, follows the writes of the ``jobs`` bucket for the listeners
+that wait for a job's end (``ends=True``, a ``Prefer: wait``): the orchestrator writes a job's
+final record and only then publishes the event that says so, so a waiting answer learns of the
+end from the record as stored, one round trip (the event's publish) sooner, and needs no event.
+The record stands in as a terminal event (stream sequence 0: it is not in ``JOBS``) carrying
+itself; while the feed is on, the event follows as usual.
 """
 
 from __future__ import annotations
@@ -56,26 +63,27 @@ class Listener:
 class Fanout:
     """Delivers each live ``JOBS`` event to the listeners of its job and of its owner."""
 
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, linger_s: float = 30.0) -> None:
         self.bus = bus
+        self.linger_s = linger_s
         self._by_job: dict[str, set[Listener]] = defaultdict(set)
         self._by_owner: dict[str, set[Listener]] = defaultdict(set)
         self._ends: dict[str, set[Listener]] = defaultdict(set)
         self._sub: object | None = None
+        self._subscribing: asyncio.Future[None] | None = None
+        self._followers = 0  # listeners of every event of their job or owner
+        self._drop: asyncio.TimerHandle | None = None
         self._records: object | None = None
         self._records_prefix = ""
-        self.last_seq = 0
+
+    @property
+    def live_feed(self) -> bool:
+        """Whether this gateway receives the events now (for status and tests)."""
+        return self._sub is not None
 
     async def start(self) -> None:
-        """Subscribe to new events (an ordered consumer: gaps are healed by the client)."""
-        self._sub = await self.bus.js.subscribe(
-            self.bus.names.all_job_events(),
-            stream=self.bus.names.stream("JOBS"),
-            cb=self._on_message,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.NEW,
-            inactive_threshold=60,
-        )
+        """Follow the ``jobs`` bucket's writes; the feed of events waits for its first
+        follower (:meth:`live`)."""
         bucket = self.bus.names.bucket("jobs")
         self._records_prefix = f"$KV.{bucket}."
         self._records = await self.bus.js.subscribe(
@@ -89,30 +97,67 @@ class Fanout:
 
     async def stop(self) -> None:
         """Unsubscribe; listeners simply stop receiving."""
+        if self._drop is not None:
+            self._drop.cancel()
         for sub in (self._sub, self._records):
             if sub is not None:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()  # type: ignore[attr-defined]
         self._sub = self._records = None
 
+    async def live(self) -> None:
+        """Have the feed of events subscribed (new events from now on, an ordered consumer:
+        gaps are healed by the client). A follower awaits this after registering and before
+        replaying, so every event reaches it from the replay or from the feed."""
+        if self._sub is not None:
+            return
+        if self._subscribing is None or self._subscribing.done():
+            self._subscribing = asyncio.ensure_future(self._subscribe())
+        await asyncio.shield(self._subscribing)
+
+    async def _subscribe(self) -> None:
+        sub = await self.bus.js.subscribe(
+            self.bus.names.all_job_events(),
+            stream=self.bus.names.stream("JOBS"),
+            cb=self._on_message,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.NEW,
+            inactive_threshold=60,
+        )
+        self._sub = sub
+        if not self._followers:  # every follower left while this subscribed
+            self._drop_later()
+
+    def _drop_later(self) -> None:
+        if self._drop is not None:
+            self._drop.cancel()
+        self._drop = asyncio.get_running_loop().call_later(self.linger_s, self._drop_now)
+
+    def _drop_now(self) -> None:
+        self._drop = None
+        if self._followers or self._sub is None:
+            return
+        sub, self._sub = self._sub, None
+        task = asyncio.ensure_future(sub.unsubscribe())  # type: ignore[attr-defined]
+        task.add_done_callback(_quietly)
+
     async def _on_message(self, msg: Msg) -> None:
         try:
             owner, job_id, kind = parse_subject(msg.subject)
-            seq = int(msg.metadata.sequence.stream)
-        except (ValueError, AttributeError):
+        except ValueError:
             log.warning(
                 "ignoring a message that is not a job event", extra={"subject": msg.subject}
             )
             return
-        self.last_seq = max(self.last_seq, seq)
         listeners = (*self._by_job.get(job_id, ()), *self._by_owner.get(owner, ()))
         if kind not in _TERMINAL_KINDS:
             listeners = tuple(listener for listener in listeners if not listener.ends)
         if not listeners:
             return  # most events have no listener here: they are not even parsed
         try:
+            seq = int(msg.metadata.sequence.stream)
             event = JobEvent.from_bytes(msg.data)
-        except ValueError:
+        except (ValueError, AttributeError):
             log.warning("ignoring a malformed job event", extra={"subject": msg.subject})
             return
         for listener in listeners:
@@ -144,9 +189,10 @@ class Fanout:
     def listen(
         self, job_id: str | None = None, owner: str | None = None, ends: bool = False
     ) -> Iterator[Listener]:
-        """Receive the live events of one job, or of every job of one owner, while inside;
-        with ``ends``, only the job's end: its final record once stored (see the module) and
-        its terminal event."""
+        """Receive the live events of one job, or of every job of one owner, while inside
+        (await :meth:`live` before relying on them); with ``ends``, only the job's end: its
+        final record once stored (see the module), and its terminal event while the feed is
+        on."""
         listener = Listener(job_id=job_id, owner=owner, ends=ends and job_id is not None)
         if job_id:
             self._by_job[job_id].add(listener)
@@ -154,6 +200,11 @@ class Fanout:
                 self._ends[job_id].add(listener)
         if owner:
             self._by_owner[owner].add(listener)
+        if not listener.ends:
+            self._followers += 1
+            if self._drop is not None:
+                self._drop.cancel()
+                self._drop = None
         try:
             yield listener
         finally:
@@ -163,6 +214,10 @@ class Fanout:
                     self._discard(self._ends, job_id, listener)
             if owner:
                 self._discard(self._by_owner, owner, listener)
+            if not listener.ends:
+                self._followers -= 1
+                if not self._followers and self._sub is not None:
+                    self._drop_later()
 
     @staticmethod
     def _discard(index: dict[str, set[Listener]], key: str, listener: Listener) -> None:
@@ -178,3 +233,9 @@ class Fanout:
         return sum(len(g) for g in self._by_job.values()) + sum(
             len(g) for g in self._by_owner.values()
         )
+
+
+def _quietly(task: asyncio.Future[object]) -> None:
+    """A dropped feed's unsubscribe failed (the connection is gone with it): nothing to do."""
+    if not task.cancelled():
+        task.exception()

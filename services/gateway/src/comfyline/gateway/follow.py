@@ -1,8 +1,9 @@
 """Following a job (or an owner's jobs): replay what was missed, then join the live feed.
 
-The listener is registered *before* the replay starts, so nothing published in between is lost;
-events the replay already gave are dropped from the live queue by their stream sequence. The
-same generator serves SSE and WebSocket clients.
+The listener is registered, and the gateway's feed of events subscribed, *before* the replay
+starts, so nothing published in between is lost; events the replay already gave are dropped
+from the live queue by their stream sequence. The same generator serves SSE and WebSocket
+clients.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ async def follow(
     assert (job_id is None) != (owner is None), "follow one job or one owner"
     last = after or 0
     with fanout.listen(job_id=job_id, owner=owner) as listener:
+        await fanout.live()
         if job_id is not None or after is not None:
             subject = (
                 log.names.job_events_filter(job_id)
