@@ -41,6 +41,7 @@ from .tracing import (
     inject_headers,
     setup_tracing,
     shutdown_tracing,
+    span,
     tracer,
 )
 
@@ -87,6 +88,7 @@ __all__ = [
     "setup_logging",
     "setup_tracing",
     "shutdown_tracing",
+    "span",
     "start",
     "tracer",
 ]

@@ -41,7 +41,7 @@ from comfyline.contracts import (
 )
 
 from .settings import NatsSettings
-from .tracing import inject_headers, tracer
+from .tracing import inject_headers, span, tracer
 
 log = logging.getLogger(__name__)
 _tracer = tracer(__name__)
@@ -167,7 +167,8 @@ class Bus:
         publish is tried again, for up to ``publish_retry_s``. :class:`BusError` after that, or
         on a timeout (which is not retried here: the message may have been stored).
         """
-        with _tracer.start_as_current_span(
+        with span(
+            _tracer,
             f"publish {subject.split('.')[0 if not self.names.namespace else 1]}",
             kind=SpanKind.PRODUCER,
             attributes={
@@ -204,7 +205,8 @@ class Bus:
         timeout: float | None = None,  # noqa: ASYNC109 - passed to nats, which enforces it
     ) -> R:
         """Request/reply with a timeout; the reply is parsed into ``reply_model``."""
-        with _tracer.start_as_current_span(
+        with span(
+            _tracer,
             f"request {subject}",
             kind=SpanKind.CLIENT,
             attributes={"messaging.system": "nats", "messaging.destination.name": subject},

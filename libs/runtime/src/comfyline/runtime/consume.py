@@ -29,7 +29,7 @@ from comfyline.contracts import ComfylineError, ErrorCode, ErrorReply, WireModel
 
 from .bus import Bus
 from .tasks import cancel_and_wait
-from .tracing import extract_context, tracer
+from .tracing import extract_context, span, tracer
 
 log = logging.getLogger(__name__)
 _tracer = tracer(__name__)
@@ -100,7 +100,8 @@ async def settle(delivery: Delivery, handler: Handler, on_reject: RejectHook | N
     parent = extract_context(delivery.headers)
     token = otel_context.attach(parent)
     try:
-        with _tracer.start_as_current_span(
+        with span(
+            _tracer,
             f"process {delivery.subject}",
             kind=SpanKind.CONSUMER,
             attributes={
@@ -108,15 +109,15 @@ async def settle(delivery: Delivery, handler: Handler, on_reject: RejectHook | N
                 "messaging.destination.name": delivery.subject,
                 "messaging.nats.delivery_count": delivery.num_delivered,
             },
-        ) as span:
+        ) as current:
             try:
                 await handler(delivery)
             except Retry as retry:
-                span.set_attribute("comfyline.outcome", "nak")
+                current.set_attribute("comfyline.outcome", "nak")
                 await delivery.msg.nak(delay=retry.delay)
                 return "nak"
             except Reject as reject:
-                span.set_attribute("comfyline.outcome", "term")
+                current.set_attribute("comfyline.outcome", "term")
                 if on_reject is not None:
                     try:
                         await on_reject(delivery, reject)
@@ -130,11 +131,11 @@ async def settle(delivery: Delivery, handler: Handler, on_reject: RejectHook | N
                 await delivery.msg.nak()
                 raise
             except Exception as exc:
-                span.record_exception(exc)
+                current.record_exception(exc)
                 log.exception("handler failed; naking", extra={"subject": delivery.subject})
                 await delivery.msg.nak(delay=backoff_delay(delivery.num_delivered))
                 return "nak"
-            span.set_attribute("comfyline.outcome", "ack")
+            current.set_attribute("comfyline.outcome", "ack")
             await delivery.msg.ack()
             return "ack"
     finally:
@@ -304,7 +305,8 @@ async def serve(bus: Bus, subject: str, queue: str, responder: Responder) -> Sub
         )
         token = otel_context.attach(extract_context(delivery.headers))
         try:
-            with _tracer.start_as_current_span(
+            with span(
+                _tracer,
                 f"serve {subject}",
                 kind=SpanKind.SERVER,
                 attributes={"messaging.system": "nats", "messaging.destination.name": subject},

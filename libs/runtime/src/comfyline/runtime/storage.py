@@ -36,7 +36,7 @@ from .http import LoopSession
 from .links import LinkSigner
 from .metrics import S3_BYTES, S3_ERRORS
 from .settings import S3Settings
-from .tracing import tracer
+from .tracing import span, tracer
 
 _tracer = tracer(__name__)
 
@@ -156,8 +156,7 @@ class ObjectStore:
         if len(args) > 1 and isinstance(args[1], str):
             attributes["s3.key"] = args[1]
         try:
-            with _tracer.start_as_current_span(f"s3 {operation}", kind=SpanKind.CLIENT) as span:
-                span.set_attributes(attributes)
+            with span(_tracer, f"s3 {operation}", kind=SpanKind.CLIENT, attributes=attributes):
                 return await asyncio.to_thread(fn, *args, **kwargs)
         except S3Error as exc:
             if exc.code in {"NoSuchKey", "NoSuchObject"}:
@@ -228,9 +227,13 @@ class ObjectStore:
         url = client._base_url.build(
             method="PUT", region=self.settings.region, bucket_name=self.bucket, object_name=key
         )
-        attributes = {"rpc.system": "s3", "rpc.method": "put_object", "s3.bucket": self.bucket}
-        with _tracer.start_as_current_span("s3 put_object", kind=SpanKind.CLIENT) as span:
-            span.set_attributes(attributes | {"s3.key": key})
+        attributes = {
+            "rpc.system": "s3",
+            "rpc.method": "put_object",
+            "s3.bucket": self.bucket,
+            "s3.key": key,
+        }
+        with span(_tracer, "s3 put_object", kind=SpanKind.CLIENT, attributes=attributes):
             for attempt in range(1, _PUT_ATTEMPTS + 1):
                 headers = genheaders(dict(metadata or {}), None, None, None, False)
                 headers["Content-Type"] = content_type

@@ -40,6 +40,7 @@ from comfyline.runtime import (
     heartbeat,
     job_id_var,
     model_var,
+    span,
     tracer,
 )
 from comfyline.runtime.metrics import RunClock
@@ -347,12 +348,12 @@ class JobHandler:
         async def keep(result: RunResult) -> list[OutputRef]:
             if not result.files:
                 raise WorkerError("the run made no output files", code=ErrorCode.COMFY_NO_OUTPUT)
-            with _tracer.start_as_current_span("store outputs", attributes=attributes):
+            with span(_tracer, "store outputs", attributes=attributes):
                 return await store_outputs(
                     server.client, self.store, run_job, result.files, outputs_wanted
                 )
 
-        with _tracer.start_as_current_span("comfyui run", attributes=attributes):
+        with span(_tracer, "comfyui run", attributes=attributes):
             # Outputs stream to S3 from the end frame on; once ComfyUI's done marker came, the
             # lease is given back and the next job may be queued.
             result, outputs = await run.execute(keep, free=lease.release)
