@@ -145,10 +145,12 @@ class ObjectStore:
             secure=secure,
             region=settings.region,
         )
-        sample = self.signer.presigned_get_object(self.bucket, "probe")
-        self.links = LinkSigner.probe(
-            sample, self.bucket, settings.region, settings.access_key, settings.secret_key
-        )
+        self.links: LinkSigner | None = None
+        if settings.region:  # (without one, the S3 client asks the server for it per link)
+            sample = self.signer.presigned_get_object(self.bucket, "probe")
+            self.links = LinkSigner.probe(
+                sample, self.bucket, settings.region, settings.access_key, settings.secret_key
+            )
 
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         operation = getattr(fn, "__name__", "call")

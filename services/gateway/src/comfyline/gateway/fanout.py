@@ -131,7 +131,12 @@ class Fanout:
     def _drop_later(self) -> None:
         if self._drop is not None:
             self._drop.cancel()
-        self._drop = asyncio.get_running_loop().call_later(self.linger_s, self._drop_now)
+            self._drop = None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a listener closed outside the loop (at exit): the feed stays on
+            return
+        self._drop = loop.call_later(self.linger_s, self._drop_now)
 
     def _drop_now(self) -> None:
         self._drop = None
