@@ -172,6 +172,9 @@ async def test_the_submissions_own_handler_answers_as_fastapis(
         "/v1/jobs", content=b"{nope", headers={**own, "Authorization": "Bearer x"}
     )
     assert not_json.status_code == 400 and not_json.json()["code"] == "invalid_json"
+    deep = b"[" * 100_000 + b"]" * 100_000  # past the JSON parser's nesting: still a 400
+    too_deep = await client.post("/v1/jobs", content=deep, headers={**own, **alice})
+    assert too_deep.status_code == 400 and too_deep.json()["code"] == "validation_error"
     before = int((await post(own, "count-0")).headers["ratelimit-remaining"])
     too_long = await post(own, "k" * 256)
     assert too_long.status_code == 422 and solved == 1

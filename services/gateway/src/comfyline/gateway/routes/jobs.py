@@ -85,7 +85,7 @@ class SubmitRoute(APIRoute):
                 return await general(request)
             try:
                 body = JobCreate.model_validate(json.loads(raw))
-            except ValueError:  # not JSON, or not a job: FastAPI's 422 (after the checks)
+            except Exception:  # not JSON (or nested past the parser), not a job: FastAPI's
                 return await general(request)
             user = await caller(request, gw, "submit")
             response = Response()
