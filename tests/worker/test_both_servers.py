@@ -178,6 +178,7 @@ async def test_cancel_while_pending_deletes_the_prompt(
             assert not runs.starts(job.job_id)
             running, pending = await queue_ids(client, url)
             assert ours not in running | pending
+            await client.post(f"{url}/interrupt")  # the blocker ends now, not in seconds
             for _ in range(300):  # the blocker finishes; ours never ran
                 if (await client.get(f"{url}/history/{blocker_id}")).json():
                     break
