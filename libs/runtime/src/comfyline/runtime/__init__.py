@@ -34,7 +34,7 @@ from .settings import (
     UrlPolicySettings,
 )
 from .storage import ObjectInfo, ObjectNotFound, ObjectStore, StorageError
-from .tasks import cancel_and_wait
+from .tasks import cancel_and_wait, retrieve
 from .tracing import (
     current_trace_id,
     extract_context,
@@ -80,6 +80,7 @@ __all__ = [
     "job_id_var",
     "message_headers",
     "model_var",
+    "retrieve",
     "run",
     "run_consumer",
     "scan",

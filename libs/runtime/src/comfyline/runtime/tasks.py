@@ -1,4 +1,4 @@
-"""Stopping background tasks for certain.
+"""Stopping background tasks for certain, and leaving ones whose outcome no one needs.
 
 On Python 3.11 a cancelled task can carry on: ``asyncio.wait_for`` returns the inner result and
 drops the cancellation when both happen in the same loop iteration (nats.py awaits every request,
@@ -14,6 +14,14 @@ from collections.abc import Iterable
 from typing import Any
 
 RECANCEL_S = 0.05
+
+
+def retrieve(future: asyncio.Future[Any]) -> None:
+    """A done callback for a task whose failure says nothing more than its end (an unsubscribe
+    or a wait on a connection that is gone): its exception is retrieved, so none is reported
+    as never retrieved."""
+    if not future.cancelled():
+        future.exception()
 
 
 async def cancel_and_wait(tasks: Iterable[asyncio.Future[Any]], every: float = RECANCEL_S) -> None:

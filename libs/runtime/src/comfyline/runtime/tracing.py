@@ -51,7 +51,7 @@ def setup_tracing(
     _exporting = bool(settings.endpoint) or extra_processor is not None
     provider = TracerProvider(
         resource=Resource.create({"service.name": f"comfyline-{service}"}),
-        sampler=sampler(settings, exporting=bool(settings.endpoint) or extra_processor is not None),
+        sampler=sampler(settings, exporting=_exporting),
     )
     if settings.endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

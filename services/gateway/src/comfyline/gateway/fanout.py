@@ -32,7 +32,7 @@ from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
 from comfyline.contracts import TERMINAL_EVENTS, JobEvent, JobRecord
-from comfyline.runtime import Bus
+from comfyline.runtime import Bus, retrieve
 
 from .joblog import parse_subject
 from .mailbox import Mailbox
@@ -97,8 +97,7 @@ class Fanout:
 
     async def stop(self) -> None:
         """Unsubscribe; listeners simply stop receiving."""
-        if self._drop is not None:
-            self._drop.cancel()
+        self._keep_feed()
         for sub in (self._sub, self._records):
             if sub is not None:
                 with contextlib.suppress(Exception):
@@ -128,10 +127,14 @@ class Fanout:
         if not self._followers:  # every follower left while this subscribed
             self._drop_later()
 
-    def _drop_later(self) -> None:
+    def _keep_feed(self) -> None:
+        """Call off the feed's drop, if one is due."""
         if self._drop is not None:
             self._drop.cancel()
             self._drop = None
+
+    def _drop_later(self) -> None:
+        self._keep_feed()
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # a listener closed outside the loop (at exit): the feed stays on
@@ -144,7 +147,7 @@ class Fanout:
             return
         sub, self._sub = self._sub, None
         task = asyncio.ensure_future(sub.unsubscribe())  # type: ignore[attr-defined]
-        task.add_done_callback(_quietly)
+        task.add_done_callback(retrieve)  # failed: the connection is gone with it
 
     async def _on_message(self, msg: Msg) -> None:
         try:
@@ -207,9 +210,7 @@ class Fanout:
             self._by_owner[owner].add(listener)
         if not listener.ends:
             self._followers += 1
-            if self._drop is not None:
-                self._drop.cancel()
-                self._drop = None
+            self._keep_feed()
         try:
             yield listener
         finally:
@@ -238,9 +239,3 @@ class Fanout:
         return sum(len(g) for g in self._by_job.values()) + sum(
             len(g) for g in self._by_owner.values()
         )
-
-
-def _quietly(task: asyncio.Future[object]) -> None:
-    """A dropped feed's unsubscribe failed (the connection is gone with it): nothing to do."""
-    if not task.cancelled():
-        task.exception()

@@ -24,6 +24,8 @@ from collections.abc import AsyncIterator, Mapping
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from comfyline.runtime import retrieve
+
 #: Set in the scope by :func:`run_streaming`; an event stream's response puts itself there.
 HANDOFF = "comfyline.stream_body"
 
@@ -97,17 +99,11 @@ async def send_body(body: AsyncIterator[bytes], receive: Receive, send: Send) ->
     finally:
         sending = False
         gone.cancel()
-        gone.add_done_callback(_retrieve)
+        gone.add_done_callback(retrieve)  # its failure (a server gone) says nothing more
         aclose = getattr(body, "aclose", None)
         if aclose is not None:
             with contextlib.suppress(Exception):
                 await aclose()
-
-
-def _retrieve(future: asyncio.Future[None]) -> None:
-    """The disconnect wait's own failure (a server gone) says nothing more than its end."""
-    if not future.cancelled():
-        future.exception()
 
 
 async def _disconnect(receive: Receive) -> None:
