@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -39,13 +40,45 @@ def keep_port(port: int) -> None:
     _PLANNED.add(port)
 
 
+def _ephemeral_ports() -> range:
+    """The ports the kernel picks from for outgoing connections (Linux; else its default)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
+def _listening_ports() -> range:
+    """Where :func:`free_port` looks: outside the ephemeral range, so no outgoing connection of
+    any process (a test beside this one, a browser) can take a port between its pick and its
+    server's bind."""
+    ephemeral = _ephemeral_ports()
+    below = range(10000, ephemeral.start)
+    return below if len(below) >= 2000 else range(ephemeral.stop, 65536)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago and that this process has not handed out before.
 
     A port is free until its server binds it, which may be seconds later: remembering what was
-    handed out keeps two servers of one stack from being given the same port in that time.
+    handed out keeps two servers of one stack from being given the same port in that time, and
+    picking it at random outside the kernel's range for outgoing connections keeps it from
+    being taken meanwhile by a connection (or, almost always, by another process's pick).
     """
-    while True:
+    ports = _listening_ports()
+    for _ in range(100):
+        port = random.choice(ports)
+        if port in _PLANNED:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _PLANNED.add(port)
+        return port
+    while True:  # (a range that full: any port the kernel gives)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind((host, 0))
             port = int(sock.getsockname()[1])
@@ -196,6 +229,10 @@ class _Managed(_StartStop):
     def stop(self) -> None:
         self.child.stop()
 
+    def kill(self) -> None:
+        """SIGKILL at once (a crash, or data that is thrown away anyway)."""
+        self.child.kill()
+
     @property
     def pid(self) -> int:
         return self.child.pid
@@ -269,9 +306,6 @@ class NatsServer(_Managed):
             self.child,
             timeout_s,
         )
-
-    def kill(self) -> None:
-        self.child.kill()
 
 
 class NatsCluster(_StartStop):
