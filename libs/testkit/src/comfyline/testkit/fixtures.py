@@ -39,6 +39,9 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
         return
     with NatsServer(tmp_path_factory.mktemp("nats")) as server:
         yield server
+        # Its streams go with the session: no graceful stop to wait for (up to its 10 s grace
+        # with the thousands of streams a session leaves).
+        server.kill()
 
 
 @pytest.fixture(scope="session")
@@ -51,6 +54,8 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3 | 
         return
     with SeaweedS3(tmp_path_factory.mktemp("s3"), TEST_ACCESS_KEY, TEST_SECRET_KEY) as server:
         yield server
+        # Its data goes with the session: no graceful stop to wait for (2 s and more).
+        server.kill()
 
 
 @pytest.fixture
