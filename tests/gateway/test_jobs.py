@@ -27,6 +27,7 @@ from comfyline.contracts import (
     utcnow,
 )
 from comfyline.gateway.auth import Principal
+from comfyline.gateway.fanout import Fanout
 from comfyline.gateway.schemas import JobCreate
 from comfyline.gateway.submit import Submitter, body_digest
 from comfyline.runtime import Bus, serve
@@ -376,6 +377,22 @@ async def test_the_feed_of_events_is_on_only_while_someone_follows_them(
         await orchestrator.run(late["id"])
         seen = (await asyncio.wait_for(again.queue.get(), 5))[1]
     assert seen.job_id == late["id"]
+
+
+async def test_a_gateway_stopping_while_its_feed_subscribes_leaves_no_feed_behind(
+    bus: Bus,
+) -> None:
+    """A follower's first ``live()`` subscribes the feed; a stop meanwhile waits for that
+    subscription and takes it down, and no feed is subscribed after the stop."""
+    fanout = Fanout(bus)
+    await fanout.start()
+    turning_on = asyncio.ensure_future(fanout.live())
+    await asyncio.sleep(0)  # the subscription is on its way to the server
+    await fanout.stop()
+    await turning_on
+    assert not fanout.live_feed
+    await fanout.live()  # a follower arriving after the stop
+    assert not fanout.live_feed
 
 
 async def test_read_own_job_404_for_another_owners_admin_sees_all(

@@ -74,6 +74,7 @@ class Fanout:
         self._followers = 0  # listeners of every event of their job or owner
         self._drop: asyncio.TimerHandle | None = None
         self._records: object | None = None
+        self._stopped = False
         self._records_prefix = ""
 
     @property
@@ -96,8 +97,13 @@ class Fanout:
         )
 
     async def stop(self) -> None:
-        """Unsubscribe; listeners simply stop receiving."""
+        """Unsubscribe (the feed too when it is being subscribed now); listeners simply stop
+        receiving."""
+        self._stopped = True
         self._keep_feed()
+        if self._subscribing is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._subscribing)
         for sub in (self._sub, self._records):
             if sub is not None:
                 with contextlib.suppress(Exception):
@@ -108,7 +114,7 @@ class Fanout:
         """Have the feed of events subscribed (new events from now on, an ordered consumer:
         gaps are healed by the client). A follower awaits this after registering and before
         replaying, so every event reaches it from the replay or from the feed."""
-        if self._sub is not None:
+        if self._sub is not None or self._stopped:
             return
         if self._subscribing is None or self._subscribing.done():
             self._subscribing = asyncio.ensure_future(self._subscribe())
