@@ -16,13 +16,10 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
-from nats.js.errors import KeyNotFoundError
 
 from comfyline.contracts import (
     EVENT_NAMES,
     TERMINAL_EVENTS,
-    ActiveJobs,
-    EndedJobs,
     EventKind,
     JobEvent,
     JobRecord,
@@ -32,9 +29,6 @@ from comfyline.contracts import (
     OutputKind,
     OutputRef,
     Progress,
-    active_jobs_key,
-    ended_jobs_key,
-    jobs_not_ended,
     utcnow,
 )
 from comfyline.gateway import Settings, create_app
@@ -42,6 +36,7 @@ from comfyline.gateway.settings import AuthSettings, LimitSettings
 from comfyline.orchestrator.usage import release_active
 from comfyline.runtime import Bus, NatsSettings, ObjectStore, S3Settings
 from comfyline.stack import free_port
+from comfyline.testkit.orchestrator import not_ended
 
 ADMIN_KEY = "cl_admin-bootstrap-key-for-tests-0123456789abcdef"
 JWT_SECRET = "jwt-test-secret-0123456789abcdef0123456789"
@@ -369,13 +364,4 @@ def upload_files(
 
 async def active_count(bus: Bus, owner: str) -> int:
     """The owner's jobs that have not ended: accepted less ended."""
-    usage = await bus.kv(bus.names.bucket("usage"))
-    values: list[bytes | None] = []
-    for key in (active_jobs_key(owner), ended_jobs_key(owner)):
-        try:
-            values.append((await usage.get(key)).value or b"{}")
-        except KeyNotFoundError:
-            values.append(None)
-    active = ActiveJobs.from_bytes(values[0]) if values[0] else None
-    ended = EndedJobs.from_bytes(values[1]) if values[1] else None
-    return jobs_not_ended(active, ended)
+    return (await not_ended(bus, owner))[0]

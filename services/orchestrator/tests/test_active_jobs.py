@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from nats.js.errors import KeyNotFoundError
 
 from comfyline.contracts import (
     ActiveJobs,
@@ -13,26 +12,12 @@ from comfyline.contracts import (
     JobRecord,
     JobState,
     active_jobs_key,
-    ended_jobs_key,
-    jobs_not_ended,
     utcnow,
 )
 from comfyline.orchestrator import JobStore, UsageBook
 from comfyline.orchestrator.usage import release_active
 from comfyline.runtime import Bus, Delivery, LastWrites, Retry
-
-
-async def _not_ended(bus: Bus, owner: str) -> tuple[int, EndedJobs]:
-    kv = await bus.kv(bus.names.bucket("usage"))
-    try:
-        active = ActiveJobs.from_bytes((await kv.get(active_jobs_key(owner))).value or b"{}")
-    except KeyNotFoundError:
-        active = None
-    try:
-        ended = EndedJobs.from_bytes((await kv.get(ended_jobs_key(owner))).value or b"{}")
-    except KeyNotFoundError:
-        ended = EndedJobs(owner=owner)
-    return jobs_not_ended(active, ended), ended
+from comfyline.testkit.orchestrator import not_ended
 
 
 async def test_each_terminal_event_releases_one_slot_exactly_once(bus: Bus) -> None:
@@ -41,18 +26,18 @@ async def test_each_terminal_event_releases_one_slot_exactly_once(bus: Bus) -> N
     last: LastWrites[EndedJobs] = LastWrites()
     await release_active(bus, "u1", seq=10, last=last)
     await release_active(bus, "u1", seq=10, last=last)  # the same event redelivered
-    assert (await _not_ended(bus, "u1"))[0] == 1
+    assert (await not_ended(bus, "u1"))[0] == 1
     await release_active(bus, "u1", seq=9)  # an older event, in another process: counted
-    assert (await _not_ended(bus, "u1"))[0] == 1
+    assert (await not_ended(bus, "u1"))[0] == 1
     await release_active(bus, "u1", seq=11, last=last)  # its memory is stale: read again
     await release_active(bus, "u1", seq=12, last=last)  # never below zero
-    left, ended = await _not_ended(bus, "u1")
+    left, ended = await not_ended(bus, "u1")
     assert (left, ended.count, ended.terminal_seq) == (0, 3, 12)
 
 
 async def test_an_owner_with_no_count_yet_starts_at_zero(bus: Bus) -> None:
     await release_active(bus, "u2", seq=3)
-    left, ended = await _not_ended(bus, "u2")
+    left, ended = await not_ended(bus, "u2")
     assert (left, ended.count) == (0, 1)
 
 
@@ -63,9 +48,9 @@ async def test_a_count_from_before_ended_jobs_were_apart_is_continued(bus: Bus) 
     old = ActiveJobs(owner="u3", count=2, terminal_seq=40)
     await kv.put(active_jobs_key("u3"), old.to_bytes())
     await release_active(bus, "u3", seq=40)  # counted on the old count already
-    assert (await _not_ended(bus, "u3"))[0] == 2
+    assert (await not_ended(bus, "u3"))[0] == 2
     await release_active(bus, "u3", seq=41)
-    assert (await _not_ended(bus, "u3"))[0] == 1
+    assert (await not_ended(bus, "u3"))[0] == 1
 
 
 async def test_an_end_whose_record_is_not_terminal_yet_gives_the_slot_back_and_comes_again(
@@ -104,7 +89,7 @@ async def test_an_end_whose_record_is_not_terminal_yet_gives_the_slot_back_and_c
     book = UsageBook(bus, JobStore(bus))
     with pytest.raises(Retry, match="not terminal yet"):
         await book.handle(Delivery.of(msg))
-    assert (await _not_ended(bus, "u5"))[0] == 0
+    assert (await not_ended(bus, "u5"))[0] == 0
     day = now.date().isoformat()
     assert await book.get("u5", "cpu-smoke", day) is None
     done = running.model_copy(update={"status": JobState.SUCCEEDED, "finished_at": now})
@@ -112,4 +97,4 @@ async def test_an_end_whose_record_is_not_terminal_yet_gives_the_slot_back_and_c
     await book.handle(Delivery.of(msg))  # the same event, redelivered
     total = await book.get("u5", "cpu-smoke", day)
     assert total is not None and (total.jobs, total.succeeded) == (1, 1)
-    assert (await _not_ended(bus, "u5"))[0] == 0  # its end counted once
+    assert (await not_ended(bus, "u5"))[0] == 0  # its end counted once

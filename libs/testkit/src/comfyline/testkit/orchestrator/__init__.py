@@ -5,6 +5,7 @@
 - :func:`serve_policy`, :func:`serve_enhancer`, :class:`WebhookReceiver` (:mod:`.stubs`): the
   prompt-enhancer's two services, and a webhook endpoint on 127.0.0.1;
 - :func:`wait_record`, :func:`event_counts`: bounded polling and exact counts of ``JOBS`` events;
+- :func:`not_ended`: an owner's jobs not ended, as the active-jobs cap counts them;
 - :func:`sample_template`, :func:`quick_settings`: a test model and test-speed settings;
 - :func:`orchestrator_process`, :func:`orchestrator_ready` (:mod:`.process`): the real service as
   a child process, to kill it.
@@ -20,10 +21,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from nats.js.errors import KeyNotFoundError
+
 from comfyline.catalogue import Catalogue, work_message
 from comfyline.contracts import (
+    ActiveJobs,
     Binding,
     Deadlines,
+    EndedJobs,
     EventKind,
     JobEvent,
     JobRecord,
@@ -35,6 +40,9 @@ from comfyline.contracts import (
     RunJob,
     Submission,
     WebhookSpec,
+    active_jobs_key,
+    ended_jobs_key,
+    jobs_not_ended,
     new_job_id,
     owner_token,
 )
@@ -63,6 +71,7 @@ __all__ = [
     "announce_worker",
     "event_counts",
     "gateway_sent",
+    "not_ended",
     "orchestrator_process",
     "orchestrator_ready",
     "output_of",
@@ -135,6 +144,21 @@ async def submit(bus: Bus, model: str, data: dict[str, Any], **fields: Any) -> s
     subject = bus.names.job_event(owner_token(event.owner), event.job_id, "submitted")
     await bus.publish(subject, event, msg_id=f"{event.job_id}:submitted")
     return event.job_id
+
+
+async def not_ended(bus: Bus, owner: str) -> tuple[int, EndedJobs]:
+    """``owner``'s jobs that have not ended (accepted less ended, as the active-jobs cap counts
+    them) and the ended count as stored (a zero count when none is)."""
+    usage = await bus.kv(bus.names.bucket("usage"))
+    values: list[bytes | None] = []
+    for key in (active_jobs_key(owner), ended_jobs_key(owner)):
+        try:
+            values.append((await usage.get(key)).value or b"{}")
+        except KeyNotFoundError:
+            values.append(None)
+    active = ActiveJobs.from_bytes(values[0]) if values[0] else None
+    ended = EndedJobs.from_bytes(values[1]) if values[1] else EndedJobs(owner=owner)
+    return jobs_not_ended(active, ended), ended
 
 
 async def wait_record(
