@@ -233,6 +233,9 @@ def test_one_trace_runs_from_the_http_request_through_every_service(stack: Stack
         assert any("s3" in s.name.lower() or "upload" in s.name.lower() for s in trace_spans), [
             (s.service, s.name) for s in trace_spans
         ]
+        # Stopped while its traces still have somewhere to go: with the receiver gone, each
+        # service's last export waits out its timeout on the way down.
+        stack.down()
 
 
 @pytest.mark.real_comfyui
