@@ -100,10 +100,10 @@ class Fanout:
         """Unsubscribe (the feed too when it is being subscribed now); listeners simply stop
         receiving."""
         self._stopped = True
-        self._keep_feed()
         if self._subscribing is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._subscribing)
+        self._keep_feed()  # (after: a subscription ending with no follower schedules a drop)
         for sub in (self._sub, self._records):
             if sub is not None:
                 with contextlib.suppress(Exception):
