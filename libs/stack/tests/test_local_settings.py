@@ -147,6 +147,21 @@ def test_the_gateway_port_asked_for_is_kept_from_the_servers_started_before_it()
     assert preferred_port(asked) != asked
 
 
+def test_a_port_whose_last_connections_wait_out_their_close_is_still_preferred() -> None:
+    """``comfyline up`` started again at once keeps its port: the connections the last gateway
+    closed wait in TIME_WAIT on it, which no server (they bind with SO_REUSEADDR) minds."""
+    preferred = _outside_port()
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", preferred))
+        listener.listen()
+        with socket.create_connection(("127.0.0.1", preferred)) as client:
+            served, _ = listener.accept()
+            served.close()  # the server's side closes first, so its side waits in TIME_WAIT
+            client.recv(1)
+    assert preferred_port(preferred) == preferred
+
+
 def test_a_gateway_port_that_is_taken_or_0_becomes_a_free_one(tmp_path: Path) -> None:
     """``comfyline up --port P`` serves on P when it is free, else on a free port it names
     (in what it prints and in stack.json), and ``--port 0`` on a free port, never on ":0"."""

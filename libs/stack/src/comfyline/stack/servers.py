@@ -69,15 +69,9 @@ def free_port(host: str = "127.0.0.1") -> int:
     ports = _listening_ports()
     for _ in range(100):
         port = random.choice(ports)
-        if port in _PLANNED:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
-        _PLANNED.add(port)
-        return port
+        if port not in _PLANNED and _bindable(host, port):
+            _PLANNED.add(port)
+            return port
     while True:  # (a range that full: any port the kernel gives)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind((host, 0))
@@ -89,15 +83,23 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def preferred_port(preferred: int, host: str = "127.0.0.1") -> int:
     """``preferred`` when it is free and not planned for another server, else any free port."""
-    if preferred in _PLANNED:
+    if preferred in _PLANNED or not _bindable(host, preferred):
         return free_port(host)
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, preferred))
-        except OSError:
-            return free_port(host)
     keep_port(preferred)
     return preferred
+
+
+def _bindable(host: str, port: int) -> bool:
+    """Whether a server could bind ``port`` now: as every server we start binds (with
+    SO_REUSEADDR), so the closed connections a stopped server leaves in TIME_WAIT on its port
+    do not count, and a listener there does."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def find_binary(name: str) -> str:
