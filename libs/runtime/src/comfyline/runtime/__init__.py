@@ -22,7 +22,7 @@ from .consume import (
 from .fleet import FleetOrders
 from .http import LoopSession
 from .kv import LastWrites, cas_pause, follow_bucket, scan
-from .lifecycle import install_stop_signals, run
+from .lifecycle import install_stop_signals, run, settle_heap
 from .logs import job_id_var, model_var, setup_logging
 from .models import LiveCatalogue
 from .service import start
@@ -86,6 +86,7 @@ __all__ = [
     "scan",
     "serve",
     "settle",
+    "settle_heap",
     "setup_logging",
     "setup_tracing",
     "shutdown_tracing",

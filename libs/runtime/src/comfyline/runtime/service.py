@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from comfyline.catalogue import Catalogue
 
 from .bus import Bus
-from .lifecycle import run
+from .lifecycle import run, settle_heap
 from .logs import setup_logging
 from .metrics import serve_metrics, stop_metrics
 from .models import LiveCatalogue
@@ -57,6 +57,7 @@ async def serve(
                 settings.metrics_host, settings.metrics_port, lambda: bus.nc.is_connected
             )
         async with LiveCatalogue(bus, base, settings.models_refresh_s) as catalogue:
+            settle_heap()
             await body(bus, catalogue, settings, stop)
     finally:
         await stop_metrics(metrics)

@@ -7,7 +7,7 @@ so every replica answers the same and any number can run side by side.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -200,6 +200,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             job_service=JobService(bus, settings, store, joblog, fleet, fanout, submitter),
             publisher=Publisher(bus, registry, workflows),
         )
+        if app.state.on_started is not None:
+            app.state.on_started()  # uvicorn serves nothing before the lifespan has started
         try:
             yield
         finally:
@@ -221,8 +223,9 @@ class GatewayApp(FastAPI):
         await run_streaming(super().__call__, scope, receive, send)
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The gateway's ASGI app (routes, middleware, error envelope, OpenAPI)."""
+def create_app(settings: Settings, on_started: Callable[[], None] | None = None) -> FastAPI:
+    """The gateway's ASGI app (routes, middleware, error envelope, OpenAPI); ``on_started``
+    is called once its state is built, before the server takes requests."""
     # Swagger UI and ReDoc served from the package, not a CDN: /docs works offline too.
     app = FastAPIOffline(
         title="Comfyline API",
@@ -262,6 +265,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.__class__ = GatewayApp
     app.state.settings = settings
+    app.state.on_started = on_started
     app.state.gateway = None
     install_error_handlers(app)
     routers = (

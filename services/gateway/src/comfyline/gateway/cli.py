@@ -23,7 +23,14 @@ from collections.abc import Sequence
 import uvicorn
 
 from comfyline.contracts import bucket_spec
-from comfyline.runtime import Bus, run, setup_logging, setup_tracing, shutdown_tracing
+from comfyline.runtime import (
+    Bus,
+    run,
+    settle_heap,
+    setup_logging,
+    setup_tracing,
+    shutdown_tracing,
+)
 
 from .app import create_app
 from .keys import KeyStore
@@ -34,7 +41,7 @@ from .settings import Settings
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Run uvicorn until ``stop`` is set (SIGTERM/SIGINT) or the server exits."""
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, on_started=settle_heap),
         host=settings.host,
         port=settings.port,
         log_config=None,
