@@ -317,3 +317,17 @@ def test_tts_speaks_in_a_built_in_voice_when_given_none() -> None:
     assert isinstance(ref, BuiltinVoice) and ref.path.read_bytes()[:4] == b"fLaC"
     given = prepare_input(template, {"text": "Hi", "voice": "dune", "voice_transcript": "mine"})
     assert given["voice_transcript"] == "mine"
+
+
+def test_a_template_read_again_is_validated_by_its_new_schema() -> None:
+    """Validators are kept per schema as built (a catalogue read makes new ones): a model
+    published again with a wider range validates by the new range, the old one by its own."""
+    old = CATALOGUE.get("tts")
+    wider = json.loads(json.dumps(old.parameters))
+    wider["properties"]["speed"]["maximum"] = 3.0
+    new = old.model_copy(update={"parameters": wider})
+    fast = {"text": "hi", "voice": ASSET, "speed": 2.5}
+    for _ in range(2):  # (the second time from the validators kept)
+        with pytest.raises(InputInvalid):
+            validate_input(old, fast)
+        assert validate_input(new, fast)["speed"] == 2.5

@@ -15,6 +15,10 @@ from jsonschema import Draft202012Validator
 from comfyline.contracts import ComfylineError, ErrorCode, ModelTemplate
 
 MAX_SEED = 2**32 - 1
+#: A validator per schema object, as built (checked by identity): a template's schema is made
+#: once per catalogue read, and building a validator cost as much as a job's validation.
+_VALIDATORS: dict[int, tuple[dict[str, Any], Draft202012Validator]] = {}
+_VALIDATORS_KEPT = 512
 
 
 class InputInvalid(ComfylineError):
@@ -52,7 +56,7 @@ def validate_input(template: ModelTemplate, raw: dict[str, Any]) -> dict[str, An
             )
         data = {**template.presets[preset], **data}
     data = _with_defaults(template.parameters, data)
-    validator = Draft202012Validator(template.parameters)
+    validator = _validator(template.parameters)
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
         problems = [
@@ -70,6 +74,17 @@ def validate_input(template: ModelTemplate, raw: dict[str, Any]) -> dict[str, An
     if "seed" in template.parameters.get("properties", {}) and data.get("seed") in (None, -1):
         data["seed"] = random_seed(template)
     return apply_choices(template, data, given=set(raw))
+
+
+def _validator(schema: dict[str, Any]) -> Draft202012Validator:
+    kept = _VALIDATORS.get(id(schema))
+    if kept is not None and kept[0] is schema:
+        return kept[1]
+    if len(_VALIDATORS) >= _VALIDATORS_KEPT:
+        _VALIDATORS.clear()
+    validator = Draft202012Validator(schema)
+    _VALIDATORS[id(schema)] = (schema, validator)  # (the schema kept: its id is not reused)
+    return validator
 
 
 def random_seed(template: ModelTemplate) -> int:
