@@ -27,12 +27,14 @@ from opentelemetry import context, propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler, TraceIdRatioBased
 
 from .settings import OtelSettings
 
 _installed: TracerProvider | None = None
 _exporting = False
+_ids = RandomIdGenerator()
 
 
 def sampler(settings: OtelSettings, exporting: bool) -> Sampler:
@@ -88,6 +90,27 @@ def span(
     if _exporting:
         return tracer.start_as_current_span(name, kind=kind, attributes=attributes)
     return contextlib.nullcontext(trace.get_current_span())
+
+
+def exporting() -> bool:
+    """Whether this process's spans go to an exporter (see :func:`setup_tracing`)."""
+    return _exporting
+
+
+def request_context(headers: Mapping[str, str]) -> context.Context:
+    """The trace context a request runs in, in a process that exports no spans: the caller's
+    (its ``traceparent``) as it came, else a new trace, not recorded, whose ids are passed on
+    (what an unrecorded span of the request's own would give, without making one)."""
+    found = propagate.extract(headers)
+    if trace.get_current_span(found).get_span_context().is_valid:
+        return found
+    made = trace.SpanContext(
+        trace_id=_ids.generate_trace_id(),
+        span_id=_ids.generate_span_id(),
+        is_remote=False,
+        trace_flags=trace.TraceFlags(trace.TraceFlags.DEFAULT),
+    )
+    return trace.set_span_in_context(trace.NonRecordingSpan(made), found)
 
 
 def inject_headers(headers: dict[str, str]) -> dict[str, str]:

@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 from comfyline.catalogue import Catalogue, example_input
 from comfyline.contracts import bucket_spec, stream_spec
 from comfyline.runtime import Bus, FleetOrders, LiveCatalogue, ObjectStore
+from comfyline.runtime.tracing import exporting
 
 from .auth import Authenticator
 from .batches import Batches
@@ -34,6 +35,7 @@ from .inputs import InputResolver
 from .joblog import JobLog
 from .jobs import JobService
 from .keys import KeyStore
+from .lane import SubmitLane
 from .limits import Limits
 from .middleware import BodyLimitMiddleware, RequestContextMiddleware
 from .publish import Publisher
@@ -53,6 +55,7 @@ from .routes import (
     v2,
     v2_assets,
 )
+from .routes.jobs import SubmitRoute
 from .schemas import JobEventPublic, WsMessage
 from .settings import Settings
 from .ssrf import Fetcher
@@ -216,10 +219,20 @@ def is_event_stream(scope: MutableMapping[str, Any]) -> bool:
 
 class GatewayApp(FastAPI):
     """The FastAPI app, whose event streams send their body once the request stack returned
-    (see :mod:`.streams`). ``FastAPIOffline`` is a function that makes a ``FastAPI``; the app
-    it makes becomes this subclass, which adds no state."""
+    (see :mod:`.streams`), and whose submissions take their own lane when it is set (see
+    :mod:`.lane`). ``FastAPIOffline`` is a function that makes a ``FastAPI``; the app it makes
+    becomes this subclass, whose one attribute of its own is the lane."""
+
+    submit_lane: SubmitLane | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        lane = self.submit_lane
+        if lane is not None and lane.takes(scope):
+            await lane(scope, receive, send, self._whole)
+            return
+        await run_streaming(super().__call__, scope, receive, send)
+
+    async def _whole(self, scope: Scope, receive: Receive, send: Send) -> None:
         await run_streaming(super().__call__, scope, receive, send)
 
 
@@ -238,6 +251,7 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
         # and logs, cost each request CPU and say nothing the job's trace does not. None for an
         # event stream: a span as long as the stream says nothing and stays in memory with it.
         telemetry={
+            "tracing": exporting(),  # (else the request context middleware sets its trace)
             "operation_spans": False,
             "metrics": False,
             "logs": False,
@@ -313,8 +327,12 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
             expose_headers=EXPOSED_HEADERS,
             max_age=600,
         )
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, trace_requests=not exporting())
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    assert isinstance(app, GatewayApp)
+    if settings.submit_lane and not exporting():
+        route = next(r for r in jobs.router.routes if isinstance(r, SubmitRoute))
+        app.submit_lane = SubmitLane(app, route, json_limit)
     return app
 
 

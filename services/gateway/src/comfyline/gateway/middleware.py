@@ -11,14 +11,17 @@ import re
 from collections.abc import Callable
 
 from fastapi import HTTPException
+from opentelemetry import context as otel_context
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from comfyline.contracts import ErrorCode, new_request_id
+from comfyline.runtime.tracing import request_context
 
 from .errors import error_payload
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_TRACE_HEADERS = (b"traceparent", b"tracestate")
 #: Dependencies put headers here (e.g. ``RateLimit-*``); they are added to the response start.
 EXTRA_HEADERS = "extra_headers"
 
@@ -28,15 +31,30 @@ class RequestContextMiddleware:
 
     Also adds the headers dependencies left in ``scope["state"][EXTRA_HEADERS]``, so a header
     such as ``RateLimit-Remaining`` reaches streaming and redirect responses too.
+
+    With ``trace_requests`` (a gateway that exports no spans, so FastAPI makes no span per
+    request), each request runs in its caller's trace context, or a new unrecorded trace's:
+    what it publishes carries that trace on, and its log lines show its id.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, trace_requests: bool = False) -> None:
         self.app = app
+        self.trace_requests = trace_requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in {"http", "websocket"}:
             await self.app(scope, receive, send)
             return
+        if self.trace_requests:
+            token = otel_context.attach(request_context(_trace_headers(scope)))
+            try:
+                await self._call(scope, receive, send)
+            finally:
+                otel_context.detach(token)
+            return
+        await self._call(scope, receive, send)
+
+    async def _call(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = scope.setdefault("state", {})
         given = _header(scope, b"x-request-id")
         rid = given if given and _REQUEST_ID.match(given) else new_request_id()
@@ -55,6 +73,15 @@ class RequestContextMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def _trace_headers(scope: Scope) -> dict[str, str]:
+    """The request's W3C trace headers (``traceparent``, ``tracestate``)."""
+    return {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in scope.get("headers", ())
+        if name in _TRACE_HEADERS
+    }
 
 
 class BodyLimitMiddleware:
@@ -105,13 +132,18 @@ class UnencodableText(HTTPException):
         super().__init__(422, f"text at {where} has a lone surrogate (\\ud800-\\udfff)")
 
 
+def has_lone_surrogate_escape(body: bytes) -> bool:
+    """Whether a JSON body has a surrogate escape (``\\ud800`` to ``\\udfff``) to look at."""
+    return _SURROGATE_ESCAPE.search(body) is not None
+
+
 def refuse_lone_surrogates(body: bytes) -> None:
     """Raise :class:`UnencodableText` when a JSON body's strings cannot be encoded as UTF-8.
 
     Only bodies with a surrogate escape (``\\ud800`` to ``\\udfff``) are parsed here, so
     ordinary requests pay one scan of their bytes.
     """
-    if _SURROGATE_ESCAPE.search(body) is None:
+    if not has_lone_surrogate_escape(body):
         return
     try:
         parsed = json.loads(body)

@@ -131,6 +131,12 @@ class Settings(ServiceSettings):
         "model (nothing to screen, not paused): the job starts without waiting for the "
         "orchestrator to pick it up. false: the orchestrator sends every job's work",
     )
+    submit_lane: bool = Field(
+        default=True,
+        description="answer POST /v1/jobs through the app's middlewares and error handlers "
+        "without the router and FastAPI's request wrapping (only where no spans are "
+        "exported); false: through FastAPI's whole stack like every other request",
+    )
 
     @model_validator(mode="after")
     def _refuse_unsafe_outside_development(self) -> Settings:

@@ -60,9 +60,10 @@ class SubmitRoute(APIRoute):
     dependency solving when the request is one FastAPI would take as it is: a JSON body that
     is a valid :class:`JobCreate`, headers within their limits, a running gateway. The handler
     then does what the route's dependencies do (authenticate, count the request), calls the
-    same endpoint and serializes its answer as FastAPI does. Any other request takes FastAPI's
-    own handler (the body already read is kept for it), so every refusal, and which comes
-    first, stays FastAPI's. The route stays in the OpenAPI document as declared."""
+    same endpoint and serializes its answer as FastAPI does (:meth:`answer`). Any other request
+    takes FastAPI's own handler (the body already read is kept for it), so every refusal, and
+    which comes first, stays FastAPI's. The route stays in the OpenAPI document as declared.
+    (Most submissions do not even reach the router: see :mod:`..lane`.)"""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         general = super().get_route_handler()
@@ -70,11 +71,8 @@ class SubmitRoute(APIRoute):
         async def handler(request: Request) -> Response:
             gw = getattr(request.app.state, "gateway", None)
             key = request.headers.get("idempotency-key")
-            kind = request.headers.get("content-type", "").partition(";")[0]
-            if (
-                not isinstance(gw, Gateway)
-                or (key is not None and len(key) > IDEMPOTENCY_KEY_MAX)
-                or kind.strip().lower() != "application/json"
+            if not isinstance(gw, Gateway) or not takes_headers(
+                request.headers.get("content-type"), key
             ):
                 return await general(request)
             try:
@@ -83,37 +81,59 @@ class SubmitRoute(APIRoute):
                 raise  # the body-limit middleware's refusals, as FastAPI lets them through
             except Exception:
                 return await general(request)
-            try:
-                body = JobCreate.model_validate(json.loads(raw))
-            except Exception:  # not JSON (or nested past the parser), not a job: FastAPI's
+            body = parse_submission(raw)
+            if body is None:  # not JSON (or nested past the parser), not a job: FastAPI's
                 return await general(request)
-            user = await caller(request, gw, "submit")
-            response = Response()
-            del response.headers["content-length"]
-            response.status_code = None  # type: ignore[assignment]
-            view = await create_job(
-                body, request, response, user, gw, key, request.headers.get("prefer")
-            )
-            content = await serialize_response(
-                field=self.response_field,
-                response_content=view,
-                include=self.response_model_include,
-                exclude=self.response_model_exclude,
-                by_alias=self.response_model_by_alias,
-                exclude_unset=self.response_model_exclude_unset,
-                exclude_defaults=self.response_model_exclude_defaults,
-                exclude_none=self.response_model_exclude_none,
-                dump_json=True,
-            )
-            answer = Response(
-                content=content,
-                media_type="application/json",
-                status_code=response.status_code or self.status_code or 200,
-            )
-            answer.headers.raw.extend(response.headers.raw)
-            return answer
+            return await self.answer(request, gw, body)
 
         return handler
+
+    async def answer(self, request: Request, gw: Gateway, body: JobCreate) -> Response:
+        """Authenticate and count the request, then submit ``body`` and answer as FastAPI
+        would (the route's status, its response model serialized)."""
+        user = await caller(request, gw, "submit")
+        response = Response()
+        del response.headers["content-length"]
+        response.status_code = None  # type: ignore[assignment]
+        key = request.headers.get("idempotency-key")
+        view = await create_job(
+            body, request, response, user, gw, key, request.headers.get("prefer")
+        )
+        content = await serialize_response(
+            field=self.response_field,
+            response_content=view,
+            include=self.response_model_include,
+            exclude=self.response_model_exclude,
+            by_alias=self.response_model_by_alias,
+            exclude_unset=self.response_model_exclude_unset,
+            exclude_defaults=self.response_model_exclude_defaults,
+            exclude_none=self.response_model_exclude_none,
+            dump_json=True,
+        )
+        answer = Response(
+            content=content,
+            media_type="application/json",
+            status_code=response.status_code or self.status_code or 200,
+        )
+        answer.headers.raw.extend(response.headers.raw)
+        return answer
+
+
+def takes_headers(content_type: str | None, idempotency_key: str | None) -> bool:
+    """A submission's headers as FastAPI takes them as they are: a JSON body, a key within
+    its length."""
+    kind = (content_type or "").partition(";")[0].strip().lower()
+    key_ok = idempotency_key is None or len(idempotency_key) <= IDEMPOTENCY_KEY_MAX
+    return kind == "application/json" and key_ok
+
+
+def parse_submission(raw: bytes) -> JobCreate | None:
+    """The body as a job, or None when FastAPI would refuse it (not JSON, nested past the
+    parser's limit, not a valid :class:`JobCreate`)."""
+    try:
+        return JobCreate.model_validate(json.loads(raw))
+    except Exception:
+        return None
 
 
 async def create_job(
