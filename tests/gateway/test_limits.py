@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from comfyline.contracts import RunJob, UsageRecord, owner_token
@@ -88,6 +90,30 @@ async def test_a_busy_key_is_counted_in_blocks_and_exactly_in_its_headers(
     assert writes <= 6, writes  # blocks of 1, 2, 4, 8, 16, 32: six writes for 40 requests
     counted = await _counted(bus, owner_token("bea"), "status")
     assert 40 <= counted <= 40 + 31  # counted ahead, never short
+
+
+async def test_requests_after_pauses_make_a_round_trip_once_in_four(
+    client: httpx.AsyncClient, bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key whose requests come a while apart takes small blocks (4, at most a sixteenth of
+    its limit): most of its requests need no round trip; headers stay exact, and a small
+    budget is still counted request by request."""
+    monkeypatch.setattr("comfyline.gateway.limits._LEASE_GROW_S", 0.02)
+    user = await new_key(client, "paz", limits={"status_per_min": 1000})
+    small = await new_key(client, "pia", limits={"status_per_min": 20})
+    for who, limit, expected_writes in ((user, 1000, 3), (small, 20, 12)):
+        into = time.time() % 60
+        if into > 55:  # (all in one minute's window)
+            await asyncio.sleep(61 - into)
+        before = await _writes(bus)
+        remaining = []
+        for _ in range(12):
+            await asyncio.sleep(0.05)  # longer than a block's growing time: a pause
+            answer = await client.get("/v1/jobs", headers=who)
+            assert answer.status_code == 200
+            remaining.append(int(answer.headers["ratelimit-remaining"]))
+        assert remaining == list(range(limit - 1, limit - 13, -1))
+        assert await _writes(bus) - before == expected_writes
 
 
 async def test_blocks_never_let_replicas_past_the_limit(

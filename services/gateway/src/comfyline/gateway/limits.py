@@ -10,8 +10,9 @@ A gateway that counts many requests of one owner and class takes them from the s
 in blocks (a lease): one compare-and-set adds a block to the counter, and the next requests of
 that block are counted in memory, with no round trip. A block grows (doubling, up to 64 and to
 a sixteenth of the limit) while each is used up within a second of the last, and falls back to
-one request when traffic slows; so a slow or small budget is counted request by request, as
-before. The counter never falls short of what was let through: a block is counted before any
+a few requests when traffic slows (up to 4, and a sixteenth of the limit: a key's requests a
+second or more apart then make a round trip once in four), so a small budget is counted
+request by request, as before. The counter never falls short of what was let through: a block is counted before any
 of its requests passes, so replicas together never exceed the limit. A block's unused part
 when the window ends (or its gateway stops) is lost to that window, which can only refuse a
 little early under traffic spread over several replicas, never let more through.
@@ -52,6 +53,8 @@ _COUNTS_KEPT = 10_000
 #: A rate-limit block grows while each is used up within this many seconds of the last.
 _LEASE_GROW_S = 1.0
 _LEASE_MAX = 64
+#: The block a request takes after a pause (at most a sixteenth of the limit).
+_LEASE_LONE = 4
 
 
 @dataclass(slots=True)
@@ -173,7 +176,8 @@ class Limits:
             pace = self._paces[pace_key] = _Pace()
         now = time.monotonic()
         quick = now - pace.taken_at < _LEASE_GROW_S
-        pace.size = min(pace.size * 2, _LEASE_MAX, max(1, limit // 16)) if quick else 1
+        most = max(1, limit // 16)
+        pace.size = min(pace.size * 2, _LEASE_MAX, most) if quick else min(_LEASE_LONE, most)
         pace.taken_at = now
         return pace.size
 
