@@ -12,10 +12,11 @@ that block are counted in memory, with no round trip. A block grows (doubling, u
 a sixteenth of the limit) while each is used up within a second of the last, and falls back to
 a few requests when traffic slows (up to 4, and a sixteenth of the limit: a key's requests a
 second or more apart then make a round trip once in four), so a small budget is counted
-request by request, as before. The counter never falls short of what was let through: a block is counted before any
-of its requests passes, so replicas together never exceed the limit. A block's unused part
-when the window ends (or its gateway stops) is lost to that window, which can only refuse a
-little early under traffic spread over several replicas, never let more through.
+request by request, as before. The counter never falls short of what was let through: a block
+is counted before any of its requests passes, so replicas together never exceed the limit. A
+block's unused part when the window ends (or its gateway stops) is lost to that window, which
+can only refuse a little early under traffic spread over several replicas, never let more
+through.
 """
 
 from __future__ import annotations
