@@ -27,7 +27,7 @@ from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .deps import Gateway
-from .middleware import has_lone_surrogate_escape
+from .middleware import has_lone_surrogate_escape, scope_header
 from .routes.jobs import SubmitRoute, parse_submission, takes_headers
 from .schemas import JobCreate
 
@@ -35,13 +35,6 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 PATH = "/v1/jobs"
 #: Where the lane leaves the parsed job for the route's answer.
 SUBMISSION = "comfyline.submission"
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
 
 
 def replaying(body: bytes, receive: Receive) -> Receive:
@@ -83,7 +76,7 @@ class SubmitLane:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, whole: App) -> None:
         """Answer the submission, or hand it to ``whole`` (the app as a whole) unanswered."""
-        length = _header(scope, b"content-length")
+        length = scope_header(scope, b"content-length")
         limit = self.body_limit
         if self.app.max_body_size is not None:
             limit = min(limit, self.app.max_body_size)
@@ -92,7 +85,7 @@ class SubmitLane:
             or not length.isdigit()
             or int(length) > limit
             or not takes_headers(
-                _header(scope, b"content-type"), _header(scope, b"idempotency-key")
+                scope_header(scope, b"content-type"), scope_header(scope, b"idempotency-key")
             )
         ):
             await whole(scope, receive, send)

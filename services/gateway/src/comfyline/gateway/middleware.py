@@ -56,7 +56,7 @@ class RequestContextMiddleware:
 
     async def _call(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = scope.setdefault("state", {})
-        given = _header(scope, b"x-request-id")
+        given = scope_header(scope, b"x-request-id")
         rid = given if given and _REQUEST_ID.match(given) else new_request_id()
         state["request_id"] = rid
         state[EXTRA_HEADERS] = {}
@@ -99,12 +99,12 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self.limit_for(scope.get("path", ""))
-        declared = _header(scope, b"content-length")
+        declared = scope_header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _too_large(scope, send, limit)
             return
         received = 0
-        is_json = "json" in (_header(scope, b"content-type") or "")
+        is_json = "json" in (scope_header(scope, b"content-type") or "")
         chunks: list[bytes] = []
 
         async def limited_receive() -> Message:
@@ -208,7 +208,8 @@ async def _too_large(scope: Scope, send: Send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def scope_header(scope: Scope, name: bytes) -> str | None:
+    """A request header's value from the ASGI scope (``name`` in lower case), or None."""
     for key, value in scope.get("headers", []):
         if key.lower() == name:
             return str(value.decode("latin-1"))
