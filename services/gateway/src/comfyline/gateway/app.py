@@ -230,7 +230,7 @@ class GatewayApp(FastAPI):
         if lane is not None and lane.takes(scope):
             await lane(scope, receive, send, self._whole)
             return
-        await run_streaming(super().__call__, scope, receive, send)
+        await self._whole(scope, receive, send)
 
     async def _whole(self, scope: Scope, receive: Receive, send: Send) -> None:
         await run_streaming(super().__call__, scope, receive, send)
@@ -239,6 +239,7 @@ class GatewayApp(FastAPI):
 def create_app(settings: Settings, on_started: Callable[[], None] | None = None) -> FastAPI:
     """The gateway's ASGI app (routes, middleware, error envelope, OpenAPI); ``on_started``
     is called once its state is built, before the server takes requests."""
+    traced = exporting()  # spans exported: FastAPI makes the request's, and no lane is taken
     # Swagger UI and ReDoc served from the package, not a CDN: /docs works offline too.
     app = FastAPIOffline(
         title="Comfyline API",
@@ -251,7 +252,7 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
         # and logs, cost each request CPU and say nothing the job's trace does not. None for an
         # event stream: a span as long as the stream says nothing and stays in memory with it.
         telemetry={
-            "tracing": exporting(),  # (else the request context middleware sets its trace)
+            "tracing": traced,  # (else the request context middleware sets its trace)
             "operation_spans": False,
             "metrics": False,
             "logs": False,
@@ -327,10 +328,10 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
             expose_headers=EXPOSED_HEADERS,
             max_age=600,
         )
-    app.add_middleware(RequestContextMiddleware, trace_requests=not exporting())
+    app.add_middleware(RequestContextMiddleware, trace_requests=not traced)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     assert isinstance(app, GatewayApp)
-    if settings.submit_lane and not exporting():
+    if settings.submit_lane and not traced:
         route = next(r for r in jobs.router.routes if isinstance(r, SubmitRoute))
         app.submit_lane = SubmitLane(app, route, json_limit)
     return app
