@@ -14,10 +14,13 @@ from jsonschema import Draft202012Validator
 
 from comfyline.contracts import ComfylineError, ErrorCode, ModelTemplate
 
+from .schemacheck import Check, compile_check
+
 MAX_SEED = 2**32 - 1
 #: A validator per schema object, as built (checked by identity): a template's schema is made
-#: once per catalogue read, and building a validator cost as much as a job's validation.
-_VALIDATORS: dict[int, tuple[dict[str, Any], Draft202012Validator]] = {}
+#: once per catalogue read, and building a validator cost as much as a job's validation. With
+#: it, the schema's quick check (:mod:`.schemacheck`), when the schema has one.
+_VALIDATORS: dict[int, tuple[dict[str, Any], Draft202012Validator, Check | None]] = {}
 _VALIDATORS_KEPT = 512
 
 
@@ -56,8 +59,8 @@ def validate_input(template: ModelTemplate, raw: dict[str, Any]) -> dict[str, An
             )
         data = {**template.presets[preset], **data}
     data = _with_defaults(template.parameters, data)
-    validator = _validator(template.parameters)
-    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    validator, check = _validator(template.parameters)
+    errors = [] if _passes(check, data) else _errors(validator, data)
     if errors:
         problems = [
             {
@@ -76,15 +79,30 @@ def validate_input(template: ModelTemplate, raw: dict[str, Any]) -> dict[str, An
     return apply_choices(template, data, given=set(raw))
 
 
-def _validator(schema: dict[str, Any]) -> Draft202012Validator:
+def _validator(schema: dict[str, Any]) -> tuple[Draft202012Validator, Check | None]:
     kept = _VALIDATORS.get(id(schema))
     if kept is not None and kept[0] is schema:
-        return kept[1]
+        return kept[1], kept[2]
     if len(_VALIDATORS) >= _VALIDATORS_KEPT:
         _VALIDATORS.clear()
     validator = Draft202012Validator(schema)
-    _VALIDATORS[id(schema)] = (schema, validator)  # (the schema kept: its id is not reused)
-    return validator
+    check = compile_check(schema, validator)
+    _VALIDATORS[id(schema)] = (schema, validator, check)  # (the schema kept: its id not reused)
+    return validator, check
+
+
+def _passes(check: Check | None, data: dict[str, Any]) -> bool:
+    """Whether the quick check says valid (when it cannot tell, the validator decides)."""
+    if check is None:
+        return False
+    try:
+        return check(data)
+    except Exception:  # (what the schema's own validator then raises or reports)
+        return False
+
+
+def _errors(validator: Draft202012Validator, data: dict[str, Any]) -> list[Any]:
+    return sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
 
 
 def random_seed(template: ModelTemplate) -> int:
