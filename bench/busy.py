@@ -4,7 +4,9 @@ The backlog is submitted through the gateway while no worker runs, and the bench
 the orchestrator has queued every job; then the workers start. Each server's own execution log
 (the simulator's ``GET /sim/executions``) gives when each prompt started and ended; from the
 moment every server has started its first job to the moment the first server ends its last,
-each had work waiting, so any time it spent idle in that window is Comfyline's. The image is
+each had work waiting. The server also says when each prompt was queued: the part of a gap
+before the next prompt reached its queue is time it had nothing to run (the dispatcher's), the
+rest is the server's own (its thread starting a queued prompt late on a busy CPU). The image is
 small (64x64), so a job is the 200 ms sleep and hardly any CPU: 16 servers on 2 cores stay
 "GPUs" that wait, not processes that compete with Comfyline for the CPU.
 """
@@ -98,6 +100,16 @@ def run_k(
     per = [busy_in(runs, start, end) for runs in servers]
     gaps_ms = [g * 1000 for server in per for g in server.gaps_s]
     busy = [server.busy_fraction for server in per]
+    fed = [server.fed_fraction for server in per if server.fed_fraction is not None]
+    unfed_ms = [g * 1000 for server in per for g in server.unfed_s or []]
+    attributed: dict[str, Any] = {}
+    if len(fed) == len(per):  # every server said when its prompts were queued
+        attributed = {
+            # Busy, or with a prompt waiting in its queue: what is left is time in which the
+            # server had nothing to run (the rest of a gap is the server starting late).
+            "fed_fraction": {"min": min(fed), "median": statistics.median(fed)},
+            "idle_gap_unfed_ms": summary(unfed_ms),
+        }
     return {
         "servers": len(sims),
         "workers": len(split([s.url for s in sims], workers)),
@@ -111,4 +123,5 @@ def run_k(
         "jobs_in_window_per_server": [server.jobs for server in per],
         "job_ms": summary([(r.ended - r.started) * 1000 for runs in servers for r in runs]),
         "idle_gap_ms": summary(gaps_ms),
+        **attributed,
     }

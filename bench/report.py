@@ -141,6 +141,18 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 busy["busy_fraction"]["min"] >= 0.99,
             )
         )
+        if "fed_fraction" in busy:
+            unfed = busy["idle_gap_unfed_ms"]
+            out.append(
+                Row(
+                    f"busy or with a prompt queued, K={k} (least)",
+                    busy["fed_fraction"]["min"] * 100,
+                    "%",
+                    f"no prompt queued: p99 {unfed['p99']:.1f} ms",
+                    "",
+                    None,
+                )
+            )
         gap = busy["idle_gap_ms"]
         out.append(
             Row(

@@ -35,24 +35,38 @@ def summary(values: Sequence[float]) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class Execution:
-    """One prompt as a ComfyUI server ran it (epoch seconds, from the server's own clock)."""
+    """One prompt as a ComfyUI server ran it (epoch seconds, from the server's own clock):
+    when it was queued (None where the server does not say), started and ended."""
 
     prompt_id: str
     started: float
     ended: float
+    queued: float | None = None
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> Execution:
-        return cls(str(raw["prompt_id"]), float(raw["started"]), float(raw["ended"]))
+        queued = raw.get("queued")
+        return cls(
+            str(raw["prompt_id"]),
+            float(raw["started"]),
+            float(raw["ended"]),
+            float(queued) if queued is not None else None,
+        )
 
 
 @dataclass(frozen=True)
 class ServerBusy:
-    """How one server spent the backlog window."""
+    """How one server spent the backlog window. Each gap splits in two where the server says
+    when prompts were queued: ``unfed_s``, the part before the next prompt was queued (the
+    server had nothing to run: the dispatcher's), and the rest, the server's own (a prompt
+    was waiting in its queue: on a CPU shared by many simulated servers and every service,
+    the server's thread waking late)."""
 
     jobs: int
     busy_fraction: float
     gaps_s: list[float]
+    unfed_s: list[float] | None = None
+    fed_fraction: float | None = None  # busy, or with a prompt queued
 
 
 def backlog_window(servers: Sequence[Sequence[Execution]]) -> tuple[float, float]:
@@ -67,17 +81,23 @@ def backlog_window(servers: Sequence[Sequence[Execution]]) -> tuple[float, float
 
 def busy_in(runs: Iterable[Execution], start: float, end: float) -> ServerBusy:
     """Busy fraction of ``[start, end]`` and the gaps between one prompt's end and the next
-    one's start that lie inside it."""
+    one's start that lie inside it, each with its part before the next prompt was queued."""
     ordered = sorted(runs, key=lambda r: r.started)
     span = max(end - start, 1e-9)
     busy = sum(max(0.0, min(r.ended, end) - max(r.started, start)) for r in ordered)
-    gaps = [
-        b.started - a.ended
-        for a, b in itertools.pairwise(ordered)
-        if a.ended >= start and b.started <= end
+    pairs = [
+        (a, b) for a, b in itertools.pairwise(ordered) if a.ended >= start and b.started <= end
     ]
+    gaps = [b.started - a.ended for a, b in pairs]
+    unfed = None
+    if all(b.queued is not None for _, b in pairs):
+        unfed = [
+            min(max(0.0, b.started - a.ended), max(0.0, (b.queued or 0.0) - a.ended))
+            for a, b in pairs
+        ]
     inside = sum(1 for r in ordered if r.ended > start and r.started < end)
-    return ServerBusy(jobs=inside, busy_fraction=min(1.0, busy / span), gaps_s=gaps)
+    fed = None if unfed is None else max(0.0, 1.0 - sum(unfed) / span)
+    return ServerBusy(inside, min(1.0, busy / span), gaps, unfed, fed)
 
 
 def ratio(numerator: float, denominator: float) -> float:

@@ -51,6 +51,32 @@ def test_busy_time_and_gaps_inside_the_backlog_window() -> None:
     assert busy_b.gaps_s == pytest.approx([0.01, 0.0])
 
 
+def test_a_gap_splits_into_the_wait_for_a_prompt_and_the_servers_own_start() -> None:
+    # p1 queued 30 ms after p0 ended, started 10 ms later (its own); p2 queued during p1 but
+    # started 20 ms after p1 ended (all its own); p3 queued long before.
+    runs = [
+        Execution("p0", 0.0, 0.2, queued=0.0),
+        Execution("p1", 0.24, 0.44, queued=0.23),
+        Execution("p2", 0.46, 0.66, queued=0.3),
+        Execution("p3", 0.66, 0.86, queued=0.1),
+    ]
+    busy = busy_in(runs, 0.0, 0.86)
+    assert busy.gaps_s == pytest.approx([0.04, 0.02, 0.0])
+    assert busy.unfed_s == pytest.approx([0.03, 0.0, 0.0])
+    assert busy.busy_fraction == pytest.approx(0.8 / 0.86)
+    assert busy.fed_fraction == pytest.approx(1 - 0.03 / 0.86)
+    # A server that does not say when prompts were queued gets gaps only.
+    plain = busy_in(_runs((0.0, 0.2), (0.25, 0.45)), 0.0, 0.45)
+    assert plain.unfed_s is None and plain.fed_fraction is None
+
+
+def test_the_simulator_log_says_when_a_prompt_was_queued() -> None:
+    raw = {"prompt_id": "p", "queued": 1.0, "started": 2.0, "ended": 3.0, "done": 3.1}
+    assert Execution.parse(raw) == Execution("p", 2.0, 3.0, queued=1.0)
+    old = {"prompt_id": "p", "started": 2.0, "ended": 3.0}
+    assert Execution.parse(old).queued is None
+
+
 def test_a_server_that_idles_the_whole_window_is_not_busy() -> None:
     a = _runs((0.0, 1.0))
     b = _runs((0.0, 0.1), (0.9, 1.0))

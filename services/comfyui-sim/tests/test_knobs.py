@@ -186,8 +186,9 @@ async def test_simulator_names_itself_in_system_stats(sim: ComfyClient) -> None:
 
 async def test_sim_executions_logs_when_each_prompt_ran(make_sim: MakeSim) -> None:
     """The simulator-only execution log: one entry per prompt in the order they ran, each one's
-    node work inside [started, ended], the next one starting only after the previous was done;
-    ComfyUI has no such route, so it is not under /api."""
+    node work inside [started, ended], queued before it started (the three were queued at
+    once, so the later ones long before they ran), the next one starting only after the
+    previous was done; ComfyUI has no such route, so it is not under /api."""
     sim = await make_sim(node_delays={"EmptyImage": 0.05})
     socket = await sim.connect()
     ids = [await sim.submit(empty_image_graph(color=n), socket) for n in range(3)]
@@ -199,6 +200,8 @@ async def test_sim_executions_logs_when_each_prompt_ran(make_sim: MakeSim) -> No
         assert run["success"] is True
         assert run["ended"] - run["started"] >= 0.05
         assert run["done"] >= run["ended"]
+        assert run["queued"] <= run["started"]
     for before, after in itertools.pairwise(runs):
         assert after["started"] >= before["done"]
+        assert after["queued"] < before["ended"]  # waiting in the queue while the other ran
     assert (await sim.get("/api/sim/executions")).status == 404

@@ -106,15 +106,21 @@ class Executor:
             if self.stopping.wait(self.config.history_delay):
                 return
             self.queue.task_done(task_id, entry)
-            self._log_execution(item.prompt_id, began, ended, entry["status"]["completed"])
+            self._log_execution(item, began, ended, entry["status"]["completed"])
             if item.client_id is not None:
                 self.hub.send_sync(
                     "executing", {"node": None, "prompt_id": item.prompt_id}, item.client_id
                 )
             log.info("Prompt executed in %.2f seconds", time.perf_counter() - started)
 
-    def _log_execution(self, prompt_id: str, began: float, ended: float, success: bool) -> None:
-        record = {"prompt_id": prompt_id, "started": began, "ended": ended, "done": time.time()}
+    def _log_execution(self, item: QueueItem, began: float, ended: float, success: bool) -> None:
+        record = {
+            "prompt_id": item.prompt_id,
+            "queued": item.queued_at,
+            "started": began,
+            "ended": ended,
+            "done": time.time(),
+        }
         with self._executions_lock:
             self._executions.append(record | {"success": success})
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,8 @@ class QueueItem:
     extra_data: dict[str, Any] = field(compare=False)
     outputs: list[str] = field(compare=False)
     taken: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
+    #: Simulator-only: when the prompt was accepted (epoch seconds, ``GET /sim/executions``).
+    queued_at: float = field(default_factory=time.time, compare=False, repr=False)
 
     def wire(self) -> list[Any]:
         return [self.number, self.prompt_id, self.prompt, self.extra_data, self.outputs]
