@@ -4,12 +4,12 @@ Every submission's input is checked against its model's schema, and ``jsonschema
 took about a tenth of the gateway's CPU per submission (descending into each property builds a
 new validator, looks the keyword up, calls a generator). :func:`compile_check` turns a schema
 into plain closures that answer only "valid or not", keyword by keyword as ``jsonschema``'s
-Draft 2020-12 keywords do (the same comparisons, the same type checker, its own ``equal`` for
-``enum`` and ``const``), for the keywords parameter schemas use. A schema with any other
-validation keyword (``$ref``, ``patternProperties``, ``if``, ...) gets no check, and its inputs
-go through ``jsonschema`` as before; so does every input the check finds invalid, for the
-messages. Keywords ``jsonschema`` ignores (``default``, ``description``, ``x-…``) are ignored
-here too.
+Draft 2020-12 keywords do (the same comparisons, its types as its type checker has them, its
+own ``equal`` for ``enum`` and ``const``), for the keywords parameter schemas use. A schema
+with any other validation keyword (``$ref``, ``patternProperties``, ``if``, ...) gets no
+check, and its inputs go through ``jsonschema`` as before; so does every input the check finds
+invalid, for the messages. Keywords ``jsonschema`` ignores (``default``, ``description``,
+``x-…``) are ignored here too.
 """
 
 from __future__ import annotations
