@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import signal
 import subprocess
 import sys
 import time
@@ -78,6 +79,40 @@ def test_comfyui_ends_with_the_run_command_however_that_ends() -> None:
         while running(comfyui) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not running(comfyui), "ComfyUI outlived the run command"
+    finally:
+        if wrapper.poll() is None:
+            wrapper.kill()
+            wrapper.wait(timeout=10)
+
+
+@pytest.mark.slow
+@pytest.mark.real_comfyui
+def test_run_stopped_by_two_signals_at_once_still_removes_its_folders() -> None:
+    """A second SIGTERM while ``run`` stops ComfyUI (a wrapper passing on the signal its caller
+    sent the whole group, a second Ctrl-C) does not cut the stop short: ComfyUI ends and the
+    folders ``run`` made are gone."""
+    installation = Installation()
+    if not installation.ready:
+        if real_comfyui_required():
+            pytest.fail(f"a real ComfyUI is required here: {installation.why_not_ready()}")
+        pytest.skip(installation.why_not_ready())
+    command = [sys.executable, "-m", "comfyline.testkit.real_comfyui", "run"]
+    wrapper = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert wrapper.stdout is not None
+        assert wrapper.stdout.readline().startswith("COMFYUI_URL=")
+        line = wrapper.stdout.readline()
+        assert line.startswith("COMFYUI_OUTPUT_DIR="), line
+        folders = Path(line.split("=", 1)[1].strip()).parent
+        assert folders.is_dir()
+        children = Path(f"/proc/{wrapper.pid}/task/{wrapper.pid}/children").read_text().split()
+        [comfyui] = [int(pid) for pid in children]
+        wrapper.send_signal(signal.SIGTERM)
+        time.sleep(0.05)  # (while it stops ComfyUI)
+        wrapper.send_signal(signal.SIGTERM)
+        assert wrapper.wait(timeout=30) == 0
+        assert not running(comfyui), "ComfyUI outlived the run command"
+        assert not folders.exists(), "run left its folders behind"
     finally:
         if wrapper.poll() is None:
             wrapper.kill()

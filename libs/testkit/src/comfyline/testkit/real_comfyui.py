@@ -291,7 +291,16 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+#: The signals that end ``run``: each stops ComfyUI and removes its folders first.
+_ENDINGS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
 def _interrupt(signum: int, frame: object) -> None:
+    """The first ending signal stops ComfyUI (bounded: SIGKILL after a grace) and removes its
+    folders; any that follow (a second Ctrl-C, a wrapper passing on the signal its caller sent
+    the whole group) wait for that instead of cutting it short and leaving the folders behind."""
+    for ending in _ENDINGS:
+        signal.signal(ending, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
@@ -312,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         state = "reused" if took == 0 else f"installed in {took:.0f} s"
         print(f"real ComfyUI {VERSION}: {installation.root} ({state})")
         return 0
-    for ending in (signal.SIGTERM, signal.SIGHUP):  # and Ctrl-C: each stops ComfyUI first
+    for ending in _ENDINGS:
         signal.signal(ending, _interrupt)
     with RealComfyUI() as server:
         # One write, the URL first: a caller waiting for the URL finds the folder with it.
