@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 import signal
 import subprocess
 import sys
@@ -59,7 +60,8 @@ def running(pid: int) -> bool:
 @pytest.mark.slow
 @pytest.mark.real_comfyui
 def test_comfyui_ends_with_the_run_command_however_that_ends() -> None:
-    """``run`` killed outright (SIGKILL: no handler runs) takes its ComfyUI with it."""
+    """``run`` killed outright (SIGKILL: no handler runs) takes its ComfyUI with it. (Its
+    folders stay, as after any crash: the test removes them.)"""
     installation = Installation()
     if not installation.ready:
         if real_comfyui_required():
@@ -67,10 +69,14 @@ def test_comfyui_ends_with_the_run_command_however_that_ends() -> None:
         pytest.skip(installation.why_not_ready())
     command = [sys.executable, "-m", "comfyline.testkit.real_comfyui", "run"]
     wrapper = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    folders: Path | None = None
     try:
         assert wrapper.stdout is not None
         line = wrapper.stdout.readline()  # printed once ComfyUI answers
         assert line.startswith("COMFYUI_URL="), line
+        line = wrapper.stdout.readline()
+        assert line.startswith("COMFYUI_OUTPUT_DIR="), line
+        folders = Path(line.split("=", 1)[1].strip()).parent
         children = Path(f"/proc/{wrapper.pid}/task/{wrapper.pid}/children").read_text().split()
         [comfyui] = [int(pid) for pid in children]
         wrapper.kill()
@@ -79,10 +85,13 @@ def test_comfyui_ends_with_the_run_command_however_that_ends() -> None:
         while running(comfyui) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not running(comfyui), "ComfyUI outlived the run command"
+        assert folders.is_dir()  # (nothing ran to remove them)
     finally:
         if wrapper.poll() is None:
             wrapper.kill()
             wrapper.wait(timeout=10)
+        if folders is not None:
+            shutil.rmtree(folders, ignore_errors=True)
 
 
 @pytest.mark.slow
