@@ -57,18 +57,24 @@ def running(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
-@pytest.mark.slow
-@pytest.mark.real_comfyui
-def test_comfyui_ends_with_the_run_command_however_that_ends() -> None:
-    """``run`` killed outright (SIGKILL: no handler runs) takes its ComfyUI with it. (Its
-    folders stay, as after any crash: the test removes them.)"""
+def _start_run() -> subprocess.Popen[str]:
+    """``python -m comfyline.testkit.real_comfyui run``, its output read through a pipe (a skip,
+    or a failure where a real ComfyUI is required, when none is installed)."""
     installation = Installation()
     if not installation.ready:
         if real_comfyui_required():
             pytest.fail(f"a real ComfyUI is required here: {installation.why_not_ready()}")
         pytest.skip(installation.why_not_ready())
     command = [sys.executable, "-m", "comfyline.testkit.real_comfyui", "run"]
-    wrapper = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+@pytest.mark.real_comfyui
+def test_comfyui_ends_with_the_run_command_however_that_ends() -> None:
+    """``run`` killed outright (SIGKILL: no handler runs) takes its ComfyUI with it. (Its
+    folders stay, as after any crash: the test removes them.)"""
+    wrapper = _start_run()
     folders: Path | None = None
     try:
         assert wrapper.stdout is not None
@@ -100,13 +106,7 @@ def test_run_stopped_by_two_signals_at_once_still_removes_its_folders() -> None:
     """A second SIGTERM while ``run`` stops ComfyUI (a wrapper passing on the signal its caller
     sent the whole group, a second Ctrl-C) does not cut the stop short: ComfyUI ends and the
     folders ``run`` made are gone."""
-    installation = Installation()
-    if not installation.ready:
-        if real_comfyui_required():
-            pytest.fail(f"a real ComfyUI is required here: {installation.why_not_ready()}")
-        pytest.skip(installation.why_not_ready())
-    command = [sys.executable, "-m", "comfyline.testkit.real_comfyui", "run"]
-    wrapper = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    wrapper = _start_run()
     try:
         assert wrapper.stdout is not None
         assert wrapper.stdout.readline().startswith("COMFYUI_URL=")
