@@ -323,12 +323,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for ending in _ENDINGS:
         signal.signal(ending, _interrupt)
-    with RealComfyUI() as server:
+    # (the signal a caller sends as soon as it has read the URL is caught like any later one)
+    with RealComfyUI() as server, contextlib.suppress(KeyboardInterrupt):
         # One write, the URL first: a caller waiting for the URL finds the folder with it.
         print(f"COMFYUI_URL={server.url}\nCOMFYUI_OUTPUT_DIR={server.folders['out']}", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            while True:
-                time.sleep(3600)
+        while True:
+            time.sleep(3600)
     return 0
 
 
