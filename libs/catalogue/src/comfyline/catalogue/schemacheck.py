@@ -167,16 +167,13 @@ def _multiple_of(step: Any, schema: dict[str, Any]) -> Check:
     return check
 
 
-def _length(compare: Callable[[int, Any], bool]) -> Callable[[Any, dict[str, Any]], Check]:
+def _size(
+    applies: Check, compare: Callable[[int, Any], bool]
+) -> Callable[[Any, dict[str, Any]], Check]:
+    """A bound on ``len`` of the instances ``applies`` to (strings, or arrays)."""
+
     def build(limit: Any, schema: dict[str, Any]) -> Check:
-        return lambda instance: not _is_string(instance) or compare(len(instance), limit)
-
-    return build
-
-
-def _count(compare: Callable[[int, Any], bool]) -> Callable[[Any, dict[str, Any]], Check]:
-    def build(limit: Any, schema: dict[str, Any]) -> Check:
-        return lambda instance: not _is_array(instance) or compare(len(instance), limit)
+        return lambda instance: not applies(instance) or compare(len(instance), limit)
 
     return build
 
@@ -231,10 +228,10 @@ _BUILDERS: dict[str, Callable[[Any, dict[str, Any]], Check]] = {
     "exclusiveMinimum": _bound(lambda value, limit: not (value <= limit)),
     "exclusiveMaximum": _bound(lambda value, limit: not (value >= limit)),
     "multipleOf": _multiple_of,
-    "minLength": _length(lambda size, limit: not (size < limit)),
-    "maxLength": _length(lambda size, limit: not (size > limit)),
-    "minItems": _count(lambda size, limit: not (size < limit)),
-    "maxItems": _count(lambda size, limit: not (size > limit)),
+    "minLength": _size(_is_string, lambda size, limit: not (size < limit)),
+    "maxLength": _size(_is_string, lambda size, limit: not (size > limit)),
+    "minItems": _size(_is_array, lambda size, limit: not (size < limit)),
+    "maxItems": _size(_is_array, lambda size, limit: not (size > limit)),
     "pattern": _pattern,
     "enum": _enum,
     "const": _const,
