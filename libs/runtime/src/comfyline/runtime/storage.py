@@ -3,8 +3,9 @@
 The ``minio`` client is synchronous, so its calls run in a thread. Uploads stream: an async
 source of chunks feeds a multipart upload through a small bounded queue, so memory stays flat
 whatever the object's size. An object that fits in one part (most outputs: an image, a clip) is
-sent instead as one PUT made on the event loop, signed exactly as the client signs it: no thread
-hand-over, whose wait for the interpreter lock on a busy worker cost more than the upload.
+sent instead as one PUT made on the event loop (on a kept :class:`~.http.Origin` connection),
+signed exactly as the client signs it: no thread hand-over, whose wait for the interpreter lock
+on a busy worker cost more than the upload.
 Links are presigned against the public endpoint clients can reach.
 """
 
@@ -18,9 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlunsplit
 
-import aiohttp
 import urllib3
 from minio import Minio
 from minio.commonconfig import Filter
@@ -32,7 +31,7 @@ from opentelemetry.trace import SpanKind
 
 from comfyline.contracts import ComfylineError, ErrorCode
 
-from .http import LoopSession
+from .http import Origin
 from .links import LinkSigner
 from .metrics import S3_BYTES, S3_ERRORS
 from .settings import S3Settings
@@ -130,13 +129,8 @@ class ObjectStore:
         )
         public = settings.public_endpoint or settings.endpoint
         secure = settings.secure if settings.public_secure is None else settings.public_secure
-        self._http = LoopSession(
-            lambda: aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=60.0, connect=5.0),
-                connector=aiohttp.TCPConnector(limit=16),
-                auto_decompress=False,
-            )
-        )
+        #: Kept connections for single PUTs, by the scheme and host the S3 client addresses.
+        self._origins: dict[tuple[str, str], Origin] = {}
         # Presigning is offline (region given), so this client never connects anywhere.
         self.signer = Minio(
             public,
@@ -217,7 +211,16 @@ class ObjectStore:
 
     async def close(self) -> None:
         """Close the connections of the PUTs made on the event loop (the service stops)."""
-        await self._http.close()
+        for origin in self._origins.values():
+            await origin.close()
+
+    def _origin(self, scheme: str, netloc: str) -> Origin:
+        origin = self._origins.get((scheme, netloc))
+        if origin is None:
+            origin = self._origins[scheme, netloc] = Origin(
+                f"{scheme}://{netloc}", connect_timeout_s=5.0, read_timeout_s=60.0
+            )
+        return origin
 
     async def _put_whole(
         self, key: str, data: bytes, content_type: str, metadata: dict[str, str] | None
@@ -251,14 +254,13 @@ class ObjectStore:
                         content_sha256=str(headers.get("x-amz-content-sha256")),
                         date=date,
                     )
+                flat = {k: v if isinstance(v, str) else ",".join(v) for k, v in headers.items()}
                 try:
-                    flat = {k: v if isinstance(v, str) else ",".join(v) for k, v in headers.items()}
-                    async with self._http.get().put(
-                        urlunsplit(url), data=data, headers=flat
-                    ) as response:
-                        body = await response.read()
-                        status = response.status
-                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    reply = await self._origin(url.scheme, url.netloc).request(
+                        "PUT", url.path + (f"?{url.query}" if url.query else ""), flat, data
+                    )
+                    body, status = reply.body, reply.status
+                except (OSError, TimeoutError) as exc:
                     if attempt == _PUT_ATTEMPTS:
                         S3_ERRORS.labels("put_object").inc()
                         raise StorageError(f"S3 unreachable: {exc}") from exc

@@ -23,6 +23,7 @@ import aiohttp
 
 from comfyline.contracts import ErrorCode
 from comfyline.runtime import LoopSession
+from comfyline.runtime.http import Origin
 from comfyline.runtime.metrics import OUTPUTS_READ
 
 from .errors import ComfyUnavailable, WorkerError, rejection
@@ -41,6 +42,8 @@ class Answer:
         """The body as JSON (``ValueError`` when it is not)."""
         return json.loads(self.body)
 
+
+_JSON = {"Content-Type": "application/json"}
 
 #: Failures of a request to ComfyUI that say it is unreachable or broke off.
 _HTTP_FAILURES = (aiohttp.ClientError, asyncio.TimeoutError)
@@ -67,8 +70,9 @@ async def _read_file(path: Path, chunk_size: int) -> AsyncIterator[bytes]:
 class ComfyClient:
     """HTTP calls to one ComfyUI server (``base_url`` like ``http://127.0.0.1:8188``).
 
-    Made with aiohttp: a job makes two requests (the prompt and each output's ``/view``) on the
-    path every job takes, and aiohttp spends less than half the CPU of httpx on each.
+    Requests with small bodies (the prompt, the queue, the history) go on kept connections of
+    an :class:`~comfyline.runtime.http.Origin` (a third of aiohttp's CPU per request: the
+    prompt is on every job's path); streamed ones (an upload, ``/view``) through aiohttp.
     """
 
     def __init__(
@@ -88,9 +92,14 @@ class ComfyClient:
             total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s
         )
         self._http = LoopSession(lambda: aiohttp.ClientSession(timeout=self.timeout))
+        #: Kept connections for the small requests (the prompt, the queue, the history).
+        self._origin = Origin(
+            self.base_url, connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s
+        )
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the connections."""
+        await self._origin.close()
         await self._http.close()
 
     def ws_url(self, client_id: str) -> str:
@@ -100,22 +109,43 @@ class ComfyClient:
         path = parts.path.rstrip("/") + "/ws"
         return urlunsplit((scheme, parts.netloc, path, urlencode({"clientId": client_id}), ""))
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> Answer:
+    async def _request(self, method: str, path: str, body: Any = None) -> Answer:
+        """A request with a JSON body (or none) on a kept connection, its answer whole."""
+        data = b"" if body is None else json.dumps(body).encode()
         try:
-            async with self._http.get().request(method, self.base_url + path, **kwargs) as answer:
+            reply = await self._origin.request(
+                method, path, _JSON if body is not None else None, data
+            )
+        except (OSError, TimeoutError) as exc:
+            raise ComfyUnavailable(
+                f"ComfyUI at {self.base_url} unreachable: {type(exc).__name__} {exc}".strip()
+            ) from exc
+        return self._checked(method, path, Answer(reply.status, reply.body))
+
+    async def _stream(
+        self, path: str, body: AsyncIterator[bytes], headers: dict[str, str]
+    ) -> Answer:
+        """A ``POST`` whose body streams (aiohttp), its answer whole."""
+        try:
+            async with self._http.get().post(
+                self.base_url + path, data=body, headers=headers
+            ) as answer:
                 response = Answer(answer.status, await answer.read())
         except _HTTP_FAILURES as exc:
             raise ComfyUnavailable(
                 f"ComfyUI at {self.base_url} unreachable: {type(exc).__name__} {exc}".strip()
             ) from exc
+        return self._checked("POST", path, response)
+
+    def _checked(self, method: str, path: str, response: Answer) -> Answer:
         if response.status_code >= 500:
             raise ComfyUnavailable(
                 f"ComfyUI at {self.base_url} answered {response.status_code} to {method} {path}"
             )
         return response
 
-    async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = await self._request(method, path, **kwargs)
+    async def _json(self, method: str, path: str) -> Any:
+        response = await self._request(method, path)
         if response.status_code != 200:
             raise ComfyUnavailable(
                 f"ComfyUI at {self.base_url} answered {response.status_code} to {method} {path}"
@@ -153,7 +183,7 @@ class ComfyClient:
         body: dict[str, Any] = {"prompt": graph, "client_id": client_id, "prompt_id": prompt_id}
         if extra_data:
             body["extra_data"] = extra_data
-        response = await self._request("POST", "/prompt", json=body)
+        response = await self._request("POST", "/prompt", body)
         try:
             data = response.json()
         except ValueError:
@@ -167,11 +197,11 @@ class ComfyClient:
     async def interrupt(self, prompt_id: str | None) -> None:
         """``POST /interrupt``: stop the running prompt (only if it is ``prompt_id``)."""
         body = {"prompt_id": prompt_id} if prompt_id else None
-        await self._request("POST", "/interrupt", json=body)
+        await self._request("POST", "/interrupt", body)
 
     async def delete_pending(self, prompt_ids: list[str]) -> None:
         """``POST /queue {"delete": ids}``: remove pending prompts (no frame is ever sent)."""
-        await self._request("POST", "/queue", json={"delete": prompt_ids})
+        await self._request("POST", "/queue", {"delete": prompt_ids})
 
     async def queue(self) -> tuple[set[str], set[str]]:
         """The prompt ids running and pending, from ``GET /queue``."""
@@ -264,9 +294,7 @@ class ComfyClient:
             headers["Content-Length"] = str(len(head) + size + len(tail))
         try:
             async with stall:
-                response = await self._request(
-                    "POST", "/upload/image", data=body(), headers=headers
-                )
+                response = await self._stream("/upload/image", body(), headers)
         except TimeoutError as exc:
             raise ComfyUnavailable(
                 f"ComfyUI at {self.base_url} stopped taking the upload of {name} "
