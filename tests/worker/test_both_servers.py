@@ -5,7 +5,10 @@ cancel while pending. Model-free stock graphs only, so they run on a CPU-only re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import random
+import time
 from typing import Any
 
 import httpx
@@ -14,13 +17,14 @@ from PIL import Image
 
 from comfyline.catalogue import Catalogue
 from comfyline.contracts import (
+    Binding,
     CancelCommand,
     Deadlines,
     ModelTemplate,
     OutputKind,
     OutputSpec,
 )
-from comfyline.runtime import Bus, ObjectStore
+from comfyline.runtime import Bus, ObjectNotFound, ObjectStore
 from comfyline.runtime.metrics import OUTPUTS_READ
 from comfyline.testkit.fixtures import output_dir_of
 
@@ -64,8 +68,110 @@ SLOW = ModelTemplate(
 )
 
 
+def early_graph() -> dict[str, Any]:
+    """A quick output (node 2, saved as soon as its image exists) and a slow one (99)."""
+    graph = slow_graph("comfyline/late")
+    graph["2s"] = {
+        "class_type": "SaveImage",
+        "inputs": {"images": ["1", 0], "filename_prefix": "comfyline/early"},
+    }
+    return graph
+
+
+#: Two outputs: the first saved at once, the second after the blurs.
+EARLY = SLOW.model_copy(
+    update={
+        "name": "early-and-late",
+        "title": "an early and a late output (tests)",
+        "graph": early_graph(),
+        # a colour per job: ComfyUI's cache would otherwise answer a run like the one before
+        "parameters": {"type": "object", "properties": {"color": {"type": "integer"}}},
+        "bindings": [Binding(param="color", node="1", input="color")],
+        "outputs": [
+            OutputSpec(node="2s", kind=OutputKind.IMAGE),
+            OutputSpec(node="99", kind=OutputKind.IMAGE),
+        ],
+    }
+)
+
+
 def catalogue() -> Catalogue:
-    return Catalogue([*Catalogue.builtin(), SLOW])
+    return Catalogue([*Catalogue.builtin(), SLOW, EARLY])
+
+
+async def first_seen(store: ObjectStore, key: str, until: asyncio.Event) -> float | None:
+    """When ``key`` was first in the store (epoch seconds), looked at every 50 ms."""
+    while not until.is_set():
+        with contextlib.suppress(ObjectNotFound):
+            await store.stat(key)
+            return time.time()
+        await asyncio.sleep(0.05)
+    return None
+
+
+async def test_an_output_is_stored_while_the_rest_of_the_run_goes_on(
+    bus: Bus, store: ObjectStore, workers: Workers, runs: RunWatch, any_comfyui: str
+) -> None:
+    """The first output is in S3 seconds before the run's end (the blurs after it), and the
+    job's outputs are both, in the template's order."""
+    workers([any_comfyui], catalogue=catalogue(), models=["early-and-late"])
+    color = random.randrange(1 << 24)
+    job = await publish_job(bus, "early-and-late", {"color": color}, validate=False)
+    ended = asyncio.Event()
+    seen = asyncio.create_task(first_seen(store, f"{job.output_prefix}0.png", ended))
+    done = await runs.wait_for(job.job_id, "completed", "failed", "cancelled", timeout=120)
+    ended.set()
+    assert done.kind == "completed", done.error
+    early, late = done.outputs
+    assert (early.index, early.node_id, late.index, late.node_id) == (0, "2s", 1, "99")
+    assert early.key == f"{job.output_prefix}0.png" and late.key == f"{job.output_prefix}1.png"
+    for out in (early, late):
+        data = await store.get_bytes(out.key)
+        image = Image.open(io.BytesIO(data)).convert("RGB")
+        assert image.size == (1024, 1024) and out.size == len(data)
+    assert Image.open(io.BytesIO(await store.get_bytes(early.key))).convert("RGB").getpixel(
+        (9, 9)
+    ) == (color >> 16, (color >> 8) & 0xFF, color & 0xFF)
+    stored_at = await seen
+    assert stored_at is not None
+    history = await comfy_history(any_comfyui, done.prompt_id)
+    stamps = {m[0]: m[1]["timestamp"] / 1000 for m in history["status"]["messages"]}
+    # the blurs took a second or more after the early output was saved
+    assert stored_at < stamps["execution_success"] - 0.5
+
+
+async def test_an_output_stored_early_is_deleted_when_the_job_is_cancelled(
+    bus: Bus, store: ObjectStore, workers: Workers, runs: RunWatch, any_comfyui: str
+) -> None:
+    workers([any_comfyui], catalogue=catalogue(), models=["early-and-late"])
+    color = random.randrange(1 << 24)
+    job = await publish_job(bus, "early-and-late", {"color": color}, record=True, validate=False)
+    ended = asyncio.Event()
+    key = f"{job.output_prefix}0.png"
+    stored_at = await asyncio.wait_for(first_seen(store, key, ended), 60)
+    assert stored_at is not None
+    await bus.send(bus.names.cancel(job.job_id), CancelCommand(job_id=job.job_id))
+    done = await runs.wait_for(job.job_id, "cancelled", "completed", "failed", timeout=60)
+    assert done.kind == "cancelled", done
+    with pytest.raises(ObjectNotFound):
+        await store.stat(key)  # gone before the job said it ended
+    assert await asyncio.to_thread(keys_under, store, job.output_prefix) == []
+
+
+def keys_under(store: ObjectStore, prefix: str) -> list[str]:
+    found = store.client.list_objects(store.bucket, prefix=prefix, recursive=True)
+    return [o.object_name or "" for o in found]
+
+
+async def comfy_history(url: str, prompt_id: str | None) -> dict[str, Any]:
+    assert prompt_id is not None
+    async with httpx.AsyncClient(timeout=10) as client:
+        for _ in range(100):  # the entry lands just after the last frame
+            history = (await client.get(f"{url}/history/{prompt_id}")).json()
+            if history:
+                return dict(history[prompt_id])
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"no history for {prompt_id}")
 
 
 async def idle(client: httpx.AsyncClient, url: str) -> None:

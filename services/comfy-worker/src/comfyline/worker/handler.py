@@ -51,7 +51,7 @@ from .errors import RunCancelled, RunWithdrawn, WorkerError
 from .frames import Preview
 from .inputs import InputResolver, upload_inputs
 from .media import extension
-from .outputs import store_outputs
+from .outputs import RunOutputs
 from .reporter import RunReporter
 from .run import ComfyRun, RunOptions, RunResult
 from .servers import Lease, Server
@@ -321,6 +321,7 @@ class JobHandler:
             outputs_wanted = output_specs(template, data)
         except TemplateError as exc:
             raise WorkerError(exc.message, code=ErrorCode.TEMPLATE_ERROR, transient=False) from exc
+        outputs = RunOutputs(server.client, self.store, run_job, outputs_wanted)
         run = ComfyRun(
             server.client,
             graph,
@@ -335,6 +336,7 @@ class JobHandler:
             ),
             extra_data={"comfyline": self.tag | {"job_id": run_job.job_id}},
             shared=self._socket(server),
+            settled=outputs.reported,
         )
         control.run = run
         control.check()
@@ -349,19 +351,21 @@ class JobHandler:
             if not result.files:
                 raise WorkerError("the run made no output files", code=ErrorCode.COMFY_NO_OUTPUT)
             with span(_tracer, "store outputs", attributes=attributes):
-                return await store_outputs(
-                    server.client, self.store, run_job, result.files, outputs_wanted
-                )
+                return await outputs.stored(result.files)
 
-        with span(_tracer, "comfyui run", attributes=attributes):
-            # Outputs stream to S3 from the end frame on; once ComfyUI's done marker came, the
-            # lease is given back and the next job may be queued.
-            result, outputs = await run.execute(keep, free=lease.release)
-        await reporter.completed(outputs, result.gpu_seconds)
+        try:
+            with span(_tracer, "comfyui run", attributes=attributes):
+                # Outputs stream to S3 from the frames that report them on; once ComfyUI's
+                # done marker came, the lease is given back and the next job may be queued.
+                result, refs = await run.execute(keep, free=lease.release)
+        except BaseException:
+            await asyncio.shield(outputs.discard())
+            raise
+        await reporter.completed(refs, result.gpu_seconds)
         log.info(
             "job completed",
             extra={
-                "outputs": len(outputs),
+                "outputs": len(refs),
                 "gpu_seconds": result.gpu_seconds,
                 "cached": result.cached,
             },

@@ -97,6 +97,7 @@ class ComfyRun:
         options: RunOptions,
         extra_data: dict[str, Any] | None = None,
         shared: ServerSocket | None = None,
+        settled: Callable[[list[OutputFile]], None] | None = None,
     ) -> None:
         self.client = client
         self.extra_data = extra_data
@@ -106,6 +107,8 @@ class ComfyRun:
         self.options = options
         self.prompt_id = str(uuid.uuid4())
         self.shared = shared  # the server's socket (None: the run opens one of its own)
+        #: Told of the files whose places among the outputs are known, as nodes report them.
+        self.settled = settled
         self.client_id = str(uuid.uuid4())
         self.tracker = RunTracker(self.prompt_id, graph)
         self.cancel_requested = False
@@ -197,6 +200,8 @@ class ComfyRun:
                     if update.started:
                         deadline = self._run_deadline(deadline)
                         await self.listener.started(self.prompt_id)
+                    if update.outputs and self.settled is not None:
+                        self.settled(self.tracker.settled(self.outputs))
                     if update.progressed:
                         self.listener.progress(self.tracker.progress())
                     if update.preview is not None:

@@ -64,6 +64,7 @@ class Update:
 
     started: bool = False
     progressed: bool = False
+    outputs: bool = False  # a node reported its files
     finished: bool = False
     done: bool = False
     preview: Preview | None = None
@@ -79,6 +80,8 @@ class RunTracker:
         self.done = False
         self.cached: set[str] = set()
         self.finished_nodes: set[str] = set()
+        #: Nodes whose ``executed`` frame came (their files are in ``outputs``).
+        self.reported: set[str] = set()
         self.current: str | None = None
         self.step: int | None = None
         self.steps: int | None = None
@@ -134,7 +137,8 @@ class RunTracker:
             case Executed() if prompt_id and frame.node:
                 self._add_outputs(frame.node, frame.output)
                 self.finished_nodes.add(frame.node)
-                update.progressed = True
+                self.reported.add(frame.node)
+                update.progressed = update.outputs = True
             case ExecutionSuccess() if prompt_id:
                 update.finished = self._end(Phase.SUCCEEDED, frame.timestamp)
             case ExecutionError() if prompt_id:
@@ -250,6 +254,18 @@ class RunTracker:
     def fully_cached(self) -> bool:
         """True when ComfyUI took every node from its cache."""
         return bool(self.graph) and set(self.graph) <= self.cached
+
+    def settled(self, specs: Sequence[OutputSpec]) -> list[OutputFile]:
+        """The first result files whose places are known while the run goes on: those of the
+        wanted nodes, in order, up to the first node that has not reported its files yet (a
+        node reports them all in one frame). ``files(specs)`` starts with them unless a node
+        reports again."""
+        reported = []
+        for spec in specs:
+            if spec.node not in self.reported:
+                break
+            reported.append(spec)
+        return self.files(reported)
 
     def files(self, specs: Iterable[OutputSpec] | None = None) -> list[OutputFile]:
         """The result files, in the order of ``specs`` (node, key), ``temp`` files left out."""
