@@ -242,6 +242,8 @@ async def test_no_server_is_a_failure_and_bad_requests_are_refused() -> None:
         await origin.request("GET", "/", {"X-A": "1\r\nX-B: 2"})
     with pytest.raises(ValueError, match="line break"):
         await origin.request("GET", "/a b")
+    with pytest.raises(ValueError, match="HEAD"):
+        await origin.request("HEAD", "/")
     with pytest.raises(ValueError, match="not an http"):
         Origin("ftp://127.0.0.1:21")
 
