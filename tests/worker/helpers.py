@@ -97,6 +97,27 @@ def start_worker(
     return RunningWorker(worker, stop, task)
 
 
+def make_job(
+    model: str,
+    data: dict[str, Any],
+    *,
+    owner: str = OWNER,
+    job_id: str | None = None,
+    **fields: Any,
+) -> RunJob:
+    """A job's work as the orchestrator sends it (outputs under ``outputs/<owner>/<id>/``)."""
+    job_id = job_id or new_job_id()
+    values: dict[str, Any] = {"template_version": 1} | fields
+    return RunJob(
+        job_id=job_id,
+        owner=owner,
+        model=model,
+        input=data,
+        output_prefix=f"outputs/{owner}/{job_id}/",
+        **values,
+    )
+
+
 async def publish_job(
     bus: Bus,
     model: str,
@@ -110,17 +131,9 @@ async def publish_job(
     lane: str = "interactive",
 ) -> RunJob:
     """Dispatch a job as the gateway and orchestrator would (validated; record optional)."""
-    job_id = job_id or new_job_id()
     if validate:
         data = validate_input(Catalogue.builtin().get(model), data)
-    run_job = RunJob(
-        job_id=job_id,
-        owner=owner,
-        model=model,
-        template_version=version,
-        input=data,
-        output_prefix=f"outputs/{owner}/{job_id}/",
-    )
+    run_job = make_job(model, data, owner=owner, job_id=job_id, template_version=version)
     if record:
         await put_record(bus, run_job, JobState.DISPATCHED)
     await bus.publish(bus.names.work(model, lane), run_job, msg_id=f"{job_id}:run")

@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from comfyline.contracts import OutputKind, OutputSpec, RunJob, new_job_id
+from comfyline.contracts import OutputKind, OutputSpec, RunJob
 from comfyline.runtime import ObjectStore
 from comfyline.worker.comfy_client import ComfyClient
 from comfyline.worker.outputs import RunOutputs
 from comfyline.worker.tracker import OutputFile
+
+from .helpers import make_job
 
 SPECS = [OutputSpec(node="a", kind=OutputKind.IMAGE), OutputSpec(node="b", kind=OutputKind.IMAGE)]
 
@@ -22,15 +24,7 @@ def setup(tmp_path: Path, store: ObjectStore) -> tuple[RunOutputs, RunJob, Outpu
     folder.mkdir()
     (folder / "a.png").write_bytes(b"\x89PNG first")
     (folder / "b.png").write_bytes(b"\x89PNG second, longer")
-    job_id = new_job_id()
-    run_job = RunJob(
-        job_id=job_id,
-        owner="user-1",
-        model="early",
-        template_version=1,
-        input={},
-        output_prefix=f"outputs/user-1/{job_id}/",
-    )
+    run_job = make_job("early", {})
     client = ComfyClient("http://127.0.0.1:9", output_dir=folder)  # never reached
     a = OutputFile("a", "images", "a.png", "", "output")
     b = OutputFile("b", "images", "b.png", "", "output")

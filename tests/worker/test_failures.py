@@ -9,7 +9,7 @@ from comfyline.comfyui_sim import SimulatorProcess
 from comfyline.contracts import ModelTemplate
 from comfyline.runtime import Bus, NatsSettings, ObjectStore, S3Settings
 
-from .helpers import RunWatch, SimFactory, Workers, heartbeats, publish_job
+from .helpers import RunWatch, SimFactory, Workers, heartbeats, make_job, publish_job
 
 
 async def settled(bus: Bus, model: str) -> tuple[int, int]:
@@ -124,18 +124,15 @@ async def test_a_job_past_its_deadline_is_not_run(
 ) -> None:
     from datetime import timedelta
 
-    from comfyline.contracts import RunJob, new_job_id, utcnow
+    from comfyline.contracts import utcnow
 
-    job_id = new_job_id()
-    late = RunJob(
-        job_id=job_id,
+    late = make_job(
+        "cpu-smoke",
+        {"width": 16, "height": 16},
         owner="u",
-        model="cpu-smoke",
-        template_version=1,
-        input={"width": 16, "height": 16},
-        output_prefix=f"outputs/u/{job_id}/",
         deadline_at=utcnow() - timedelta(seconds=1),
     )
+    job_id = late.job_id
     await bus.publish(bus.names.work("cpu-smoke"), late, msg_id=f"{job_id}:run")
     workers([sim.url])
     failed = await runs.wait_for(job_id, "failed", "completed", "started")

@@ -7,11 +7,10 @@ from collections.abc import Callable
 
 from comfyline.catalogue import Catalogue
 from comfyline.comfyui_sim import SimulatorProcess
-from comfyline.contracts import RunJob, new_job_id
 from comfyline.runtime import Bus, LiveCatalogue
 from comfyline.worker import Worker
 
-from .helpers import RunWatch, Workers, heartbeats
+from .helpers import RunWatch, Workers, heartbeats, make_job
 
 
 async def test_a_running_worker_binds_a_newly_published_model_and_runs_it(
@@ -28,15 +27,10 @@ async def test_a_running_worker_binds_a_newly_published_model_and_runs_it(
         await kv.put(added.name, added.to_bytes())
         await _until(lambda: "cpu-smoke-tall" in _models(running.worker))
 
-        job_id = new_job_id()
-        run_job = RunJob(
-            job_id=job_id,
-            owner="u1",
-            model="cpu-smoke-tall",
-            template_version=1,
-            input={"width": 32, "height": 96, "color": 5, "batch_size": 1},
-            output_prefix=f"outputs/u1/{job_id}/",
+        run_job = make_job(
+            "cpu-smoke-tall", {"width": 32, "height": 96, "color": 5, "batch_size": 1}, owner="u1"
         )
+        job_id = run_job.job_id
         await bus.publish(bus.names.work("cpu-smoke-tall"), run_job, msg_id=f"{job_id}:run")
         done = await runs.wait_for(job_id, "completed", "failed")
         assert done.kind == "completed", done.error

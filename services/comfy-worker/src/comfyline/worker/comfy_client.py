@@ -117,9 +117,7 @@ class ComfyClient:
                 method, path, _JSON if body is not None else None, data
             )
         except (OSError, TimeoutError) as exc:
-            raise ComfyUnavailable(
-                f"ComfyUI at {self.base_url} unreachable: {type(exc).__name__} {exc}".strip()
-            ) from exc
+            raise self._unreachable(exc) from exc
         return self._checked(method, path, Answer(reply.status, reply.body))
 
     async def _stream(
@@ -132,10 +130,13 @@ class ComfyClient:
             ) as answer:
                 response = Answer(answer.status, await answer.read())
         except _HTTP_FAILURES as exc:
-            raise ComfyUnavailable(
-                f"ComfyUI at {self.base_url} unreachable: {type(exc).__name__} {exc}".strip()
-            ) from exc
+            raise self._unreachable(exc) from exc
         return self._checked("POST", path, response)
+
+    def _unreachable(self, exc: BaseException) -> ComfyUnavailable:
+        return ComfyUnavailable(
+            f"ComfyUI at {self.base_url} unreachable: {type(exc).__name__} {exc}".strip()
+        )
 
     def _checked(self, method: str, path: str, response: Answer) -> Answer:
         if response.status_code >= 500:
