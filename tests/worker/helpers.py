@@ -136,7 +136,7 @@ async def publish_job(
     run_job = make_job(model, data, owner=owner, job_id=job_id, template_version=version)
     if record:
         await put_record(bus, run_job, JobState.DISPATCHED)
-    await bus.publish(bus.names.work(model, lane), run_job, msg_id=f"{job_id}:run")
+    await bus.publish(bus.names.work(model, lane), run_job, msg_id=f"{run_job.job_id}:run")
     return run_job
 
 
