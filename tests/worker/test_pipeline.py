@@ -48,9 +48,14 @@ SLOW_COLOUR = SLOW.model_copy(
     }
 )
 
+#: The same with eight blurs: a first job that surely still runs while a test starts a server.
+LONG_COLOUR = SLOW_COLOUR.model_copy(
+    update={"name": "long-colour", "graph": slow_graph("comfyline/long_colour", blurs=8)}
+)
+
 
 def catalogue() -> Catalogue:
-    return Catalogue([*Catalogue.builtin(), SLOW_COLOUR])
+    return Catalogue([*Catalogue.builtin(), SLOW_COLOUR, LONG_COLOUR])
 
 
 async def history(client: httpx.AsyncClient, url: str, prompt_id: str) -> dict[str, Any]:
@@ -103,16 +108,21 @@ class InFlight:
 
 @contextlib.asynccontextmanager
 async def two_in_flight(
-    bus: Bus, workers: Workers, url: str, also: tuple[str, ...] = (), **settings: Any
+    bus: Bus,
+    workers: Workers,
+    url: str,
+    also: tuple[str, ...] = (),
+    model: str = SLOW_COLOUR.name,
+    **settings: Any,
 ) -> AsyncIterator[InFlight]:
     """A worker on ``url`` (and ``also`` these servers, not up yet) given two slow jobs of fresh
     colours (so neither ComfyUI answers from its cache); the server is left idle afterwards."""
-    workers([url, *also], catalogue=catalogue(), models=["slow-colour"], **settings)
+    workers([url, *also], catalogue=catalogue(), models=[model], **settings)
     async with httpx.AsyncClient(timeout=10) as client:
         try:
             for _ in range(2):
                 data = {"color": random.randrange(0xFFFFFF)}
-                await publish_job(bus, "slow-colour", data, record=True, validate=False)
+                await publish_job(bus, model, data, record=True, validate=False)
             first, second = await one_running_one_waiting(client, url)
             running, waiting = [await prompt_of(client, url, j) for j in (first, second)]
             yield InFlight(client, url, first, second, running, waiting)
@@ -214,7 +224,10 @@ async def test_a_job_waiting_behind_a_busy_server_moves_to_one_that_comes_up_idl
     once another server that can run it is idle: its prompt is taken back from the busy
     server's queue, which never executes it, and the job runs on the idle server at once."""
     port = free_port()
-    async with two_in_flight(bus, workers, any_comfyui, also=(f"http://127.0.0.1:{port}",)) as on:
+    # The first job runs long enough for the new server to start and be seen on a loaded machine
+    # (with three blurs the real ComfyUI ended it first once in CI, in 1.8 s).
+    also = (f"http://127.0.0.1:{port}",)
+    async with two_in_flight(bus, workers, any_comfyui, also, model=LONG_COLOUR.name) as on:
         later = sim_factory("--node-delay", "EmptyImage=0.5", port=port)
         moved = await runs.wait_for(on.second, "started", timeout=60)
         assert moved.server == later.url and moved.prompt_id != on.waiting
