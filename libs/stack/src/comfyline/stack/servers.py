@@ -15,6 +15,7 @@ import random
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -134,6 +135,9 @@ class ChildProcess:
     args: list[str]
     log_path: Path
     env: dict[str, str] | None = None
+    #: Unix sockets the program may leave behind when it ends (named by its ports, outside
+    #: its folder): removed once it has ended, unless something listens on one again.
+    leftovers: tuple[Path, ...] = ()
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _log: IO[bytes] | None = field(default=None, init=False)
 
@@ -183,12 +187,40 @@ class ChildProcess:
         if self._log is not None:
             self._log.close()
             self._log = None
+        self._remove_leftovers()
 
     def kill(self) -> None:
         """SIGKILL at once (crash tests)."""
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=5)
+        self._remove_leftovers()
+
+    def _remove_leftovers(self) -> None:
+        if self.process is None or self.process.poll() is None:
+            return  # never started, or still running
+        for path in self.leftovers:
+            if _stale_socket(path):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+
+def _stale_socket(path: Path) -> bool:
+    """Whether ``path`` is a Unix socket that nothing listens on."""
+    try:
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            return False
+    except OSError:
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except ConnectionRefusedError:
+            return True
+        except OSError:
+            return False
+    return False
 
 
 def wait_until(check: Callable[[], bool], what: str, child: ChildProcess, timeout_s: float) -> None:
@@ -365,7 +397,10 @@ class NatsCluster(_StartStop):
 
 
 class SeaweedS3(_Managed):
-    """SeaweedFS ``weed mini`` serving S3 on loopback, with one identity and its data folder."""
+    """SeaweedFS ``weed mini`` serving S3 on loopback, with one identity and its data folder.
+
+    ``weed`` makes a Unix socket per port in ``/tmp`` and leaves three of them there when it
+    ends (every one when killed): they are removed once it has ended (see ``leftovers``)."""
 
     def __init__(
         self,
@@ -408,6 +443,18 @@ class SeaweedS3(_Managed):
             ],
             self.data_dir / "weed.log",
             env=go_server_env(),
+            leftovers=tuple(
+                Path(f"/tmp/seaweedfs-{kind}-{port}.sock")  # weed's own choice of folder
+                for kind, port in {
+                    "master-grpc": ports[1],
+                    "volume-grpc": ports[3],
+                    "filer": ports[4],
+                    "filer-grpc": ports[5],
+                    "s3": self.s3_port,
+                    "s3-grpc": ports[6],
+                    "admin-grpc": ports[8],
+                }.items()
+            ),
         )
 
     @property
