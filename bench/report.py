@@ -68,6 +68,19 @@ def rows(results: dict[str, Any]) -> list[Row]:
                         over <= limit,
                     )
                 )
+                if q == "median" and d[q] > 0:
+                    # The figure that holds from one minute to the next on a shared machine,
+                    # whose speed moves both sides together.
+                    out.append(
+                        Row(
+                            f"  overhead / direct job ({where.replace('_', ' ')})",
+                            over / d[q],
+                            "x",
+                            f"direct {d[q]:.1f} ms",
+                            "",
+                            None,
+                        )
+                    )
     view = _get(results, "overhead_simulator_view")
     if view:  # no target of its own: what a worker on another host than its ComfyUI adds
         d, paired = view["direct_ms"], view.get("paired_difference_ms", {})
