@@ -85,18 +85,25 @@ async def serve(
         server.drop_idle()
 
 
+@contextlib.asynccontextmanager
+async def opened(url: str, read_timeout_s: float = 60.0) -> AsyncIterator[Origin]:
+    """An :class:`Origin` on ``url``, its connections closed on the way out."""
+    origin = Origin(url, read_timeout_s=read_timeout_s)
+    try:
+        yield origin
+    finally:
+        await origin.close()
+
+
 def ok(body: bytes) -> Callable[[int, bytes], bytes]:
     return lambda n, request: reply(200, body)
 
 
 async def test_requests_share_one_kept_connection_and_send_their_bodies() -> None:
     async with serve(lambda n, r: reply(200, b"ok:" + r.split(b"\r\n\r\n", 1)[1])) as server:
-        origin = Origin(f"http://127.0.0.1:{server.port}/base")
-        try:
+        async with opened(f"http://127.0.0.1:{server.port}/base") as origin:
             first = await origin.request("POST", "/prompt", {"X-A": "1"}, b'{"a": 1}')
             second = await origin.request("GET", "/queue")
-        finally:
-            await origin.close()
     assert (first.status, first.body, second.body) == (200, b'ok:{"a": 1}', b"ok:")
     assert first.headers["content-length"] == "11"
     assert server.connections == 1
@@ -109,11 +116,8 @@ async def test_requests_share_one_kept_connection_and_send_their_bodies() -> Non
 
 async def test_a_host_and_length_given_by_the_caller_are_sent_once() -> None:
     async with serve(ok(b"")) as server:
-        origin = Origin(f"http://127.0.0.1:{server.port}")
-        try:
+        async with opened(f"http://127.0.0.1:{server.port}") as origin:
             await origin.request("PUT", "/b/k", {"Host": "signed:1", "Content-Length": "3"}, b"abc")
-        finally:
-            await origin.close()
     (put,) = server.requests
     assert put.count(b"Host:") == 1 and b"\r\nHost: signed:1\r\n" in put
     assert put.count(b"Content-Length:") == 1
@@ -121,12 +125,9 @@ async def test_a_host_and_length_given_by_the_caller_are_sent_once() -> None:
 
 async def test_an_answer_that_closes_its_connection_is_not_kept() -> None:
     async with serve(lambda n, r: reply(200, b"x", "Connection: close")) as server:
-        origin = Origin(f"http://127.0.0.1:{server.port}")
-        try:
+        async with opened(f"http://127.0.0.1:{server.port}") as origin:
             for _ in range(3):
                 assert (await origin.request("GET", "/")).body == b"x"
-        finally:
-            await origin.close()
     assert server.connections == 3
 
 
@@ -135,35 +136,26 @@ async def test_chunked_and_until_close_bodies_are_read_whole() -> None:
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
     )
     async with serve(lambda n, r: chunked) as server:
-        origin = Origin(f"http://127.0.0.1:{server.port}")
-        try:
+        async with opened(f"http://127.0.0.1:{server.port}") as origin:
             assert (await origin.request("GET", "/")).body == b"abcde"
             assert (await origin.request("GET", "/")).body == b"abcde"
-        finally:
-            await origin.close()
     assert server.connections == 1
 
     until_close = b"HTTP/1.1 200 OK\r\n\r\nall of it"
     async with serve(lambda n, r: until_close, close_after=True) as server:
-        origin = Origin(f"http://127.0.0.1:{server.port}")
-        try:
+        async with opened(f"http://127.0.0.1:{server.port}") as origin:
             assert (await origin.request("GET", "/")).body == b"all of it"
             assert (await origin.request("GET", "/")).body == b"all of it"
-        finally:
-            await origin.close()
     assert server.connections == 2  # a body ended by the close leaves nothing to keep
 
 
 async def test_a_kept_connection_the_server_closed_is_replaced() -> None:
     async with serve(ok(b"fine")) as server:
-        origin = Origin(f"http://127.0.0.1:{server.port}")
-        try:
+        async with opened(f"http://127.0.0.1:{server.port}") as origin:
             await origin.request("GET", "/")
             server.drop_idle()  # an idle timeout on the server's side
             await asyncio.sleep(0.05)
             assert (await origin.request("POST", "/prompt", None, b"{}")).body == b"fine"
-        finally:
-            await origin.close()
     assert server.connections == 2 and server.methods() == [b"GET", b"POST"]
 
 
@@ -172,15 +164,12 @@ async def test_a_connection_closed_unanswered_resends_only_idempotent_requests()
     cause): a PUT is sent once more on a new connection, a POST raises, sent once."""
     unanswered = {1, 3}
     async with serve(lambda n, r: None if n in unanswered else reply(200, b"%d" % n)) as server:
-        origin = Origin(f"http://127.0.0.1:{server.port}")
-        try:
+        async with opened(f"http://127.0.0.1:{server.port}") as origin:
             assert (await origin.request("GET", "/")).body == b"0"
             with pytest.raises(HttpFailure, match="closed the connection before answering"):
                 await origin.request("POST", "/prompt", None, b"{}")
             assert (await origin.request("GET", "/")).body == b"2"
             assert (await origin.request("PUT", "/k", None, b"v")).body == b"4"
-        finally:
-            await origin.close()
     assert server.methods() == [b"GET", b"POST", b"GET", b"PUT", b"PUT"]
     assert server.connections == 3
 
@@ -207,28 +196,22 @@ async def test_an_answer_cut_short_or_malformed_is_a_failure() -> None:
 
 async def test_a_silent_server_times_out_and_its_connection_is_dropped() -> None:
     async with serve(lambda n, r: b"" if n == 0 else reply(200, b"now")) as server:
-        origin = Origin(f"http://127.0.0.1:{server.port}", read_timeout_s=0.3)
-        try:
+        async with opened(f"http://127.0.0.1:{server.port}", read_timeout_s=0.3) as origin:
             with pytest.raises(TimeoutError):
                 await origin.request("GET", "/slow")
             assert (await origin.request("GET", "/")).body == b"now"
-        finally:
-            await origin.close()
     assert server.connections == 2  # the timed-out one was not reused
 
 
 async def test_a_cancelled_request_leaves_no_connection_to_reuse() -> None:
     async with serve(lambda n, r: b"" if n == 0 else reply(200, b"second")) as server:
-        origin = Origin(f"http://127.0.0.1:{server.port}")
-        try:
+        async with opened(f"http://127.0.0.1:{server.port}") as origin:
             task = asyncio.create_task(origin.request("GET", "/"))
             await asyncio.sleep(0.2)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
             assert (await origin.request("GET", "/")).body == b"second"
-        finally:
-            await origin.close()
     assert server.connections == 2
 
 
@@ -289,23 +272,17 @@ def test_connections_of_an_ended_loop_are_not_reused() -> None:
 async def test_empty_answers_keep_their_connection() -> None:
     """S3 answers a PUT with an empty body: the connection is kept all the same."""
     async with serve(ok(b"")) as server:
-        origin = Origin(f"http://127.0.0.1:{server.port}")
-        try:
+        async with opened(f"http://127.0.0.1:{server.port}") as origin:
             for n in range(5):
                 assert (await origin.request("PUT", f"/b/{n}", None, b"v")).body == b""
-        finally:
-            await origin.close()
     assert server.connections == 1
 
 
 async def test_credentials_in_the_url_go_as_basic_authorization() -> None:
     async with serve(ok(b"")) as server:
-        origin = Origin(f"http://comfy:s%40cret@127.0.0.1:{server.port}")
-        try:
+        async with opened(f"http://comfy:s%40cret@127.0.0.1:{server.port}") as origin:
             await origin.request("GET", "/queue")
             await origin.request("GET", "/queue", {"Authorization": "Bearer t"})
-        finally:
-            await origin.close()
     first, second = server.requests
     assert b"\r\nAuthorization: Basic Y29tZnk6c0BjcmV0\r\n" in first  # comfy:s@cret
     assert b"Basic" not in second and b"\r\nAuthorization: Bearer t\r\n" in second
