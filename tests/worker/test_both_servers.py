@@ -190,7 +190,7 @@ async def test_cpu_smoke_runs(
     running = workers([any_comfyui], models=["cpu-smoke"])
     jobs = [
         await publish_job(bus, "cpu-smoke", {"width": 64, "height": 32, "color": 0x3366CC}),
-        # identical: ComfyUI answers from its cache with the old file name
+        # identical: ComfyUI's cache answers its EmptyImage; the save runs into its own folder
         await publish_job(bus, "cpu-smoke", {"width": 64, "height": 32, "color": 0x3366CC}),
     ]
     for job in jobs:
@@ -208,23 +208,66 @@ async def test_a_worker_beside_its_comfyui_reads_outputs_from_the_shared_folder(
     bus: Bus, store: ObjectStore, workers: Workers, runs: RunWatch, any_comfyui: str
 ) -> None:
     """Given the server's output folder, the worker reads a finished job's file there (SaveImage
-    wrote it before saying so) instead of asking /view: the same bytes reach S3."""
+    wrote it before saying so) instead of asking /view: the same bytes reach S3. (Told to keep
+    the run's files, it leaves them where the run saved them: its own folder.)"""
     folder = output_dir_of(any_comfyui)
     if folder is None:
         pytest.skip("COMFYUI_URL is given without COMFYUI_OUTPUT_DIR: its folder is unknown")
-    workers([any_comfyui], models=["cpu-smoke"], comfyui_output_dirs={any_comfyui: folder})
+    workers(
+        [any_comfyui],
+        models=["cpu-smoke"],
+        comfyui_output_dirs={any_comfyui: folder},
+        keep_comfyui_outputs=True,
+    )
     before = {source: OUTPUTS_READ.labels(source)._value.get() for source in ("folder", "view")}
     job = await publish_job(bus, "cpu-smoke", {"width": 48, "height": 40, "color": 0x123456})
     done = await runs.wait_for(job.job_id, "completed", "failed", timeout=90)
     assert done.kind == "completed", done.error
     [out] = done.outputs
     assert out.filename is not None
-    [saved] = [p for p in folder.rglob(out.filename) if p.is_file()]
+    saved = folder / "comfyline" / f"{job.job_id}-1" / out.filename
+    await asyncio.sleep(0.3)  # the worker had its chance to remove it
+    assert saved.is_file(), "kept where the run saved it"
     stored = await store.get_bytes(out.key)
     assert stored == saved.read_bytes() and out.size == len(stored)
     assert Image.open(io.BytesIO(stored)).convert("RGB").getpixel((5, 5)) == (0x12, 0x34, 0x56)
     read = {s: OUTPUTS_READ.labels(s)._value.get() - n for s, n in before.items()}
     assert read == {"folder": 1, "view": 0}
+
+
+async def test_each_run_saves_into_its_own_folder_which_goes_once_its_files_are_stored(
+    bus: Bus, store: ObjectStore, workers: Workers, runs: RunWatch, any_comfyui: str
+) -> None:
+    """A save lists the folder it writes to, so the worker points each run's saves into a folder
+    of its own (``comfyline/<job id>-<attempt>``, as ComfyUI's own history of the prompt says)
+    and, reading the server's output folder, removes that folder once the files are in S3. The
+    same job again (ComfyUI's cache holds its nodes) saves anew and has its outputs."""
+    folder = output_dir_of(any_comfyui)
+    if folder is None:
+        pytest.skip("COMFYUI_URL is given without COMFYUI_OUTPUT_DIR: its folder is unknown")
+    workers([any_comfyui], models=["cpu-smoke"], comfyui_output_dirs={any_comfyui: folder})
+    data = {"width": 40, "height": 24, "color": random.randrange(1 << 24)}
+    rgb = tuple(data["color"].to_bytes(3, "big"))
+    async with httpx.AsyncClient(timeout=10) as client:
+        for _ in range(2):
+            job = await publish_job(bus, "cpu-smoke", data)
+            done = await runs.wait_for(job.job_id, "completed", "failed", timeout=90)
+            assert done.kind == "completed", done.error
+            [out] = done.outputs
+            image = Image.open(io.BytesIO(await store.get_bytes(out.key)))
+            assert image.convert("RGB").getpixel((2, 2)) == rgb
+            history = (await client.get(f"{any_comfyui}/history/{done.prompt_id}")).json()
+            [saved] = history[done.prompt_id]["outputs"]["2"]["images"]
+            assert (saved["subfolder"], saved["filename"]) == (
+                f"comfyline/{job.job_id}-1",
+                out.filename,
+            )
+            run_folder = folder / "comfyline" / f"{job.job_id}-1"
+            for _ in range(100):
+                if not run_folder.exists():
+                    break
+                await asyncio.sleep(0.05)
+            assert not run_folder.exists(), "removed once stored"
 
 
 async def test_cancel_while_running_interrupts_the_prompt(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import io
 
 import httpx
 import pytest
+from PIL import Image
 
 from comfyline.comfyui_sim import SimulatorProcess
 from comfyline.contracts import ErrorCode, OutputKind, OutputSpec, Progress
@@ -64,9 +66,13 @@ async def test_an_identical_job_runs_cached_and_still_has_its_outputs(
     one = await runs.wait_for(first.job_id, "completed")
     second = await publish_job(bus, "cpu-smoke", data)
     two = await runs.wait_for(second.job_id, "completed")
-    assert one.outputs[0].filename == two.outputs[0].filename, "ComfyUI reused the old file"
+    assert one.outputs[0].filename == two.outputs[0].filename, "each save starts a new folder"
     assert two.outputs[0].key == f"{second.output_prefix}0.png"
-    assert await store.get_bytes(one.outputs[0].key) == await store.get_bytes(two.outputs[0].key)
+    # the same pixels (each PNG carries its own prompt, whose save folder is the run's own)
+    images = [
+        Image.open(io.BytesIO(await store.get_bytes(done.outputs[0].key))) for done in (one, two)
+    ]
+    assert images[0].tobytes() == images[1].tobytes() and images[0].size == (48, 48)
 
 
 async def test_in_progress_acks_keep_a_long_job_from_being_redelivered(

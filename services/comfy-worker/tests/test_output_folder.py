@@ -1,14 +1,17 @@
 """A worker beside its ComfyUI reads output files from the shared output folder: the setting's
-forms, and which files it reads there (the rest still go through /view)."""
+forms, and which files it reads there (the rest still go through /view); each run saves into a
+folder of its own, which the worker removes once its files are stored."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from comfyline.worker.comfy_client import ComfyClient
+from comfyline.worker.folders import remove_run_folders, run_folder, saving_into
 from comfyline.worker.settings import Settings
 
 URL = "http://127.0.0.1:8188"
@@ -52,3 +55,46 @@ async def test_a_file_is_read_whole_in_chunks_of_the_size_asked(tmp_path: Path) 
     assert [len(c) for c in chunks] == [4096, 4096, 2048] and b"".join(chunks) == data
     async with client.view("small.png", "v", "output", chunk_size=4096) as body:
         assert [chunk async for chunk in body] == [data[:100]]
+
+
+def test_every_save_of_a_run_goes_into_the_run_folder_and_nothing_else_changes() -> None:
+    folder = run_folder("comfyline", "job_1", 2)
+    assert folder == "comfyline/job_1-2"
+    graph = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "a"}},
+        "3": {"class_type": "SaveImage", "inputs": {"filename_prefix": "comfyline/txt2img"}},
+        "4": {"class_type": "SaveVideo", "inputs": {"filename_prefix": "video/clip_%year%"}},
+        "5": {"class_type": "SaveImage", "inputs": {"filename_prefix": ""}},
+        "6": {"class_type": "SaveImage", "inputs": {"filename_prefix": "../../../etc/x"}},
+        "7": {"class_type": "SaveImage", "inputs": {"filename_prefix": "/abs/y"}},
+        "8": {"class_type": "SaveImage", "inputs": {"filename_prefix": ".."}},
+        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": ["10", 0]}},  # a link
+    }
+    before = copy.deepcopy(graph)
+    moved = saving_into(graph, folder, "comfyline")
+    assert graph == before, "the graph given is left as it is"
+    prefixes = {k: v["inputs"].get("filename_prefix") for k, v in moved.items()}
+    assert prefixes == {
+        "1": None,
+        "2": "comfyline/job_1-2/a",
+        "3": "comfyline/job_1-2/txt2img",  # the root is not repeated
+        "4": "comfyline/job_1-2/video/clip_%year%",  # its subfolders and variables kept
+        "5": "comfyline/job_1-2/ComfyUI",  # ComfyUI's own default name
+        "6": "comfyline/job_1-2/x",  # never out of the run's folder
+        "7": "comfyline/job_1-2/abs/y",
+        "8": "comfyline/job_1-2/ComfyUI",
+        "9": ["10", 0],
+    }
+    assert moved["2"]["inputs"]["images"] == ["1", 0] and moved["1"] is graph["1"]
+
+
+async def test_a_jobs_run_folders_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    for name in ("job_1-1", "job_1-2", "job_1-3", "job_12-1", "other"):
+        (tmp_path / "comfyline" / name / "sub").mkdir(parents=True)
+        (tmp_path / "comfyline" / name / "sub" / "a_00001_.png").write_bytes(b"png")
+    await remove_run_folders(tmp_path, "comfyline", "job_1", 2)
+    left = sorted(p.name for p in (tmp_path / "comfyline").iterdir())
+    assert left == ["job_1-3", "job_12-1", "other"]  # a later attempt's is not this run's
+    await remove_run_folders(tmp_path, "comfyline", "job_404", 3)  # none: nothing happens
+    assert len(list((tmp_path / "comfyline").iterdir())) == 3

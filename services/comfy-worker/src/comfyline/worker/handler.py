@@ -48,6 +48,7 @@ from comfyline.runtime.metrics import RunClock
 from .cancel import CancelListener
 from .comfy_socket import ServerSocket
 from .errors import RunCancelled, RunWithdrawn, WorkerError
+from .folders import remove_run_folders, run_folder, saving_into
 from .frames import Preview
 from .inputs import InputResolver, upload_inputs
 from .media import extension
@@ -316,11 +317,13 @@ class JobHandler:
         assets = await upload_inputs(
             server.client, self.store, files, self.settings.upload_subfolder
         )
+        root = self.settings.output_subfolder
         try:
             graph = render(template, data, assets)
             outputs_wanted = output_specs(template, data)
         except TemplateError as exc:
             raise WorkerError(exc.message, code=ErrorCode.TEMPLATE_ERROR, transient=False) from exc
+        graph = saving_into(graph, run_folder(root, run_job.job_id, reporter.attempt), root)
         outputs = RunOutputs(server.client, self.store, run_job, outputs_wanted)
         run = ComfyRun(
             server.client,
@@ -360,8 +363,10 @@ class JobHandler:
                 result, refs = await run.execute(keep, free=lease.release)
         except BaseException:
             await asyncio.shield(outputs.discard())
+            await asyncio.shield(self._tidy(server, run_job, reporter.attempt))
             raise
         await reporter.completed(refs, result.gpu_seconds)
+        await self._tidy(server, run_job, reporter.attempt)
         log.info(
             "job completed",
             extra={
@@ -370,6 +375,19 @@ class JobHandler:
                 "cached": result.cached,
             },
         )
+
+    async def _tidy(self, server: Server, run_job: RunJob, attempt: int) -> None:
+        """Remove the job's run folders from the server's output folder, when this worker reads
+        it and is not told to keep them (see folders.py); never fails the job."""
+        output_dir = server.client.output_dir
+        if output_dir is None or self.settings.keep_comfyui_outputs:
+            return
+        try:
+            await remove_run_folders(
+                output_dir, self.settings.output_subfolder, run_job.job_id, attempt
+            )
+        except Exception:
+            log.warning("run folder not removed", exc_info=True)
 
     def _preview_store(self, run_job: RunJob) -> Callable[[Preview], Awaitable[PreviewRef]]:
         async def store(preview: Preview) -> PreviewRef:

@@ -130,6 +130,19 @@ class Settings(ServiceSettings):
         default=10.0, gt=0, description="silence on the socket after which /history is checked"
     )
     upload_subfolder: str = Field(default="comfyline", pattern=r"^[A-Za-z0-9_-]+$")
+    output_subfolder: str = Field(
+        default="comfyline",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="the folder of ComfyUI's output folder under which each run saves into a "
+        "folder of its own (<this>/<job id>-<attempt>/): a save then lists only its own run's "
+        "files, however many jobs the server has saved before",
+    )
+    keep_comfyui_outputs: bool = Field(
+        default=False,
+        description="keep each run's files in its ComfyUI's output folder once they are in S3 "
+        "(by default a worker that reads that folder, WORKER_COMFYUI_OUTPUT_DIRS, removes the "
+        "run's folder: ComfyUI never removes outputs itself)",
+    )
     retry_base_s: float = Field(default=2.0, ge=0, description="first nak delay of a retry")
 
     @field_validator("comfyui_urls", mode="before")
