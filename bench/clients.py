@@ -9,6 +9,7 @@ import functools
 import itertools
 import random
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,8 +37,13 @@ def _smoke() -> ModelTemplate:
 
 
 def smoke_graph(color: int, size: int) -> dict[str, Any]:
-    """``cpu-smoke`` rendered exactly as Comfyline renders it for the worker."""
-    return render(_smoke(), validate_input(_smoke(), smoke_input(color, size)))
+    """``cpu-smoke`` rendered exactly as Comfyline renders it for the worker, saving into a
+    folder of its own as the worker's runs do (a save lists the folder it writes to, so one
+    shared by every job gets slower with each job): the direct side pays for no folder that
+    Comfyline's side does not."""
+    graph = render(_smoke(), validate_input(_smoke(), smoke_input(color, size)))
+    graph["2"]["inputs"]["filename_prefix"] = f"direct/{uuid.uuid4().hex}/cpu_smoke"
+    return graph
 
 
 def api_client(info: dict[str, Any], connections: int = 64) -> httpx.AsyncClient:

@@ -115,7 +115,8 @@ def graph(size: int, color: int) -> dict[str, Any]:
         },
         "2": {
             "class_type": "SaveImage",
-            "inputs": {"images": ["1", 0], "filename_prefix": "crosscheck"},
+            # a folder per job, as Comfyline's worker saves (a save lists its folder)
+            "inputs": {"images": ["1", 0], "filename_prefix": f"crosscheck/{uuid.uuid4().hex}/x"},
         },
     }
 
