@@ -89,12 +89,12 @@ def test_every_save_of_a_run_goes_into_the_run_folder_and_nothing_else_changes()
     assert moved["2"]["inputs"]["images"] == ["1", 0] and moved["1"] is graph["1"]
 
 
-async def test_a_jobs_run_folders_are_removed_and_nothing_else(tmp_path: Path) -> None:
+def test_a_jobs_run_folders_are_removed_and_nothing_else(tmp_path: Path) -> None:
     for name in ("job_1-1", "job_1-2", "job_1-3", "job_12-1", "other"):
         (tmp_path / "comfyline" / name / "sub").mkdir(parents=True)
         (tmp_path / "comfyline" / name / "sub" / "a_00001_.png").write_bytes(b"png")
-    await remove_run_folders(tmp_path, "comfyline", "job_1", 2)
+    remove_run_folders(tmp_path, "comfyline", "job_1", 2)
     left = sorted(p.name for p in (tmp_path / "comfyline").iterdir())
     assert left == ["job_1-3", "job_12-1", "other"]  # a later attempt's is not this run's
-    await remove_run_folders(tmp_path, "comfyline", "job_404", 3)  # none: nothing happens
+    remove_run_folders(tmp_path, "comfyline", "job_404", 3)  # none: nothing happens
     assert len(list((tmp_path / "comfyline").iterdir())) == 3

@@ -363,10 +363,10 @@ class JobHandler:
                 result, refs = await run.execute(keep, free=lease.release)
         except BaseException:
             await asyncio.shield(outputs.discard())
-            await asyncio.shield(self._tidy(server, run_job, reporter.attempt))
+            self._tidy(server, run_job, reporter.attempt)
             raise
         await reporter.completed(refs, result.gpu_seconds)
-        await self._tidy(server, run_job, reporter.attempt)
+        self._tidy(server, run_job, reporter.attempt)
         log.info(
             "job completed",
             extra={
@@ -376,16 +376,14 @@ class JobHandler:
             },
         )
 
-    async def _tidy(self, server: Server, run_job: RunJob, attempt: int) -> None:
+    def _tidy(self, server: Server, run_job: RunJob, attempt: int) -> None:
         """Remove the job's run folders from the server's output folder, when this worker reads
         it and is not told to keep them (see folders.py); never fails the job."""
         output_dir = server.client.output_dir
         if output_dir is None or self.settings.keep_comfyui_outputs:
             return
         try:
-            await remove_run_folders(
-                output_dir, self.settings.output_subfolder, run_job.job_id, attempt
-            )
+            remove_run_folders(output_dir, self.settings.output_subfolder, run_job.job_id, attempt)
         except Exception:
             log.warning("run folder not removed", exc_info=True)
 
