@@ -9,7 +9,11 @@ Job by job, alternating which side goes first (ABBA), the same ``cpu-smoke`` wor
 
 - direct: ``POST /prompt`` to the stack's ComfyUI on a WebSocket kept open, wait for its
   ``executing`` end marker, ``GET /view`` of the PNG;
-- Comfyline: ``POST /v1/jobs`` with ``Prefer: wait``, then ``GET`` of ``outputs[0].url``.
+- Comfyline: ``POST /v1/jobs`` with ``Prefer: wait``, then ``GET`` of ``outputs[0].url``;
+- with ``--peer``, a third side for reference: the one-server Comfy API v2 proxy
+  (``comfy-api-proxy``, started here against the same ComfyUI with its durable state on):
+  ``POST /api/v2/jobs``, its event stream until the job's final ``status``, then ``GET`` of the
+  output's ``url``: the same web app's path through the proxy ComfyUI's makers publish.
 
 Every downloaded PNG is checked (its size and the colour asked for), so a fast wrong answer
 cannot pass. Prints median, p90 and p99 of both sides and of each pair's difference, and writes
@@ -17,6 +21,7 @@ them as JSON::
 
     uv run comfyline up &                      # or with COMFYUI_URL=... for a real ComfyUI
     uv run python -m bench.crosscheck [--stack .comfyline/stack.json] [--jobs 200] [--size 512]
+                                      [--peer]
 """
 
 from __future__ import annotations
@@ -27,13 +32,18 @@ import http.client
 import json
 import os
 import random
+import socket
 import statistics
 import struct
+import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
+import urllib.request
 import uuid
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +61,7 @@ class Connections:
 
     def __init__(self) -> None:
         self._open: dict[str, http.client.HTTPConnection] = {}
+        self._streams: dict[str, http.client.HTTPConnection] = {}
 
     def request(
         self,
@@ -82,8 +93,35 @@ class Connections:
                     raise
         raise AssertionError("unreachable")
 
+    def events(self, url: str, quiet_s: float) -> bytes | None:
+        """A Server-Sent Events body read to its end on a connection of its own, or None when
+        the server stays silent for ``quiet_s`` (the connection is then dropped)."""
+        parts = urllib.parse.urlsplit(url)
+        conn = self._streams.get(parts.netloc)
+        if conn is None:
+            conn = self._streams[parts.netloc] = http.client.HTTPConnection(
+                parts.netloc, timeout=60
+            )
+        try:
+            conn.request(
+                "GET", f"{parts.path}?{parts.query}", headers={"Accept": "text/event-stream"}
+            )
+            response = conn.getresponse()
+            if response.status != 200:
+                raise AssertionError(f"GET {url}: {response.status} {response.read()[:300]!r}")
+            if conn.sock is not None:
+                conn.sock.settimeout(quiet_s)
+            body = response.read()
+            if conn.sock is not None:
+                conn.sock.settimeout(60)
+            return body
+        except (TimeoutError, http.client.HTTPException, ConnectionError):
+            conn.close()
+            del self._streams[parts.netloc]
+            return None
+
     def close(self) -> None:
-        for conn in self._open.values():
+        for conn in [*self._open.values(), *self._streams.values()]:
             conn.close()
 
 
@@ -202,53 +240,183 @@ class ThroughComfyline:
         return took
 
 
+def sse_frames(stream: bytes) -> list[tuple[str, dict[str, Any]]]:
+    """The ``(event, data)`` frames of a whole Server-Sent Events body (comments skipped)."""
+    frames = []
+    for block in stream.decode().replace("\r\n", "\n").split("\n\n"):
+        event, data = "message", []
+        for line in block.split("\n"):
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].strip())
+        if data:
+            frames.append((event, json.loads("\n".join(data))))
+    return frames
+
+
+class ThroughPeer:
+    """The one-server Comfy API v2 proxy's path for a web app: ``POST /api/v2/jobs``, the job's
+    event stream until the proxy ends it, then (if the stream did not say the job succeeded)
+    ``GET /api/v2/jobs/{id}`` until it does, then ``GET`` of the output's ``url``."""
+
+    def __init__(self, url: str, http: Connections, quiet_s: float = 1.0) -> None:
+        self.url = url.rstrip("/")
+        self.http = http
+        self.quiet_s = quiet_s
+
+    def run(self, size: int, color: int) -> float:
+        body = json.dumps({"workflow": graph(size, color)}).encode()
+        started = time.perf_counter()
+        status, raw = self.http.request(
+            "POST", f"{self.url}/api/v2/jobs", body, {"Content-Type": "application/json"}
+        )
+        if status not in (200, 201):
+            raise AssertionError(f"POST /api/v2/jobs: {status} {raw[:300]!r}")
+        job_id = json.loads(raw)["id"]
+        stream = self.http.events(f"{self.url}/api/v2/jobs/{job_id}/events", self.quiet_s)
+        frames = sse_frames(stream or b"")
+        final = [data.get("status") for event, data in frames if event == "status"][-1:]
+        outputs = [data for event, data in frames if event == "output"]
+        # The stream ends at ComfyUI's end of the run, which can come before ComfyUI's history
+        # has the run: the job then reads as running, or for a moment as expired (in neither
+        # ComfyUI's queue nor its history). And a job that ends before the proxy's own socket to
+        # ComfyUI is open leaves the stream silent until its next heartbeat (15 s): after
+        # ``quiet_s`` of silence this client stops listening. Either way it then polls the job,
+        # straight away (the official SDK polls too, after 0.5 s).
+        deadline = time.monotonic() + 60
+        while final != ["succeeded"] or not outputs:
+            if final and final[0] in ("failed", "canceled"):
+                raise AssertionError(f"peer job {job_id}: {final[0]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"peer job {job_id}: still {final} after 60 s")
+            status, raw = self.http.request("GET", f"{self.url}/api/v2/jobs/{job_id}")
+            job = json.loads(raw) if status == 200 else {}
+            final, outputs = [job.get("status")], job.get("outputs") or []
+        status, png = self.http.request("GET", outputs[0]["url"])
+        took = time.perf_counter() - started
+        if status != 200:
+            raise AssertionError(f"peer output of {job_id}: {status}")
+        png_check(png, size, color)
+        return took
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def peer_proxy(comfyui_url: str) -> Iterator[str]:
+    """``comfy-api-proxy`` in front of ``comfyui_url`` on a free loopback port, its durable
+    state in a temporary folder; its URL. Stopped by its PID."""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="crosscheck-peer-") as state:
+        command = [sys.executable, "-m", "comfy_api_proxy.cli", "run", "--comfyui", comfyui_url]
+        proxy = subprocess.Popen(
+            [*command, "--host", "127.0.0.1", "--port", str(port), "--state-dir", state],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/api/v2/health", timeout=2) as reply:
+                        if reply.status == 200:
+                            break
+                except OSError:
+                    if proxy.poll() is not None or time.monotonic() > deadline:
+                        raise AssertionError("comfy-api-proxy did not come up") from None
+                    time.sleep(0.1)
+            yield url
+        finally:
+            proxy.terminate()
+            try:
+                proxy.wait(10)
+            except subprocess.TimeoutExpired:
+                proxy.kill()
+                proxy.wait()
+
+
+def ms(values: list[float]) -> dict[str, float]:
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return {
+        "median": round(statistics.median(values) * 1000, 2),
+        "p90": round(cuts[89] * 1000, 2),
+        "p99": round(cuts[98] * 1000, 2),
+    }
+
+
 @dataclass
 class Result:
     size: int
     direct_s: list[float] = field(default_factory=list)
     comfyline_s: list[float] = field(default_factory=list)
+    peer_s: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         pairs = [c - d for c, d in zip(self.comfyline_s, self.direct_s, strict=True)]
-
-        def ms(values: list[float]) -> dict[str, float]:
-            cuts = statistics.quantiles(values, n=100, method="inclusive")
-            return {
-                "median": round(statistics.median(values) * 1000, 2),
-                "p90": round(cuts[89] * 1000, 2),
-                "p99": round(cuts[98] * 1000, 2),
-            }
-
-        return {
+        out: dict[str, Any] = {
             "jobs_per_side": len(pairs),
             "size": self.size,
             "direct_ms": ms(self.direct_s),
             "comfyline_ms": ms(self.comfyline_s),
             "paired_difference_ms": ms(pairs),
         }
+        if self.peer_s:
+            peer = [p - d for p, d in zip(self.peer_s, self.direct_s, strict=True)]
+            out["peer_ms"] = ms(self.peer_s)
+            out["peer_paired_difference_ms"] = ms(peer)
+        return out
 
 
-def run(info: dict[str, Any], jobs: int, size: int, warmup: int = 5) -> dict[str, Any]:
-    """``jobs`` pairs (after ``warmup`` of each, not counted) against the stack in ``info``."""
-    http = Connections()
-    direct = Direct(info["comfyui_url"], http)
-    comfyline = ThroughComfyline(info["gateway_url"], info["api_key"], http)
-    result = Result(size)
-    colors = random.Random(7)
-    try:
+#: The order of the sides in each round: every side goes first, second and last equally often.
+ORDERS = (
+    ("direct", "comfyline", "peer"),
+    ("peer", "direct", "comfyline"),
+    ("comfyline", "peer", "direct"),
+    ("peer", "comfyline", "direct"),
+    ("direct", "peer", "comfyline"),
+    ("comfyline", "direct", "peer"),
+)
+
+
+def run(
+    info: dict[str, Any], jobs: int, size: int, warmup: int = 5, peer: bool = False
+) -> dict[str, Any]:
+    """``jobs`` rounds (after ``warmup``, not counted) against the stack in ``info``: direct and
+    Comfyline in ABBA order, or with ``peer`` the three sides in every order in turn."""
+    with contextlib.ExitStack() as opened:
+        http = Connections()
+        opened.callback(http.close)
+        direct = Direct(info["comfyui_url"], http)
+        opened.callback(direct.close)
+        runners: dict[str, Direct | ThroughComfyline | ThroughPeer] = {
+            "direct": direct,
+            "comfyline": ThroughComfyline(info["gateway_url"], info["api_key"], http),
+        }
+        if peer:
+            proxy_url = opened.enter_context(peer_proxy(info["comfyui_url"]))
+            runners["peer"] = ThroughPeer(proxy_url, http)
+        result = Result(size)
+        colors = random.Random(7)
         for n in range(warmup + jobs):
-            first_direct = n % 4 in (0, 3)  # ABBA: neither side always goes first
-            pair: dict[str, float] = {}
-            for side in ("direct", "comfyline") if first_direct else ("comfyline", "direct"):
+            if peer:
+                order: tuple[str, ...] = ORDERS[n % len(ORDERS)]
+            else:  # ABBA: neither side always goes first
+                order = ("direct", "comfyline") if n % 4 in (0, 3) else ("comfyline", "direct")
+            took: dict[str, float] = {}
+            for side in order:
                 color = colors.randrange(0x1000000)  # fresh: ComfyUI caches a repeated graph
-                runner = direct if side == "direct" else comfyline
-                pair[side] = runner.run(size, color)
+                took[side] = runners[side].run(size, color)
             if n >= warmup:
-                result.direct_s.append(pair["direct"])
-                result.comfyline_s.append(pair["comfyline"])
-    finally:
-        direct.close()
-        http.close()
+                result.direct_s.append(took["direct"])
+                result.comfyline_s.append(took["comfyline"])
+                if peer:
+                    result.peer_s.append(took["peer"])
     return {"comfyui_url": info["comfyui_url"], **result.summary()}
 
 
@@ -259,6 +427,11 @@ def main() -> None:
     )
     parser.add_argument("--jobs", type=int, default=200, help="pairs measured")
     parser.add_argument("--size", type=int, default=512, help="image side in pixels")
+    parser.add_argument(
+        "--peer",
+        action="store_true",
+        help="also measure the one-server Comfy API v2 proxy (comfy-api-proxy) as a third side",
+    )
     parser.add_argument(
         "--json",
         type=Path,
@@ -274,12 +447,14 @@ def main() -> None:
         "date": started.isoformat(timespec="seconds"),
         "machine": machine,
         "comfyui_is_simulator": info.get("comfyui_is_simulator"),
-        **run(info, args.jobs, args.size),
+        **run(info, args.jobs, args.size, peer=args.peer),
     }
     out["machine"]["load_average_after"] = os.getloadavg()
     kind = "simulator" if info.get("comfyui_is_simulator") else "comfyui"
     args.json = args.json or Path(f"bench/results/crosscheck-{kind}.json")
-    for name in ("direct_ms", "comfyline_ms", "paired_difference_ms"):
+    names = ["direct_ms", "comfyline_ms", "paired_difference_ms"]
+    names += ["peer_ms", "peer_paired_difference_ms"] if args.peer else []
+    for name in names:
         row = out[name]
         print(
             f"{name:22s} median {row['median']:7.2f}  p90 {row['p90']:7.2f}  p99 {row['p99']:7.2f}"
