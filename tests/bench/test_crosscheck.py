@@ -9,7 +9,7 @@ import io
 import pytest
 from PIL import Image
 
-from bench.crosscheck import ORDERS, png_check, run, sse_frames
+from bench.crosscheck import ORDERS, end_marker_note, png_check, run, sse_frames
 from tests.e2e.conftest import Stack, stack  # noqa: F401 (``stack``: the e2e tests' fixture)
 
 pytestmark = pytest.mark.e2e
@@ -39,6 +39,14 @@ def test_the_crosscheck_measures_both_paths_on_a_running_stack(
         assert 0 < out[side]["median"] <= out[side]["p90"] <= out[side]["p99"]
     # Comfyline's path does the direct path's work and more.
     assert out["paired_difference_ms"]["median"] > 0
+    # ComfyUI's end marker after execution_success: the simulator's /history race, 5 ms
+    assert 3 <= out["direct_end_marker_gap_ms"] <= 100
+
+
+def test_a_late_end_marker_is_pointed_out() -> None:
+    assert end_marker_note(0.4) is None  # the real ComfyUI's
+    note = end_marker_note(5.2)
+    assert note is not None and "5.2 ms" in note and "--history-delay 0" in note
 
 
 def test_server_sent_events_are_read_frame_by_frame() -> None:
