@@ -1,5 +1,6 @@
-"""The Go servers the local stack starts run one Go scheduler thread unless told otherwise, and
-leave nothing of theirs behind outside their folders."""
+"""The Go servers the local stack starts run one Go scheduler thread unless told otherwise,
+leave nothing of theirs behind outside their folders, and move to a free port when another
+process takes the preferred one first."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from comfyline.stack import NatsServer, SeaweedS3
+from comfyline.stack import NatsServer, SeaweedS3, servers
 from comfyline.stack.servers import ChildProcess, go_server_env
 
 
@@ -72,3 +73,46 @@ def test_only_sockets_nothing_listens_on_are_removed(tmp_path: Path) -> None:
         child.stop()
         listening.close()
     assert live.exists() and plain.exists() and not stale.exists()
+
+
+def test_a_preferred_port_taken_before_the_bind_moves_the_server_to_a_free_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two stacks starting side by side both find port P free; the second's server then cannot
+    bind it: it is started again on a free port instead of failing the stack."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = int(taken.getsockname()[1])
+        monkeypatch.setattr(servers, "preferred_port", lambda preferred, host="127.0.0.1": port)
+        tried: list[int] = []
+
+        def start(on: int) -> NatsServer:
+            tried.append(on)
+            nats = NatsServer(tmp_path / f"nats-{len(tried)}", port=on)
+            nats.start()
+            return nats
+
+        nats = servers.on_preferred_port(port, start)
+        try:
+            assert tried[0] == port and len(tried) == 2 and nats.port == tried[1] != port
+            with socket.create_connection(("127.0.0.1", nats.port), timeout=5) as client:
+                assert client.recv(4) == b"INFO"
+        finally:
+            nats.stop()
+
+
+def test_a_server_that_fails_for_another_reason_is_not_started_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(servers, "preferred_port", lambda preferred, host="127.0.0.1": preferred)
+    port = servers.free_port()
+    tried: list[int] = []
+
+    def start(on: int) -> None:
+        tried.append(on)
+        raise servers.ServerError("bad configuration")
+
+    with pytest.raises(servers.ServerError, match="bad configuration"):
+        servers.on_preferred_port(port, start)
+    assert tried == [port]  # the port is free: the failure was not about it

@@ -38,6 +38,7 @@ from .servers import (
     SeaweedS3,
     ServerError,
     free_port,
+    on_preferred_port,
     preferred_port,
     wait_until,
 )
@@ -158,11 +159,7 @@ class LocalStack:
         self.port = self.gateway_port()
         try:
             self._start_nats(on_step)
-            s3_port = preferred_port(9000)
-            self.s3 = SeaweedS3(
-                self.state_dir / "s3", creds.s3_access_key, creds.s3_secret_key, s3_port
-            )
-            self.s3.start()
+            self.s3 = on_preferred_port(9000, partial(self._start_s3, creds))
             on_step(f"  S3 (SeaweedFS)  http://{self.s3.endpoint}")
             comfyui = self.comfyui_url or self._start_simulator()
             if self.comfyui_url is None:
@@ -224,12 +221,23 @@ class LocalStack:
             self.nats_cluster.start()
             on_step(f"  nats-server x{self.nats_nodes} {', '.join(self.nats_urls)}")
         else:
-            self.nats = NatsServer(self.state_dir / "nats", port=preferred_port(4222))
-            self.nats.start()
+            self.nats = on_preferred_port(4222, self._start_nats_on)
             on_step(f"  nats-server     {self.nats.url}")
 
+    def _start_nats_on(self, port: int) -> NatsServer:
+        nats = NatsServer(self.state_dir / "nats", port=port)
+        nats.start()
+        return nats
+
+    def _start_s3(self, creds: Credentials, port: int) -> SeaweedS3:
+        s3 = SeaweedS3(self.state_dir / "s3", creds.s3_access_key, creds.s3_secret_key, port)
+        s3.start()
+        return s3
+
     def _start_simulator(self) -> str:
-        port = preferred_port(8188)
+        return on_preferred_port(8188, self._start_simulator_on)
+
+    def _start_simulator_on(self, port: int) -> str:
         child = ChildProcess(
             "comfyui-sim",
             [

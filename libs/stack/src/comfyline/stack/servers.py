@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Self, TypeVar
 
 import httpx
 
@@ -34,6 +34,9 @@ class ServerError(RuntimeError):
 
 _PLANNED: set[int] = set()
 """Ports this process has handed out or been told to keep, but that may not be bound yet."""
+
+
+_Started = TypeVar("_Started")
 
 
 def keep_port(port: int) -> None:
@@ -88,6 +91,21 @@ def preferred_port(preferred: int, host: str = "127.0.0.1") -> int:
         return free_port(host)
     keep_port(preferred)
     return preferred
+
+
+def on_preferred_port(
+    preferred: int, start: Callable[[int], _Started], host: str = "127.0.0.1"
+) -> _Started:
+    """``start(port)`` on ``preferred`` when it is free, else on any free port; and when the
+    server could not start on ``preferred`` because another process took it between the check
+    and the bind (two stacks starting side by side), once more on a free port."""
+    port = preferred_port(preferred, host)
+    try:
+        return start(port)
+    except ServerError:
+        if port != preferred or _bindable(host, port):
+            raise
+    return start(free_port(host))
 
 
 def _bindable(host: str, port: int) -> bool:
