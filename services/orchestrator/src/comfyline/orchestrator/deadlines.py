@@ -184,7 +184,7 @@ class DeadlineKeeper:
         """No worker started delivery *k* in time: the job times out."""
         attempt = int(timer.payload.get("attempt", 1))
         limit = self.limits
-        now = utcnow()
+        now = max(utcnow(), timer.due_at)  # the job ends at its deadline, never before it
 
         def step(record: JobRecord) -> JobRecord | Verdict:
             if not queue_expired(record, attempt):
@@ -202,7 +202,7 @@ class DeadlineKeeper:
         """Delivery *n* ran too long: the job times out and its worker is told to stop."""
         attempt = int(timer.payload.get("attempt", 1))
         limit = self.limits
-        now = utcnow()
+        now = max(utcnow(), timer.due_at)  # the job ends at its deadline, never before it
 
         def step(record: JobRecord) -> JobRecord | Verdict:
             if not run_expired(record, attempt):

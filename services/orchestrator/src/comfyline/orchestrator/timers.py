@@ -11,6 +11,7 @@ once with any number of orchestrators and across restarts.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -26,7 +27,8 @@ log = logging.getLogger(__name__)
 TimerKind = Literal["queue_deadline", "run_deadline", "webhook"]
 TimerHandler = Callable[[Timer], Awaitable[None]]
 
-#: A timer this close to due fires now rather than round-tripping through the server again.
+#: A timer this close to due waits it out in the handler rather than round-tripping through the
+#: server again.
 EARLY_S = 0.02
 DEADLINE_KINDS: tuple[TimerKind, ...] = ("queue_deadline", "run_deadline")
 
@@ -72,6 +74,8 @@ class Timers:
         remaining = (timer.due_at - utcnow()) / timedelta(seconds=1)
         if remaining > EARLY_S:
             raise Retry("not due yet", delay=remaining)
+        if remaining > 0:  # due within EARLY_S: wait it out here, never fire before it is due
+            await asyncio.sleep(remaining)
         handler = self._handlers.get(timer.kind)
         if handler is None:
             log.error("no handler for timer kind; dropping it", extra={"kind": timer.kind})
