@@ -18,6 +18,7 @@ import httpx
 
 from comfyline.catalogue import Catalogue, render, validate_input
 from comfyline.contracts import ModelTemplate
+from comfyline.worker.folders import saving_into
 
 from .direct import DirectPool
 from .stats import steady_rate
@@ -42,8 +43,7 @@ def smoke_graph(color: int, size: int) -> dict[str, Any]:
     shared by every job gets slower with each job): the direct side pays for no folder that
     Comfyline's side does not."""
     graph = render(_smoke(), validate_input(_smoke(), smoke_input(color, size)))
-    graph["2"]["inputs"]["filename_prefix"] = f"direct/{uuid.uuid4().hex}/cpu_smoke"
-    return graph
+    return saving_into(graph, f"direct/{uuid.uuid4().hex}", "comfyline")
 
 
 def api_client(info: dict[str, Any], connections: int = 64) -> httpx.AsyncClient:

@@ -71,24 +71,14 @@ class Connections:
         headers: dict[str, str] | None = None,
     ) -> tuple[int, bytes]:
         parts = urllib.parse.urlsplit(url)
-        origin = f"{parts.scheme}://{parts.netloc}"
-        path = parts.path + (f"?{parts.query}" if parts.query else "")
         for attempt in (1, 2):  # a kept-alive connection the server closed: open a new one
-            conn = self._open.get(origin)
-            if conn is None:
-                kind = (
-                    http.client.HTTPSConnection
-                    if parts.scheme == "https"
-                    else http.client.HTTPConnection
-                )
-                conn = self._open[origin] = kind(parts.netloc, timeout=60)
+            conn = self._connection(self._open, parts)
             try:
-                conn.request(method, path, body=body, headers=headers or {})
+                conn.request(method, _path(parts), body=body, headers=headers or {})
                 response = conn.getresponse()
                 return response.status, response.read()
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                conn.close()
-                del self._open[origin]
+                self._drop(self._open, parts)
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
@@ -97,15 +87,9 @@ class Connections:
         """A Server-Sent Events body read to its end on a connection of its own, or None when
         the server stays silent for ``quiet_s`` (the connection is then dropped)."""
         parts = urllib.parse.urlsplit(url)
-        conn = self._streams.get(parts.netloc)
-        if conn is None:
-            conn = self._streams[parts.netloc] = http.client.HTTPConnection(
-                parts.netloc, timeout=60
-            )
+        conn = self._connection(self._streams, parts)
         try:
-            conn.request(
-                "GET", f"{parts.path}?{parts.query}", headers={"Accept": "text/event-stream"}
-            )
+            conn.request("GET", _path(parts), headers={"Accept": "text/event-stream"})
             response = conn.getresponse()
             if response.status != 200:
                 raise AssertionError(f"GET {url}: {response.status} {response.read()[:300]!r}")
@@ -116,13 +100,35 @@ class Connections:
                 conn.sock.settimeout(60)
             return body
         except (TimeoutError, http.client.HTTPException, ConnectionError):
-            conn.close()
-            del self._streams[parts.netloc]
+            self._drop(self._streams, parts)
             return None
+
+    @staticmethod
+    def _connection(
+        pool: dict[str, http.client.HTTPConnection], parts: urllib.parse.SplitResult
+    ) -> http.client.HTTPConnection:
+        """``pool``'s kept connection to the URL's origin, opened if there is none."""
+        origin = f"{parts.scheme}://{parts.netloc}"
+        conn = pool.get(origin)
+        if conn is None:
+            https = parts.scheme == "https"
+            kind = http.client.HTTPSConnection if https else http.client.HTTPConnection
+            conn = pool[origin] = kind(parts.netloc, timeout=60)
+        return conn
+
+    @staticmethod
+    def _drop(pool: dict[str, http.client.HTTPConnection], parts: urllib.parse.SplitResult) -> None:
+        conn = pool.pop(f"{parts.scheme}://{parts.netloc}", None)
+        if conn is not None:
+            conn.close()
 
     def close(self) -> None:
         for conn in [*self._open.values(), *self._streams.values()]:
             conn.close()
+
+
+def _path(parts: urllib.parse.SplitResult) -> str:
+    return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 def png_check(data: bytes, size: int, color: int) -> None:
