@@ -12,6 +12,7 @@ seeing each other's messages::
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Literal
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
-StreamName = Literal["JOBS", "RUNS", "WORK", "TIMERS", "DEADLETTER"]
+StreamName = Literal["JOBS", "RUNS", "WORK", "TIMERS", "DEADLETTER", "OUTPUTS"]
 BucketName = Literal[
     "jobs", "workers", "models", "idempotency", "ratelimits", "keys", "usage", "fleet", "batches"
 ]
@@ -126,6 +127,17 @@ class Names:
     def all_work(self) -> str:
         """Every model's work subject (the WORK stream's subjects)."""
         return self._subject("work", ">")
+
+    # --- OUTPUTS: small outputs kept in JetStream while fresh ---
+    def fresh_output(self, key: str) -> str:
+        """``outputs.<key>``: one fresh output, ``key`` (its object key) as one token
+        (base64url, unpadded)."""
+        encoded = base64.urlsafe_b64encode(key.encode()).rstrip(b"=").decode()
+        return self._subject("outputs", encoded)
+
+    def all_fresh_outputs(self) -> str:
+        """Every fresh output (the OUTPUTS stream's subjects)."""
+        return self._subject("outputs", "*")
 
     # --- timers and dead letters ---
     def timer(self, kind: str, job_id: str) -> str:

@@ -20,6 +20,7 @@ from .consume import (
     settle,
 )
 from .fleet import FleetOrders
+from .fresh import Archiver, FreshObject, FreshOutputs, FreshSettings
 from .http import LoopSession
 from .kv import LastWrites, cas_pause, follow_bucket, scan
 from .lifecycle import install_stop_signals, run, settle_heap
@@ -46,10 +47,14 @@ from .tracing import (
 )
 
 __all__ = [
+    "Archiver",
     "Bus",
     "BusError",
     "Delivery",
     "FleetOrders",
+    "FreshObject",
+    "FreshOutputs",
+    "FreshSettings",
     "Handler",
     "KeyOf",
     "LastWrites",
