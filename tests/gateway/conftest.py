@@ -34,7 +34,7 @@ from comfyline.contracts import (
 from comfyline.gateway import Settings, create_app
 from comfyline.gateway.settings import AuthSettings, LimitSettings
 from comfyline.orchestrator.usage import release_active
-from comfyline.runtime import Bus, NatsSettings, ObjectStore, S3Settings
+from comfyline.runtime import Bus, FreshOutputs, NatsSettings, ObjectStore, S3Settings
 from comfyline.stack import free_port
 from comfyline.testkit.orchestrator import not_ended
 
@@ -280,12 +280,21 @@ class Orchestrator:
         await self.write(record)
         return record
 
-    async def complete(self, record: JobRecord, *, outputs: int = 1) -> JobRecord:
+    async def complete(
+        self, record: JobRecord, *, outputs: int = 1, fresh: FreshOutputs | None = None
+    ) -> JobRecord:
+        """End the job with ``outputs`` PNGs, stored in S3, or kept in ``fresh`` only (as a
+        worker keeps them, before its archiver has copied them)."""
         refs = []
         for index in range(outputs):
             data = png(16, 8)
             key = f"outputs/{record.owner}/{record.id}/{index}.png"
-            await self.store.put_bytes(key, data, "image/png")
+            fresh_until = None
+            if fresh is not None:
+                fresh_until = await fresh.put(key, data, "image/png")
+                assert fresh_until is not None
+            else:
+                await self.store.put_bytes(key, data, "image/png")
             refs.append(
                 OutputRef(
                     index=index,
@@ -295,6 +304,7 @@ class Orchestrator:
                     size=len(data),
                     width=16,
                     height=8,
+                    fresh_until=fresh_until,
                 )
             )
         done = record.model_copy(

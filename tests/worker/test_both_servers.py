@@ -28,7 +28,7 @@ from comfyline.runtime import Bus, ObjectNotFound, ObjectStore
 from comfyline.runtime.metrics import OUTPUTS_READ
 from comfyline.testkit.fixtures import output_dir_of
 
-from .helpers import RunWatch, Workers, publish_job, queue_ids
+from .helpers import RunWatch, Workers, publish_job, queue_ids, stored
 
 #: Three blurs of a 1024x1024 image: seconds of work on a real CPU, three seconds on the
 #: simulator of ``any_comfyui``; what a cancel can land in.
@@ -126,10 +126,10 @@ async def test_an_output_is_stored_while_the_rest_of_the_run_goes_on(
     assert (early.index, early.node_id, late.index, late.node_id) == (0, "2s", 1, "99")
     assert early.key == f"{job.output_prefix}0.png" and late.key == f"{job.output_prefix}1.png"
     for out in (early, late):
-        data = await store.get_bytes(out.key)
+        data = await stored(store, out.key)
         image = Image.open(io.BytesIO(data)).convert("RGB")
         assert image.size == (1024, 1024) and out.size == len(data)
-    assert Image.open(io.BytesIO(await store.get_bytes(early.key))).convert("RGB").getpixel(
+    assert Image.open(io.BytesIO(await stored(store, early.key))).convert("RGB").getpixel(
         (9, 9)
     ) == (color >> 16, (color >> 8) & 0xFF, color & 0xFF)
     stored_at = await seen
@@ -197,7 +197,7 @@ async def test_cpu_smoke_runs(
         done = await runs.wait_for(job.job_id, "completed", "failed", timeout=90)
         assert done.kind == "completed", done.error
         [out] = done.outputs
-        image = Image.open(io.BytesIO(await store.get_bytes(out.key)))
+        image = Image.open(io.BytesIO(await stored(store, out.key)))
         assert image.size == (64, 32) and (out.width, out.height) == (64, 32)
         assert image.convert("RGB").getpixel((3, 3)) == (0x33, 0x66, 0xCC)
     server = running.worker.servers[0]
@@ -228,9 +228,9 @@ async def test_a_worker_beside_its_comfyui_reads_outputs_from_the_shared_folder(
     saved = folder / "comfyline" / f"{job.job_id}-1" / out.filename
     await asyncio.sleep(0.3)  # the worker had its chance to remove it
     assert saved.is_file(), "kept where the run saved it"
-    stored = await store.get_bytes(out.key)
-    assert stored == saved.read_bytes() and out.size == len(stored)
-    assert Image.open(io.BytesIO(stored)).convert("RGB").getpixel((5, 5)) == (0x12, 0x34, 0x56)
+    data = await stored(store, out.key)
+    assert data == saved.read_bytes() and out.size == len(data)
+    assert Image.open(io.BytesIO(data)).convert("RGB").getpixel((5, 5)) == (0x12, 0x34, 0x56)
     read = {s: OUTPUTS_READ.labels(s)._value.get() - n for s, n in before.items()}
     assert read == {"folder": 1, "view": 0}
 
@@ -254,7 +254,7 @@ async def test_each_run_saves_into_its_own_folder_which_goes_once_its_files_are_
             done = await runs.wait_for(job.job_id, "completed", "failed", timeout=90)
             assert done.kind == "completed", done.error
             [out] = done.outputs
-            image = Image.open(io.BytesIO(await store.get_bytes(out.key)))
+            image = Image.open(io.BytesIO(await stored(store, out.key)))
             assert image.convert("RGB").getpixel((2, 2)) == rgb
             history = (await client.get(f"{any_comfyui}/history/{done.prompt_id}")).json()
             [saved] = history[done.prompt_id]["outputs"]["2"]["images"]

@@ -23,6 +23,7 @@ from .helpers import (
     probe_media,
     publish_job,
     put_record,
+    stored,
     upload_asset,
 )
 
@@ -39,7 +40,7 @@ async def run_to_end(bus: Bus, runs: RunWatch, model: str, data: dict[str, Any])
 async def check_image(store: ObjectStore, event: RunEvent, size: tuple[int, int] | None) -> None:
     for out in event.outputs:
         assert out.kind == OutputKind.IMAGE and out.content_type == "image/png"
-        picture = Image.open(io.BytesIO(await store.get_bytes(out.key)))
+        picture = Image.open(io.BytesIO(await stored(store, out.key)))
         picture.load()
         assert (out.width, out.height) == picture.size
         if size:
@@ -49,7 +50,7 @@ async def check_image(store: ObjectStore, event: RunEvent, size: tuple[int, int]
 async def check_media(store: ObjectStore, event: RunEvent, kind: OutputKind) -> dict[str, Any]:
     [out] = event.outputs
     assert out.kind == kind
-    data = await store.get_bytes(out.key)
+    data = await stored(store, out.key)
     assert out.size == len(data)
     facts = probe_media(data)
     if kind == OutputKind.AUDIO:

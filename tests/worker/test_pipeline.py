@@ -31,6 +31,7 @@ from .helpers import (
     Workers,
     publish_job,
     queue_ids,
+    stored,
 )
 from .test_both_servers import SLOW, idle, slow_graph
 
@@ -321,7 +322,7 @@ async def test_a_worker_killed_holding_two_prompts_loses_nothing_and_runs_nothin
         assert len(runs.of(job.job_id, "completed")) == 1
         assert event.attempt == 2
         [out] = event.outputs
-        picture = Image.open(io.BytesIO(await store.get_bytes(out.key))).convert("RGB")
+        picture = Image.open(io.BytesIO(await stored(store, out.key))).convert("RGB")
         assert picture.getpixel((1, 1)) == ((color >> 16) & 255, (color >> 8) & 255, color & 255)
     # ComfyUI's own record: the killed worker's running prompt plus one run per job, no more.
     assert running in executed and len(executed) == 3, sorted(executed)

@@ -16,7 +16,7 @@ from comfyline.worker import ComfyClient, ComfyRun, PromptRejected, RunOptions
 from comfyline.worker.frames import Preview
 from comfyline.worker.run import RunResult
 
-from .helpers import RunWatch, SimFactory, Workers, publish_job
+from .helpers import RunWatch, SimFactory, Workers, publish_job, stored
 
 
 async def test_progress_is_throttled_rising_and_names_node_and_step(
@@ -70,7 +70,7 @@ async def test_an_identical_job_runs_cached_and_still_has_its_outputs(
     assert two.outputs[0].key == f"{second.output_prefix}0.png"
     # the same pixels (each PNG carries its own prompt, whose save folder is the run's own)
     images = [
-        Image.open(io.BytesIO(await store.get_bytes(done.outputs[0].key))) for done in (one, two)
+        Image.open(io.BytesIO(await stored(store, done.outputs[0].key))) for done in (one, two)
     ]
     assert images[0].tobytes() == images[1].tobytes() and images[0].size == (48, 48)
 

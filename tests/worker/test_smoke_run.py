@@ -9,7 +9,7 @@ from PIL import Image
 from comfyline.comfyui_sim import SimulatorProcess
 from comfyline.runtime import Bus, ObjectStore
 
-from .helpers import RunWatch, Workers, publish_job
+from .helpers import RunWatch, Workers, publish_job, stored
 
 
 async def test_cpu_smoke_job_completes_and_stores_a_png(
@@ -27,7 +27,7 @@ async def test_cpu_smoke_job_completes_and_stores_a_png(
     [out] = done.outputs
     assert out.key == f"{job.output_prefix}0.png"
     assert (out.width, out.height, out.content_type) == (96, 48, "image/png")
-    image = Image.open(io.BytesIO(await store.get_bytes(out.key)))
+    image = Image.open(io.BytesIO(await stored(store, out.key)))
     assert image.size == (96, 48)
     assert image.convert("RGB").getpixel((10, 10)) == (255, 0, 0)
-    assert out.size == len(await store.get_bytes(out.key))
+    assert out.size == len(await stored(store, out.key))

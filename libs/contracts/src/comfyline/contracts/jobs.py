@@ -39,6 +39,11 @@ class OutputRef(WireModel):
     node_id: str | None = Field(default=None, description="the ComfyUI node that made it")
     filename: str | None = Field(default=None, description="ComfyUI's file name")
     hash: str | None = Field(default=None, description="blake3:<hex> of the bytes stored")
+    fresh_until: datetime | None = Field(
+        default=None,
+        description="until when the output is also kept in JetStream's OUTPUTS stream, where "
+        "the gateway serves it from (S3 has it within moments of the job's end, and after)",
+    )
 
 
 class Progress(WireModel):

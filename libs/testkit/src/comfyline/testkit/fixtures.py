@@ -28,6 +28,17 @@ TEST_ACCESS_KEY = "comfyline-test"
 TEST_SECRET_KEY = "comfyline-test-secret-key"
 ALL_STREAMS = ("JOBS", "RUNS", "WORK", "TIMERS", "DEADLETTER")
 ALL_BUCKETS = ("jobs", "workers", "models", "idempotency", "ratelimits", "keys", "usage")
+#: The size of the OUTPUTS stream each test's workers declare (see comfyline.runtime.fresh):
+#: JetStream sets a stream's whole size aside in its store when the stream is made, and every
+#: test's namespace makes one on the session's one nats-server, so the default (1 GiB) would
+#: use that store up after a few dozen tests. A test's outputs are small; a full stream only
+#: sends the next output to S3 on its job's path.
+TEST_FRESH_TOTAL_BYTES = 4 * 1024 * 1024
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Test workers (in this process or started as processes) keep a small OUTPUTS stream."""
+    os.environ.setdefault("WORKER_FRESH__TOTAL_BYTES", str(TEST_FRESH_TOTAL_BYTES))
 
 
 @pytest.fixture(scope="session")

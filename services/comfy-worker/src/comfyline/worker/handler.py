@@ -30,8 +30,10 @@ from comfyline.contracts import (
     utcnow,
 )
 from comfyline.runtime import (
+    Archiver,
     Bus,
     Delivery,
+    FreshOutputs,
     LiveCatalogue,
     ObjectStore,
     Reject,
@@ -149,6 +151,10 @@ class JobHandler:
         self.catalogue = catalogue
         self.settings = settings
         self.cancels = cancels
+        #: Where small outputs are kept while fresh (None: all to S3), and what copies them
+        #: to S3: while its copies fail, outputs go to S3 on the job's path instead.
+        self.fresh: FreshOutputs | None = None
+        self.archiver: Archiver | None = None
         self.resolver = InputResolver(bus, store)
         self.sockets: dict[str, ServerSocket] = {}  # by server URL
         self.held: dict[str, JobControl] = {}  # by job id, while they run
@@ -315,7 +321,7 @@ class JobHandler:
         files = await self.resolver.resolve(run_job, template, data)
         control.check()
         assets = await upload_inputs(
-            server.client, self.store, files, self.settings.upload_subfolder
+            server.client, self.store, files, self.settings.upload_subfolder, self.fresh
         )
         root = self.settings.output_subfolder
         try:
@@ -324,7 +330,8 @@ class JobHandler:
         except TemplateError as exc:
             raise WorkerError(exc.message, code=ErrorCode.TEMPLATE_ERROR, transient=False) from exc
         graph = saving_into(graph, run_folder(root, run_job.job_id, reporter.attempt), root)
-        outputs = RunOutputs(server.client, self.store, run_job, outputs_wanted)
+        fresh = self.fresh if self.archiver is None or not self.archiver.stalled else None
+        outputs = RunOutputs(server.client, self.store, run_job, outputs_wanted, fresh)
         run = ComfyRun(
             server.client,
             graph,

@@ -29,7 +29,7 @@ from comfyline.catalogue import (
 )
 from comfyline.catalogue import InputInvalid as _InputInvalid
 from comfyline.contracts import ErrorCode, JobRecord, JobState, ModelTemplate, Names, RunJob
-from comfyline.runtime import Bus, ObjectNotFound, ObjectStore, StorageError
+from comfyline.runtime import Bus, FreshOutputs, ObjectNotFound, ObjectStore, StorageError
 
 from .comfy_client import ComfyClient
 from .errors import InputError
@@ -145,16 +145,32 @@ def _mime(stored: str, key: str) -> str:
     return stored if stored and stored != "application/octet-stream" else content_type(key)
 
 
+async def _object(store: ObjectStore, fresh: FreshOutputs | None, key: str) -> AsyncIterator[bytes]:
+    """An object's bytes: an earlier job's output from JetStream while it is fresh (S3 may
+    not have it yet), anything else from S3."""
+    found = await fresh.get(key) if fresh is not None and key.startswith("outputs/") else None
+    if found is not None:
+        yield found.data
+        return
+    async for chunk in store.iter_object(key):
+        yield chunk
+
+
 async def upload_inputs(
-    client: ComfyClient, store: ObjectStore, files: list[InputFile], subfolder: str
+    client: ComfyClient,
+    store: ObjectStore,
+    files: list[InputFile],
+    subfolder: str,
+    fresh: FreshOutputs | None = None,
 ) -> dict[str, str]:
-    """Stream each file from S3 into ComfyUI; parameter -> the name a loader node takes."""
+    """Stream each file from storage into ComfyUI; parameter -> the name a loader node
+    takes."""
     names: dict[str, str] = {}
     for file in files:
         try:
             names[file.param] = await client.upload(
                 file.upload_name,
-                _read(file.local) if file.local else store.iter_object(file.key),
+                _read(file.local) if file.local else _object(store, fresh, file.key),
                 size=file.size,
                 content_type=file.content_type,
                 subfolder=subfolder,

@@ -1,9 +1,12 @@
-"""Outputs: each file a run reported, streamed from ComfyUI's ``/view`` into S3.
+"""Outputs: each file a run reported, from ComfyUI's ``/view`` (or its output folder) into
+storage.
 
 Keys are deterministic, ``<output_prefix><n>.<ext>``, so a redelivered job overwrites what an
-earlier attempt stored instead of adding to it. Bytes pass through in chunks (multipart upload on
-the S3 side), so memory stays flat whatever the file's size; a :class:`MediaProbe` watches them
-go by to report dimensions and duration.
+earlier attempt stored instead of adding to it. A small file is kept in JetStream's ``OUTPUTS``
+stream, one publish, and copied to S3 beside the job's path by the workers' archiver (see
+comfyline.runtime.fresh); a larger one passes through in chunks (multipart upload on the S3
+side), so memory stays flat whatever the file's size. A :class:`MediaProbe` watches the bytes go
+by to report dimensions and duration.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 from blake3 import blake3
 
 from comfyline.contracts import OutputKind, OutputRef, OutputSpec, RunJob
-from comfyline.runtime import ObjectStore, cancel_and_wait
+from comfyline.runtime import FreshOutputs, ObjectStore, cancel_and_wait
 
 from .comfy_client import ComfyClient
 from .media import CONTENT_TYPES, MediaProbe, content_type, extension
@@ -46,26 +49,46 @@ async def store_output(
     index: int,
     file: OutputFile,
     spec: OutputSpec | None,
+    fresh: FreshOutputs | None = None,
 ) -> OutputRef:
-    """Stream one file from ComfyUI into S3 and describe it."""
+    """Stream one file from ComfyUI into storage and describe it: a file of up to
+    ``fresh.max_bytes`` is kept in JetStream (see comfyline.runtime.fresh; the archiver copies
+    it to S3), any other streams into S3."""
     key = output_key(run_job, index, file.filename)
     mime = content_type(file.filename)
     probe = MediaProbe(file.filename)
     hasher = blake3()
+    metadata = {"job-id": run_job.job_id, "node-id": file.node_id}
+    limit = fresh.max_bytes if fresh is not None else -1
+    fresh_until = None
     async with client.view(file.filename, file.subfolder, file.type, CHUNK) as body:
+        chunks = aiter(body)
+        head: list[bytes] = []
+        held = 0
+        async for chunk in chunks:
+            probe.feed(chunk)
+            hasher.update(chunk)
+            head.append(chunk)
+            held += len(chunk)
+            if held > limit:
+                break
+        if held <= limit and fresh is not None:
+            data = b"".join(head)
+            fresh_until = await fresh.put(key, data, mime, metadata)
+            if fresh_until is None:
+                await store.put_bytes(key, data, mime, metadata)
+            size = held
+        else:
 
-        async def chunks() -> AsyncIterator[bytes]:
-            async for chunk in body:
-                probe.feed(chunk)
-                hasher.update(chunk)
-                yield chunk
+            async def rest() -> AsyncIterator[bytes]:
+                for chunk in head:
+                    yield chunk
+                async for chunk in chunks:
+                    probe.feed(chunk)
+                    hasher.update(chunk)
+                    yield chunk
 
-        size = await store.put_stream(
-            key,
-            chunks(),
-            mime,
-            metadata={"job-id": run_job.job_id, "node-id": file.node_id},
-        )
+            size = await store.put_stream(key, rest(), mime, metadata=metadata)
     info = probe.info()
     return OutputRef(
         index=index,
@@ -79,6 +102,7 @@ async def store_output(
         node_id=file.node_id,
         filename=file.filename,
         hash=f"blake3:{hasher.hexdigest()}",
+        fresh_until=fresh_until,
     )
 
 
@@ -101,9 +125,11 @@ class RunOutputs:
         store: ObjectStore,
         run_job: RunJob,
         specs: Sequence[OutputSpec],
+        fresh: FreshOutputs | None = None,
     ) -> None:
         self.client = client
         self.store = store
+        self.fresh = fresh
         self.run_job = run_job
         self._by_node = {spec.node: spec for spec in specs}
         self._early: list[tuple[OutputFile, asyncio.Task[OutputRef]]] = []
@@ -125,7 +151,7 @@ class RunOutputs:
 
     def _store(self, index: int, file: OutputFile) -> Coroutine[Any, Any, OutputRef]:
         spec = self._by_node.get(file.node_id)
-        return store_output(self.client, self.store, self.run_job, index, file, spec)
+        return store_output(self.client, self.store, self.run_job, index, file, spec, self.fresh)
 
     async def stored(self, files: Sequence[OutputFile]) -> list[OutputRef]:
         """Every file of the finished run stored, in order."""
@@ -156,5 +182,8 @@ class RunOutputs:
             await self._forget(index, file)
 
     async def _forget(self, index: int, file: OutputFile) -> None:
+        key = output_key(self.run_job, index, file.filename)
         with contextlib.suppress(Exception):
-            await self.store.delete(output_key(self.run_job, index, file.filename))
+            if self.fresh is not None:
+                await self.fresh.forget(key)
+            await self.store.delete(key)

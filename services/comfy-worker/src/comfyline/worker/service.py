@@ -21,13 +21,16 @@ from collections.abc import Awaitable
 from functools import partial
 
 from nats.aio.msg import Msg
+from nats.js.errors import APIError
 
 from comfyline.catalogue import Catalogue, UnknownModel
 from comfyline.contracts import ModelTemplate, RunJob, bucket_spec, stream_spec
 from comfyline.runtime import (
+    Archiver,
     Bus,
     Delivery,
     FleetOrders,
+    FreshOutputs,
     ObjectStore,
     cancel_and_wait,
     scan,
@@ -112,6 +115,9 @@ class Worker:
             bus, settings.ack_wait_s, bus.settings.request_timeout_s, sweep_s=settings.idle_poll_s
         )
         self.handler = JobHandler(bus, store, catalogue, settings, self.cancels)
+        if settings.fresh.max_bytes > 0:
+            self.handler.fresh = FreshOutputs(bus, settings.fresh)
+            self.handler.archiver = Archiver(self.handler.fresh, store)
         self.registry = Registry(
             bus,
             settings.worker_id,
@@ -140,6 +146,16 @@ class Worker:
         await self.bus.ensure_streams(stream_spec(names, s) for s in ("WORK", "RUNS"))
         await self.bus.ensure_buckets(bucket_spec(names, b) for b in ("jobs", "workers"))
         await self.store.ensure_bucket()
+        if self.handler.archiver is not None:
+            try:
+                await self.handler.archiver.ensure()
+            except APIError as exc:  # e.g. no JetStream storage left for the stream's size
+                log.error(
+                    "outputs are not kept fresh: the OUTPUTS stream cannot be declared; every "
+                    "output goes to S3 on its job's path",
+                    extra={"error": str(exc)},
+                )
+                self.handler.fresh = self.handler.archiver = None
 
     async def _on_up(self, server: Server) -> None:
         await self._clear_leftovers(server)
@@ -202,6 +218,8 @@ class Worker:
         background.append(asyncio.create_task(self.registry.run(), name="heartbeat"))
         background.append(asyncio.create_task(self._follow_orders(), name="fleet orders"))
         background.append(asyncio.create_task(self._sweep_leftovers(), name="leftovers"))
+        if self.handler.archiver is not None:
+            background.append(asyncio.create_task(self.handler.archiver.run(), name="archive"))
         slots = [
             asyncio.create_task(self._feed(s, stop), name=f"feed {s.url}") for s in self.servers
         ]
@@ -446,6 +464,8 @@ class Worker:
                 task.cancel()  # settle naks it; the run interrupts its prompt
             if late:
                 await asyncio.wait(late, timeout=10)
+        if self.handler.archiver is not None:  # what this worker kept, copied before it goes
+            await self.handler.archiver.caught_up(within_s=10)
         await cancel_and_wait(background)
         await self.handler.close()
         with contextlib.suppress(Exception):

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from comfyline.runtime import ServiceSettings
+from comfyline.runtime import FreshSettings, ServiceSettings
 
 
 def default_worker_id() -> str:
@@ -142,6 +142,11 @@ class Settings(ServiceSettings):
         description="keep each run's files in its ComfyUI's output folder once they are in S3 "
         "(by default a worker that reads that folder, WORKER_COMFYUI_OUTPUT_DIRS, removes the "
         "run's folder: ComfyUI never removes outputs itself)",
+    )
+    fresh: FreshSettings = Field(
+        default_factory=FreshSettings,
+        description="small outputs kept in JetStream while fresh, so a job's end waits on no S3 "
+        "upload (WORKER_FRESH__MAX_BYTES=0: every output to S3 on the job's path)",
     )
     retry_base_s: float = Field(default=2.0, ge=0, description="first nak delay of a retry")
 

@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from comfyline.catalogue import Catalogue, example_input
 from comfyline.contracts import bucket_spec, stream_spec
-from comfyline.runtime import Bus, FleetOrders, LiveCatalogue, ObjectStore
+from comfyline.runtime import Bus, FleetOrders, FreshOutputs, LiveCatalogue, ObjectStore
 from comfyline.runtime.tracing import exporting
 
 from .auth import Authenticator
@@ -44,6 +44,7 @@ from .routes import (
     assets,
     batches,
     events,
+    files,
     jobs,
     keys,
     models,
@@ -171,6 +172,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             orders=orders,
             fleetwatch=fleetwatch,
         )
+        views = Views(store, auth, settings, FreshOutputs(bus))
         app.state.gateway = Gateway(
             settings=settings,
             names=names,
@@ -186,7 +188,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             fanout=fanout,
             inputs=inputs,
             submitter=submitter,
-            views=Views(store, auth, settings),
+            views=views,
             orders=orders,
             fleetwatch=fleetwatch,
             deadletters=DeadLetterBook(
@@ -200,7 +202,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 await bus.kv(names.bucket("batches")),
                 settings.max_batch_jobs,
             ),
-            job_service=JobService(bus, settings, store, joblog, fleet, fanout, submitter),
+            job_service=JobService(
+                bus, settings, store, joblog, fleet, fanout, submitter, views.output_links
+            ),
             publisher=Publisher(bus, registry, workflows),
         )
         if app.state.on_started is not None:
@@ -297,6 +301,7 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
         openai,
         v2,
         v2_assets,
+        files,
     )
     for module in (*routers, playground):
         app.include_router(module.router)

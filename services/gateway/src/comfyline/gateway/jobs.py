@@ -41,6 +41,7 @@ from .errors import ApiError, not_found
 from .fanout import Fanout, Listener
 from .fleet import Fleet
 from .joblog import JobLog
+from .links import OutputLinks
 from .schemas import JobCreate
 from .settings import Settings
 from .submit import Submitted, Submitter
@@ -71,6 +72,7 @@ class JobService:
         fleet: Fleet,
         fanout: Fanout,
         submitter: Submitter,
+        links: OutputLinks,
     ) -> None:
         self.bus = bus
         self.settings = settings
@@ -79,6 +81,7 @@ class JobService:
         self.fleet = fleet
         self.fanout = fanout
         self.submitter = submitter
+        self.links = links
 
     async def submit(
         self,
@@ -285,9 +288,10 @@ class JobService:
                 return ref
         raise not_found("output", job_id=record.id, output=index)
 
-    def output_link(self, ref: OutputRef) -> str:
-        """A presigned link to an output, made now."""
-        return self.store.presign_get(ref.key, filename=filename_of(ref))
+    def output_link(self, ref: OutputRef, base: str) -> str:
+        """A link to an output, made now (the gateway's while the output is fresh, else a
+        presigned S3 link)."""
+        return self.links.url(ref, base, self.settings.s3.link_expiry_s, filename_of(ref))
 
     async def output_chunks(self, record: JobRecord, ref: OutputRef) -> AsyncIterator[bytes]:
         """The output's bytes from storage, streamed (404 here, before the first byte, if the
@@ -300,8 +304,13 @@ class JobService:
     async def object_chunks(
         self, key: str, offset: int = 0, length: int = 0
     ) -> AsyncIterator[bytes]:
-        """An object's bytes from storage, streamed (``length`` bytes from ``offset``; 0: to the
-        end); ``ObjectNotFound`` here, before the first byte, if the object is gone."""
+        """An object's bytes (``length`` bytes from ``offset``; 0: to the end): a fresh output's
+        from JetStream, any other streamed from S3; ``ObjectNotFound`` here, before the first
+        byte, if the object is gone."""
+        found = await self.links.read(key) if key.startswith("outputs/") else None
+        if found is not None:
+            end = offset + length if length else len(found.data)
+            return _once(found.data[offset:end])
         chunks = self.store.iter_object(key, offset=offset, length=length)
         try:
             first = await anext(chunks)
@@ -314,6 +323,10 @@ class JobService:
                 yield chunk
 
         return body()
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def filename_of(ref: OutputRef) -> str:

@@ -1,7 +1,8 @@
 """Public views of jobs and events, with links made at read time.
 
-Presigned links are made when a job or an event is *sent*, never stored, so a link is always
-fresh; signing is an offline HMAC (no network). The ``events`` link carries a short-lived events
+Output links are made when a job or an event is *sent*, never stored, so a link is always
+fresh; signing is an offline HMAC (no network). A fresh output's link points at the gateway,
+any other at S3 (see links.py). The ``events`` link carries a short-lived events
 token for that job only, so a browser can follow it without holding the API key.
 """
 
@@ -19,9 +20,10 @@ from comfyline.contracts import (
     PreviewRef,
     StepState,
 )
-from comfyline.runtime import ObjectStore, StorageError
+from comfyline.runtime import FreshOutputs, ObjectNotFound, ObjectStore, StorageError
 
 from .auth import Authenticator, Principal
+from .links import OutputLinks
 from .schemas import JobEventPublic, JobPublic, Links, OutputPublic, PreviewPublic, StepPublic
 from .settings import Settings
 
@@ -31,10 +33,17 @@ WAITING = frozenset({JobState.QUEUED, JobState.ENHANCING, JobState.DISPATCHED})
 class Views:
     """Builds what the API returns from what the log and the records say."""
 
-    def __init__(self, store: ObjectStore, auth: Authenticator, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        auth: Authenticator,
+        settings: Settings,
+        fresh: FreshOutputs | None = None,
+    ) -> None:
         self.store = store
         self.auth = auth
         self.settings = settings
+        self.output_links = OutputLinks(store, fresh, auth.events_secret)
 
     def expiry(self) -> tuple[int, datetime]:
         seconds = self.settings.s3.link_expiry_s
@@ -58,7 +67,7 @@ class Views:
             width=ref.width,
             height=ref.height,
             duration_s=ref.duration_s,
-            url=self.store.presign_get(ref.key, seconds, filename=filename),
+            url=self.output_links.url(ref, base, seconds, filename),
             url_expires_at=expires,
             content_url=f"{base}/v1/jobs/{job_id}/outputs/{ref.index}/content",
             b64_json=b64,
@@ -104,8 +113,10 @@ class Views:
                 and ref.size <= self.settings.bodies.max_b64_bytes
             ):
                 try:
-                    b64 = base64.b64encode(await self.store.get_bytes(ref.key)).decode()
-                except StorageError:
+                    found = await self.output_links.read(ref.key)
+                    data = found.data if found else await self.store.get_bytes(ref.key)
+                    b64 = base64.b64encode(data).decode()
+                except (StorageError, ObjectNotFound):
                     b64 = None  # the link still works; the bytes are best effort
             outputs.append(self.output(base, record.id, ref, b64))
         return JobPublic(

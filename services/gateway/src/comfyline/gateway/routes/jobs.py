@@ -245,11 +245,12 @@ async def cancel_job(job_id: str, request: Request, user: StatusUser, gw: Gatewa
     responses={307: {"description": "to a presigned URL"}, **error_responses(401, 404, 422, 429)},
 )
 async def output_link(
-    job_id: str, index: int, user: StatusUser, gw: GatewayDep
+    job_id: str, index: int, request: Request, user: StatusUser, gw: GatewayDep
 ) -> RedirectResponse:
-    """A `307` to a presigned link made now."""
+    """A `307` to a link made now (the gateway's own while the output is fresh, else a
+    presigned S3 link)."""
     ref = gw.job_service.output(await gw.job_service.load(user, job_id), index)
-    return RedirectResponse(gw.job_service.output_link(ref), status_code=307)
+    return RedirectResponse(gw.job_service.output_link(ref, gw.base_url(request)), status_code=307)
 
 
 @router.get(

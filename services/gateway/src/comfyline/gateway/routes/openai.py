@@ -183,13 +183,17 @@ async def create_images(
         width, height = int(match.group(1)), int(match.group(2))
     values = {"prompt": body.prompt, "width": width, "height": height, "batch_size": body.n}
     record = await run_job(gw, request, user, model, known_params(gw, model, values))
-    return await images_answer(gw, record, body.model, body.response_format)
+    return await images_answer(gw, request, record, body.model, body.response_format)
 
 
 async def images_answer(
-    gw: Gateway, record: JobRecord, asked: str | None, response_format: str | None
+    gw: Gateway,
+    request: Request,
+    record: JobRecord,
+    asked: str | None,
+    response_format: str | None,
 ) -> ImagesResponse:
-    """The job's images as OpenAI lists them: presigned links or inline base64."""
+    """The job's images as OpenAI lists them: links or inline base64."""
     inline = response_format or ("b64_json" if (asked or "").startswith("gpt-image") else "url")
     revised = record.enhancement.prompt if record.enhancement else None
     data = []
@@ -198,7 +202,8 @@ async def images_answer(
             encoded = base64.b64encode(await output_bytes(gw, record, ref.index)).decode()
             data.append(ImageData(b64_json=encoded, revised_prompt=revised))
         else:
-            data.append(ImageData(url=gw.job_service.output_link(ref), revised_prompt=revised))
+            url = gw.job_service.output_link(ref, gw.base_url(request))
+            data.append(ImageData(url=url, revised_prompt=revised))
     return ImagesResponse(created=id_timestamp_ms(record.id) // 1000, data=data)
 
 
@@ -278,7 +283,7 @@ async def edit_images(request: Request, user: SubmitUser, gw: GatewayDep) -> Ima
     values = {"image": image, "mask": mask or image, "mask_channel": "alpha", "prompt": prompt}
     record = await run_job(gw, request, user, model, known_params(gw, model, values))
     return await images_answer(
-        gw, record, asked if isinstance(asked, str) else None, response_format
+        gw, request, record, asked if isinstance(asked, str) else None, response_format
     )
 
 

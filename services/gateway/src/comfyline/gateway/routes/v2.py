@@ -99,7 +99,7 @@ def progress_view(progress: Progress) -> dict[str, Any]:
 def job_view(gw: Gateway, request: Request, record: JobRecord) -> dict[str, Any]:
     """A job in v2's shape."""
     base = f"{gw.base_url(request)}/api/v2/jobs/{record.id}"
-    outputs = [output_view(gw, record, ref) for ref in record.outputs]
+    outputs = [output_view(gw, record, ref, gw.base_url(request)) for ref in record.outputs]
     queue_ms = execution_ms = None
     if record.started_at:
         queue_ms = int((record.started_at - record.created_at).total_seconds() * 1000)
@@ -241,7 +241,7 @@ def _frame(seq: int, event: str, data: dict[str, Any]) -> bytes:
     )
 
 
-async def _v2_frames(gw: Gateway, seq: int, event: JobEvent) -> list[bytes]:
+async def _v2_frames(gw: Gateway, seq: int, event: JobEvent, base: str) -> list[bytes]:
     """One job event as v2's frames (``status``, ``progress``, ``preview``, ``output``)."""
     status = {"status": _STATUS[event.status], "queue_position": event.queue_position}
     if event.kind in _STATUS_KINDS:
@@ -263,7 +263,7 @@ async def _v2_frames(gw: Gateway, seq: int, event: JobEvent) -> list[bytes]:
         record = await gw.jobs.find(event.job_id)
         outputs = record.outputs if record is not None else []
         frames = [
-            _frame(seq, "output", output_view(gw, record, ref))
+            _frame(seq, "output", output_view(gw, record, ref, base))
             for ref in outputs
             if record is not None
         ]
@@ -277,7 +277,9 @@ async def _v2_frames(gw: Gateway, seq: int, event: JobEvent) -> list[bytes]:
     return []
 
 
-async def _v2_stream(gw: Gateway, job_id: str, after: int | None) -> AsyncIterator[bytes]:
+async def _v2_stream(
+    gw: Gateway, job_id: str, after: int | None, base: str
+) -> AsyncIterator[bytes]:
     with LISTENERS.labels("sse").track_inprogress():
         yield f"retry: {gw.settings.sse_retry_ms}\n\n".encode()
         items = follow(
@@ -288,7 +290,7 @@ async def _v2_stream(gw: Gateway, job_id: str, after: int | None) -> AsyncIterat
                 if isinstance(item, Tick):
                     yield b": keepalive\n\n"
                     continue
-                for frame in await _v2_frames(gw, *item):
+                for frame in await _v2_frames(gw, *item, base):
                     yield frame
         except Overflow:
             return  # the client reconnects (with Last-Event-ID) and misses nothing
@@ -299,6 +301,7 @@ async def _v2_stream(gw: Gateway, job_id: str, after: int | None) -> AsyncIterat
 @router.get("/jobs/{job_id}/events", summary="Follow a job (v2 SSE)")
 async def v2_job_events(
     job_id: str,
+    request: Request,
     user: StatusUser,
     gw: GatewayDep,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
@@ -308,7 +311,7 @@ async def v2_job_events(
     terminal ``status`` (at once, for a client that has seen every event of an ended job)."""
     record = await gw.job_service.load(user, job_id)
     after = last_event_id(last_event_id_header, None)
-    stream = _v2_stream(gw, job_id, after)
+    stream = _v2_stream(gw, job_id, after, gw.base_url(request))
     if record.status.terminal and after is not None:
         if not await gw.job_service.has_events_after(job_id, after):
             status = {"status": _STATUS[record.status], "queue_position": None}

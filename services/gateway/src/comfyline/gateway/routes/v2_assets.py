@@ -73,10 +73,15 @@ def upload_view(gw: Gateway, upload: Upload, created_new: bool | None = None) ->
     return view
 
 
-def output_view(gw: Gateway, record: JobRecord, ref: OutputRef) -> dict[str, Any]:
-    """A job output in v2's ``Output`` shape (which is an ``Asset`` too)."""
+def output_view(
+    gw: Gateway, record: JobRecord, ref: OutputRef, base: str | None = None
+) -> dict[str, Any]:
+    """A job output in v2's ``Output`` shape (which is an ``Asset`` too); its link is the
+    gateway's while the output is fresh and ``base`` is known (see links.py)."""
     name = ref.filename or ref.key.rsplit("/", 1)[-1]
-    url, url_expires = _link(gw, ref.key, ref.key.rsplit("/", 1)[-1])
+    expires = datetime.now().astimezone() + timedelta(seconds=LINK_S)
+    url = gw.views.output_links.url(ref, base, LINK_S, ref.key.rsplit("/", 1)[-1])
+    url_expires = expires.isoformat()
     return {
         "node_id": ref.node_id or "",
         "name": name,
@@ -176,11 +181,13 @@ async def v2_asset_by_hash(asset_hash: str, user: StatusUser, gw: GatewayDep) ->
 
 
 @router.get("/assets/{asset_id}", summary="An asset (v2)")
-async def v2_get_asset(asset_id: str, user: StatusUser, gw: GatewayDep) -> dict[str, Any]:
+async def v2_get_asset(
+    asset_id: str, request: Request, user: StatusUser, gw: GatewayDep
+) -> dict[str, Any]:
     """An upload or a job output, with a fresh link."""
     if asset_id.startswith("job_"):
         record, ref = await _output(gw, user, asset_id)
-        return output_view(gw, record, ref)
+        return output_view(gw, record, ref, gw.base_url(request))
     return upload_view(gw, await _upload(gw, user, asset_id))
 
 

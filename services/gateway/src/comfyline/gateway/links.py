@@ -1,0 +1,82 @@
+"""Links to outputs: to the gateway itself while an output is fresh, to S3 after.
+
+A worker keeps a small output in JetStream's ``OUTPUTS`` stream for a few minutes (see
+comfyline.runtime.fresh) and says until when in the output's ``fresh_until``. Until then its
+link is ``/v1/files/<key>?expires=<unix time>&signature=<HMAC>``, signed with a secret every
+replica derives from the events-token secret: like a presigned S3 link it needs no API key, so a
+browser can put it in an ``<img>``, and it lasts as long. The route answers from the stream, and
+with a ``307`` to a presigned S3 link once the output has left it (the archiver copied it there
+within moments of the job's end). Any other output is linked to S3 directly, as before.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import time
+from datetime import UTC, datetime
+
+from comfyline.contracts import ErrorCode, OutputRef
+from comfyline.runtime import FreshObject, FreshOutputs, ObjectStore
+
+from .errors import ApiError
+
+FILES_PATH = "/v1/files"
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class OutputLinks:
+    """Makes output links, and checks and serves those that point at the gateway."""
+
+    def __init__(
+        self, store: ObjectStore, fresh: FreshOutputs | None, events_secret: bytes
+    ) -> None:
+        self.store = store
+        self.fresh = fresh
+        self._secret = hmac.digest(events_secret, b"comfyline output links", "sha256")
+
+    def url(self, ref: OutputRef, base: str | None, seconds: int, filename: str) -> str:
+        """A link to ``ref`` lasting ``seconds``: the gateway's while the output is fresh and
+        ``base`` (the API's public URL) is known, else a presigned S3 link."""
+        if (
+            self.fresh is not None
+            and base is not None
+            and ref.fresh_until is not None
+            and ref.fresh_until > datetime.now(UTC)
+        ):
+            return self.fresh_url(base, ref.key, int(time.time()) + seconds)
+        return self.store.presign_get(ref.key, seconds, filename=filename)
+
+    def fresh_url(self, base: str, key: str, expires: int) -> str:
+        token = _b64(key.encode())
+        signature = self._sign(token, expires)
+        return f"{base}{FILES_PATH}/{token}?expires={expires}&signature={signature}"
+
+    def _sign(self, token: str, expires: int) -> str:
+        return _b64(hmac.digest(self._secret, f"{token}.{expires}".encode(), "sha256")[:24])
+
+    def check(self, token: str, expires: int, signature: str) -> tuple[str, int]:
+        """The object key a link names and the seconds it has left; 403 ``forbidden`` for a
+        link this gateway did not sign, or one that expired."""
+        if not hmac.compare_digest(self._sign(token, expires), signature):
+            raise ApiError(403, ErrorCode.FORBIDDEN, "the link's signature does not match")
+        left = expires - int(time.time())
+        if left <= 0:
+            raise ApiError(403, ErrorCode.FORBIDDEN, "the link has expired; ask for a fresh one")
+        try:
+            key = _unb64(token).decode()
+        except (binascii.Error, UnicodeDecodeError) as exc:  # signed, so never; all the same
+            raise ApiError(403, ErrorCode.FORBIDDEN, "the link names no output") from exc
+        return key, left
+
+    async def read(self, key: str) -> FreshObject | None:
+        """The output while it is fresh (None once it has left the stream)."""
+        return await self.fresh.get(key) if self.fresh is not None else None

@@ -1,0 +1,117 @@
+"""Links to fresh outputs: served by the gateway from JetStream, with no API key, while the
+output is fresh; a 307 to S3 once it has left the stream; refused when tampered with or
+expired."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+from fastapi import FastAPI
+
+from comfyline.contracts import JobRecord, utcnow
+from comfyline.runtime import Bus, FreshOutputs, FreshSettings, ObjectStore
+from comfyline.testkit.fixtures import TEST_FRESH_TOTAL_BYTES
+
+from .conftest import Orchestrator, png
+from .test_jobs import submit
+
+
+async def _fresh(bus: Bus) -> FreshOutputs:
+    fresh = FreshOutputs(bus, FreshSettings(total_bytes=TEST_FRESH_TOTAL_BYTES))
+    await fresh.ensure()
+    return fresh
+
+
+async def _ended_fresh(
+    client: httpx.AsyncClient, headers: dict[str, str], orchestrator: Orchestrator
+) -> tuple[JobRecord, FreshOutputs]:
+    job = (await submit(client, headers)).json()
+    fresh = await _fresh(orchestrator.bus)
+    record = await orchestrator.queued(job["id"])
+    return await orchestrator.complete(record, fresh=fresh), fresh
+
+
+async def test_a_fresh_outputs_link_serves_its_bytes_without_a_key(
+    client: httpx.AsyncClient, alice: dict[str, str], orchestrator: Orchestrator, store: ObjectStore
+) -> None:
+    record, _ = await _ended_fresh(client, alice, orchestrator)
+    job = (await client.get(f"/v1/jobs/{record.id}", headers=alice)).json()
+    output = job["outputs"][0]
+    assert output["url"].startswith("http://gw.test/v1/files/")
+    answer = await client.get(output["url"])  # no Authorization header
+    assert answer.status_code == 200, answer.text
+    assert answer.content == png(16, 8)
+    assert answer.headers["content-type"] == "image/png"
+    assert answer.headers["content-disposition"] == 'inline; filename="0.png"'
+    # Not in S3 yet (no archiver ran): the job's other ways to its bytes read the stream too.
+    listed = store.client.list_objects(store.bucket, prefix=f"outputs/alice/{record.id}/")
+    assert not list(listed)
+    content = await client.get(output["content_url"], headers=alice)
+    assert content.status_code == 200 and content.content == png(16, 8)
+    moved = await client.get(f"/v1/jobs/{record.id}/outputs/0", headers=alice)
+    assert moved.status_code == 307
+    assert moved.headers["location"].startswith("http://gw.test/v1/files/")
+    v2 = (await client.get(f"/api/v2/jobs/{record.id}", headers=alice)).json()
+    assert v2["outputs"][0]["url"].startswith("http://gw.test/v1/files/")
+    assert (await client.get(v2["outputs"][0]["url"])).content == png(16, 8)
+
+
+async def test_a_link_tampered_with_or_expired_is_refused(
+    gateway: FastAPI,
+    client: httpx.AsyncClient,
+    alice: dict[str, str],
+    orchestrator: Orchestrator,
+) -> None:
+    record, _ = await _ended_fresh(client, alice, orchestrator)
+    url = (await client.get(f"/v1/jobs/{record.id}", headers=alice)).json()["outputs"][0]["url"]
+    parts = urlsplit(url)
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    # Another key under the same signature.
+    other = url.replace(parts.path, parts.path[:-2] + "AA")
+    # A later expiry under the same signature.
+    later = url.replace(f"expires={query['expires']}", f"expires={int(query['expires']) + 60}")
+    for bad in (other, later, url.replace(query["signature"], "x" * 32)):
+        answer = await client.get(bad)
+        assert answer.status_code == 403, bad
+        assert answer.json()["code"] == "forbidden"
+    links = gateway.state.gateway.views.output_links
+    expired = links.fresh_url("http://gw.test", record.outputs[0].key, int(time.time()) - 1)
+    answer = await client.get(expired)
+    assert answer.status_code == 403 and "expired" in answer.json()["error"]
+    unsigned = await client.get(parts.path)
+    assert unsigned.status_code == 422
+
+
+async def test_once_the_output_left_the_stream_its_link_sends_to_s3(
+    client: httpx.AsyncClient, alice: dict[str, str], orchestrator: Orchestrator, store: ObjectStore
+) -> None:
+    record, fresh = await _ended_fresh(client, alice, orchestrator)
+    url = (await client.get(f"/v1/jobs/{record.id}", headers=alice)).json()["outputs"][0]["url"]
+    key = record.outputs[0].key
+    await store.put_bytes(key, png(16, 8), "image/png")  # as the archiver copies it
+    await fresh.forget(key)  # as the stream's max age removes it
+    answer = await client.get(url)
+    assert answer.status_code == 307
+    location = answer.headers["location"]
+    assert "X-Amz-Signature=" in location and "/v1/files/" not in location
+    async with httpx.AsyncClient() as s3:
+        assert (await s3.get(location)).content == png(16, 8)
+
+
+async def test_an_output_no_longer_fresh_is_linked_to_s3(
+    client: httpx.AsyncClient, alice: dict[str, str], orchestrator: Orchestrator, store: ObjectStore
+) -> None:
+    """After ``fresh_until`` the link goes to S3 directly (no hop through the gateway), and
+    an output a worker stored in S3 itself (no ``fresh_until``) always did."""
+    record, _ = await _ended_fresh(client, alice, orchestrator)
+    ref = record.outputs[0]
+    await store.put_bytes(ref.key, png(16, 8), "image/png")
+    stale = ref.model_copy(update={"fresh_until": utcnow() - timedelta(seconds=1)})
+    await orchestrator.write(record.model_copy(update={"outputs": [stale]}))
+    url = (await client.get(f"/v1/jobs/{record.id}", headers=alice)).json()["outputs"][0]["url"]
+    assert "X-Amz-Signature=" in url and "/v1/files/" not in url
+    async with httpx.AsyncClient() as s3:
+        assert (await s3.get(url)).content == png(16, 8)
