@@ -132,7 +132,13 @@ def _full_stack(args: argparse.Namespace, sizes: Sizes, root: Path, parts: Parts
     slow = start_simulators(root / "slow", max(sizes.busy_ks), SLOW_JOB)
     big = start_simulators(root / "big", 1, ["--png-compress-level", "0"])
     sims = [*zero, *slow, *big]
-    stack = BenchStack(root / "state", port=free_port(), comfyui_url=zero[0].url, worker_env=env)
+    stack = BenchStack(
+        root / "state",
+        port=free_port(),
+        comfyui_url=zero[0].url,
+        worker_env=env,
+        s3_delay_ms=args.s3_delay_ms,
+    )
     stack.output_dirs = {sim.url: sim.output_dir for sim in sims}
     if args.comfyui_url and args.comfyui_output_dir:
         stack.output_dirs[args.comfyui_url.rstrip("/")] = args.comfyui_output_dir
@@ -295,6 +301,13 @@ def main() -> None:
         default=None,
         help="WORKER_PIPELINE_DEPTH of every worker (default: the worker's own default)",
     )
+    parser.add_argument(
+        "--s3-delay-ms",
+        type=float,
+        default=0,
+        help="add this many ms to each round trip between the services and S3, as for an "
+        "object store across a network (bench/remote.py); the clients' links stay direct",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--load-time", type=float, default=0.5, help="affinity: s per load")
     args = parser.parse_args()
@@ -319,7 +332,8 @@ def main() -> None:
     text, verdicts = table(results)
     took = time.monotonic() - began
     print(f"\nComfyline bench ({'tiny' if args.tiny else 'full'}, {took:.0f} s):\n{text}")
-    out = args.json or (RESULTS if not args.tiny and args.which == "all" else None)
+    default = not args.tiny and args.which == "all" and not args.s3_delay_ms
+    out = args.json or (RESULTS if default else None)
     if out is not None:
         document = {
             "command": "uv run python -m bench " + " ".join(sys.argv[1:]),
@@ -328,6 +342,7 @@ def main() -> None:
             "machine": machine | {"load_average_after": os.getloadavg()},
             "comfyui_url_given": bool(args.comfyui_url),
             "pipeline_depth": args.pipeline_depth,
+            "s3_delay_ms": args.s3_delay_ms,
             "targets": verdicts,
             "results": results,
         }

@@ -36,6 +36,11 @@ class BenchStack(LocalStack):
     #: read outputs there, as a worker beside its ComfyUI does (``set_workers``).
     output_dirs: dict[str, Path] = field(default_factory=dict)
     workers: list[ChildProcess] = field(default_factory=list)
+    #: Milliseconds added to each round trip between a service and S3 (see remote.py); the
+    #: bench's clients still reach S3 directly.
+    s3_delay_ms: float = 0
+    _s3_proxy: ChildProcess | None = None
+    _s3_far_endpoint: str = ""
     _base_worker_env: dict[str, str] = field(default_factory=dict)
     _generation: int = 0
 
@@ -48,6 +53,10 @@ class BenchStack(LocalStack):
         process: str | None = None,
     ) -> dict[str, str]:
         env = super()._service_env(name, creds, comfyui, gateway_url, process)
+        if self.s3_delay_ms > 0:
+            prefix = next(k for k in env if k.endswith("_S3__ENDPOINT")).removesuffix("ENDPOINT")
+            env[prefix + "PUBLIC_ENDPOINT"] = env[prefix + "ENDPOINT"]
+            env[prefix + "ENDPOINT"] = self._s3_far()
         if name == "gateway":
             env |= BENCH_LIMITS
         if name == "orchestrator":
@@ -55,6 +64,37 @@ class BenchStack(LocalStack):
             # on a full queue); with workers running this changes nothing.
             env["ORCHESTRATOR_REQUIRE_LIVE_WORKER"] = "false"
         return env
+
+    def _s3_far(self) -> str:
+        """The S3 endpoint the services use: the delaying proxy, started on first use."""
+        assert self.s3 is not None
+        if self._s3_proxy is None:
+            port = free_port()
+            proxy = ChildProcess(
+                "s3-delay",
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.remote",
+                    "--port",
+                    str(port),
+                    "--to",
+                    self.s3.endpoint,
+                    "--delay-ms",
+                    str(self.s3_delay_ms),
+                ],
+                self.logs / "s3-delay.log",
+                env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+            )
+            proxy.spawn()
+            self._s3_proxy = proxy
+            deadline = time.monotonic() + 10
+            while "delaying" not in proxy.log_tail(1):
+                if time.monotonic() > deadline or not proxy.alive():
+                    raise ServerError(f"the S3 delay proxy did not start: {proxy.log_tail()}")
+                time.sleep(0.05)
+            self._s3_far_endpoint = f"127.0.0.1:{port}"
+        return self._s3_far_endpoint
 
     def _start_service(self, service: str, env: dict[str, str], name: str | None = None) -> None:
         if service == "worker":
@@ -147,6 +187,9 @@ class BenchStack(LocalStack):
             worker.stop(grace_s=15)
         self.workers = []
         super().stop()
+        if self._s3_proxy is not None:
+            self._s3_proxy.stop()
+            self._s3_proxy = None
 
 
 async def _wait_for_workers(

@@ -66,7 +66,8 @@ class OutputLinks:
     def check(self, token: str, expires: int, signature: str) -> tuple[str, int]:
         """The object key a link names and the seconds it has left; 403 ``forbidden`` for a
         link this gateway did not sign, or one that expired."""
-        if not hmac.compare_digest(self._sign(token, expires), signature):
+        expected = self._sign(token, expires).encode()
+        if not hmac.compare_digest(expected, signature.encode("utf-8", "surrogateescape")):
             raise ApiError(403, ErrorCode.FORBIDDEN, "the link's signature does not match")
         left = expires - int(time.time())
         if left <= 0:
