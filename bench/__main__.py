@@ -7,7 +7,7 @@
 
 a. overhead: the same ``cpu-smoke`` job (512x512, a fresh colour each time) straight to
    ComfyUI (WebSocket, POST /prompt, /view) and through Comfyline (POST /v1/jobs with
-   ``Prefer: wait``, then GET of the presigned output link), sequentially, job by job
+   ``Prefer: wait``, then GET of the output's link), sequentially, job by job
    alternated; median, p90, p99 of both sides and of each pair's difference. On the simulator,
    and on the ComfyUI named by ``--comfyui-url`` (or ``COMFYUI_URL``) when one is given. Then
    the same on the simulator with the jobs 1.2 s apart (a lightly loaded stack, idle between
@@ -26,7 +26,9 @@ It prints every figure beside its target and writes them to ``bench/results/late
 prove the bench works (CI), not to judge speed; it writes no file unless ``--json`` is given.
 Every server runs on 127.0.0.1 in a temporary folder and is stopped by its PID at the end.
 ``simulator`` and ``affinity`` are the simulator's own speed and model affinity
-(``bench/simulator.py``, ``bench/affinity.py``).
+(``bench/simulator.py``, ``bench/affinity.py``). ``--s3-delay-ms N`` puts N ms between the
+services and S3 on each round trip (``bench/remote.py``), as for an object store across a
+network; a run with it writes no ``latest.json`` unless ``--json`` names a file.
 """
 
 from __future__ import annotations

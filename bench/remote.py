@@ -42,14 +42,11 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dela
         while True:
             data = await reader.read(65536)
             chunks.put_nowait((time.monotonic() + delay, data))
-            if not data:
+            if not data:  # the end, passed on as an end of this direction only
                 break
         await delivering
-    except (OSError, asyncio.IncompleteReadError):
+    except OSError:
         delivering.cancel()
-    finally:
-        with contextlib.suppress(OSError):
-            writer.close()
 
 
 async def serve(port: int, host: str, target_port: int, delay_ms: float) -> None:
@@ -61,7 +58,14 @@ async def serve(port: int, host: str, target_port: int, delay_ms: float) -> None
         except OSError:
             client_w.close()
             return
-        await asyncio.gather(_pipe(client_r, server_w, delay), _pipe(server_r, client_w, delay))
+        await asyncio.gather(
+            _pipe(client_r, server_w, delay),
+            _pipe(server_r, client_w, delay),
+            return_exceptions=True,
+        )
+        for writer in (server_w, client_w):  # both directions have ended
+            with contextlib.suppress(OSError):
+                writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", port)
     print(f"delaying 127.0.0.1:{port} -> {host}:{target_port} by {delay_ms} ms", flush=True)
