@@ -11,7 +11,8 @@ import pytest
 from comfyline.catalogue import Catalogue
 from comfyline.comfyui_sim import SimulatorProcess
 from comfyline.contracts import EventKind, JobState, ModelTemplate, PipelineStep
-from tests.worker.helpers import flac_bytes, stored
+from comfyline.testkit.fixtures import stored
+from tests.worker.helpers import flac_bytes
 
 from .conftest import Services, Stack, publish_models
 

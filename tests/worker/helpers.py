@@ -29,7 +29,7 @@ from comfyline.contracts import (
     new_job_id,
     utcnow,
 )
-from comfyline.runtime import Bus, NatsSettings, ObjectNotFound, ObjectStore, S3Settings
+from comfyline.runtime import Bus, NatsSettings, ObjectStore, S3Settings
 from comfyline.testkit.worker import start_order
 from comfyline.worker import Settings, Worker
 
@@ -51,17 +51,6 @@ class RunningWorker:
 
 Workers = Callable[..., RunningWorker]
 SimFactory = Callable[..., SimulatorProcess]
-
-
-async def stored(store: ObjectStore, key: str, within_s: float = 10) -> bytes:
-    """An output's bytes from S3, once there: a small one is kept in JetStream when its job
-    completes and copied to S3 by the workers' archiver a moment later."""
-    async with asyncio.timeout(within_s):
-        while True:
-            try:
-                return await store.get_bytes(key)
-            except ObjectNotFound:
-                await asyncio.sleep(0.02)
 
 
 def worker_settings(

@@ -26,9 +26,9 @@ from comfyline.contracts import (
 )
 from comfyline.runtime import Bus, ObjectNotFound, ObjectStore
 from comfyline.runtime.metrics import OUTPUTS_READ
-from comfyline.testkit.fixtures import output_dir_of
+from comfyline.testkit.fixtures import output_dir_of, stored
 
-from .helpers import RunWatch, Workers, publish_job, queue_ids, stored
+from .helpers import RunWatch, Workers, publish_job, queue_ids
 
 #: Three blurs of a 1024x1024 image: seconds of work on a real CPU, three seconds on the
 #: simulator of ``any_comfyui``; what a cancel can land in.

@@ -12,6 +12,7 @@ from comfyline.catalogue import Catalogue
 from comfyline.comfyui_sim import SimulatorProcess
 from comfyline.contracts import JobState, OutputKind, RunEvent
 from comfyline.runtime import Bus, ObjectStore
+from comfyline.testkit.fixtures import stored
 
 from .helpers import (
     RunWatch,
@@ -23,7 +24,6 @@ from .helpers import (
     probe_media,
     publish_job,
     put_record,
-    stored,
     upload_asset,
 )
 

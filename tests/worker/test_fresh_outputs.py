@@ -3,26 +3,16 @@ path) and copied to S3 by the workers' archiver; a larger one goes to S3 on the 
 
 from __future__ import annotations
 
-import asyncio
 import io
 
 from PIL import Image
 
 from comfyline.comfyui_sim import SimulatorProcess
 from comfyline.contracts import utcnow
-from comfyline.runtime import Bus, FreshOutputs, FreshSettings, ObjectNotFound, ObjectStore
-from comfyline.testkit.fixtures import TEST_FRESH_TOTAL_BYTES
+from comfyline.runtime import Bus, FreshOutputs, FreshSettings, ObjectStore
+from comfyline.testkit.fixtures import TEST_FRESH_TOTAL_BYTES, stored
 
 from .helpers import RunWatch, Workers, publish_job
-
-
-async def _stored(store: ObjectStore, key: str) -> bytes:
-    async with asyncio.timeout(10):
-        while True:
-            try:
-                return await store.get_bytes(key)
-            except ObjectNotFound:
-                await asyncio.sleep(0.02)
 
 
 async def test_a_small_output_is_kept_fresh_then_copied_to_s3(
@@ -40,7 +30,7 @@ async def test_a_small_output_is_kept_fresh_then_copied_to_s3(
     assert kept.metadata == {"job-id": job.job_id, "node-id": out.node_id}
     image = Image.open(io.BytesIO(kept.data))
     assert image.size == (96, 48) and image.convert("RGB").getpixel((5, 5)) == (0, 255, 0)
-    assert await _stored(store, out.key) == kept.data
+    assert await stored(store, out.key) == kept.data
     info = await store.stat(out.key)
     assert info.content_type == "image/png" and info.metadata.get("job-id") == job.job_id
 

@@ -23,6 +23,7 @@ from comfyline.catalogue import Catalogue
 from comfyline.contracts import Binding, CancelCommand, RunEvent
 from comfyline.runtime import Bus, NatsSettings, ObjectStore, S3Settings
 from comfyline.stack.servers import free_port
+from comfyline.testkit.fixtures import stored
 
 from .helpers import (
     RunWatch,
@@ -31,7 +32,6 @@ from .helpers import (
     Workers,
     publish_job,
     queue_ids,
-    stored,
 )
 from .test_both_servers import SLOW, idle, slow_graph
 

@@ -12,11 +12,12 @@ from PIL import Image
 from comfyline.comfyui_sim import SimulatorProcess
 from comfyline.contracts import ErrorCode, OutputKind, OutputSpec, Progress
 from comfyline.runtime import Bus, ObjectStore
+from comfyline.testkit.fixtures import stored
 from comfyline.worker import ComfyClient, ComfyRun, PromptRejected, RunOptions
 from comfyline.worker.frames import Preview
 from comfyline.worker.run import RunResult
 
-from .helpers import RunWatch, SimFactory, Workers, publish_job, stored
+from .helpers import RunWatch, SimFactory, Workers, publish_job
 
 
 async def test_progress_is_throttled_rising_and_names_node_and_step(

@@ -8,8 +8,9 @@ from PIL import Image
 
 from comfyline.comfyui_sim import SimulatorProcess
 from comfyline.runtime import Bus, ObjectStore
+from comfyline.testkit.fixtures import stored
 
-from .helpers import RunWatch, Workers, publish_job, stored
+from .helpers import RunWatch, Workers, publish_job
 
 
 async def test_cpu_smoke_job_completes_and_stores_a_png(

@@ -11,17 +11,9 @@ import pytest
 from comfyline.contracts import utcnow
 from comfyline.runtime import Bus, ObjectNotFound, ObjectStore, S3Settings
 from comfyline.runtime.fresh import Archiver, FreshOutputs, FreshSettings
+from comfyline.testkit.fixtures import stored
 
 KEY = "outputs/owner-1/job-1/0.png"
-
-
-async def _until_stored(store: ObjectStore, key: str, within_s: float = 10) -> bytes:
-    async with asyncio.timeout(within_s):
-        while True:
-            try:
-                return await store.get_bytes(key)
-            except ObjectNotFound:
-                await asyncio.sleep(0.02)
 
 
 @pytest.fixture
@@ -83,7 +75,7 @@ async def test_the_archiver_copies_each_output_to_s3_under_its_key(
             data = f"image {n}".encode()
             await fresh.put(f"outputs/o/j/{n}.png", data, "image/png", {"n": str(n)})
         for n in range(3):
-            assert await _until_stored(store, f"outputs/o/j/{n}.png") == f"image {n}".encode()
+            assert await stored(store, f"outputs/o/j/{n}.png") == f"image {n}".encode()
         info = await store.stat("outputs/o/j/2.png")
         assert info.content_type == "image/png"
         assert info.metadata.get("n") == "2"
@@ -120,7 +112,7 @@ async def test_an_output_kept_while_no_archiver_ran_is_copied_by_the_next_one(
     second = Archiver(fresh, store)
     task = asyncio.create_task(second.run())
     try:
-        assert await _until_stored(store, KEY, within_s=40) == b"kept"
+        assert await stored(store, KEY, within_s=40) == b"kept"
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -136,7 +128,7 @@ async def test_a_forgotten_output_is_deleted_from_s3_even_if_a_copy_landed_first
     task = asyncio.create_task(archiver.run())
     try:
         await fresh.put(KEY, b"copied, then forgotten", "image/png")
-        await _until_stored(store, KEY)
+        await stored(store, KEY)
         await fresh.forget(KEY)
         assert await fresh.get(KEY) is None
         async with asyncio.timeout(10):

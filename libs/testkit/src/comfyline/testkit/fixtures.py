@@ -7,6 +7,7 @@ free loopback ports in temp folders and stopped by PID at the end of the session
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,7 +19,7 @@ from minio.error import S3Error
 
 from comfyline.comfyui_sim import SimulatorProcess
 from comfyline.contracts import Names, bucket_spec, stream_spec
-from comfyline.runtime import Bus, NatsSettings, ObjectStore, S3Settings
+from comfyline.runtime import Bus, NatsSettings, ObjectNotFound, ObjectStore, S3Settings
 from comfyline.stack.containers import ContainerNats, ContainerS3, use_containers
 from comfyline.stack.servers import NatsServer, SeaweedS3
 
@@ -100,6 +101,17 @@ def s3_settings(s3_server: SeaweedS3 | ContainerS3, namespace: str) -> Iterator[
     )
     yield settings
     remove_bucket(settings)
+
+
+async def stored(store: ObjectStore, key: str, within_s: float = 10) -> bytes:
+    """An object's bytes from S3, once there: a job's small output is kept in JetStream when
+    the job completes and copied to S3 by the workers' archiver a moment later."""
+    async with asyncio.timeout(within_s):
+        while True:
+            try:
+                return await store.get_bytes(key)
+            except ObjectNotFound:
+                await asyncio.sleep(0.02)
 
 
 def remove_bucket(settings: S3Settings) -> None:
