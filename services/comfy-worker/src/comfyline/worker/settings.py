@@ -139,7 +139,7 @@ class Settings(ServiceSettings):
     )
     keep_comfyui_outputs: bool = Field(
         default=False,
-        description="keep each run's files in its ComfyUI's output folder once they are in S3 "
+        description="keep each run's files in its ComfyUI's output folder once they are stored "
         "(by default a worker that reads that folder, WORKER_COMFYUI_OUTPUT_DIRS, removes the "
         "run's folder: ComfyUI never removes outputs itself)",
     )
