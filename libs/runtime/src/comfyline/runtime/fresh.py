@@ -23,21 +23,26 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
-from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, Field
 
 from comfyline.contracts import utcnow
 
 from .bus import Bus
-from .consume import durable_config, ensure_consumer
+from .consume import (
+    Delivery,
+    Reject,
+    Retry,
+    backoff_delay,
+    durable_config,
+    ensure_consumer,
+    run_consumer,
+)
 from .storage import ObjectStore, StorageError
-from .tracing import extract_context, inject_headers, span, tracer
+from .tracing import inject_headers, span, tracer
 
 log = logging.getLogger(__name__)
 _tracer = tracer(__name__)
@@ -214,20 +219,17 @@ class Archiver:
         await ensure_consumer(self.fresh.bus, self.fresh.stream, config)
 
     async def run(self) -> None:
-        """Copy until cancelled (after :meth:`ensure`)."""
-        bus = self.fresh.bus
-        sub = await bus.js.pull_subscribe_bind(ARCHIVE_CONSUMER, stream=self.fresh.stream)
-        try:
-            while True:
-                try:
-                    msgs = await sub.fetch(self.batch, timeout=5)
-                except (TimeoutError, NatsTimeout):
-                    continue
-                for msg in msgs:
-                    await self._copy(msg)
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        """Copy until cancelled (after :meth:`ensure`), through the runtime's consumer loop:
+        up to ``batch`` copies at once, those of one key one after another in stream order."""
+        await run_consumer(
+            self.fresh.bus,
+            self.fresh.stream,
+            ARCHIVE_CONSUMER,
+            self._copy,
+            asyncio.Event(),  # never set: the worker cancels the archiver once it caught up
+            concurrency=self.batch,
+            key=lambda msg: msg.subject,
+        )
 
     async def caught_up(self, within_s: float) -> bool:
         """Wait (up to ``within_s``) until no output waits to be copied (by any archiver)."""
@@ -244,30 +246,22 @@ class Archiver:
                     await asyncio.sleep(0.05)
         return False
 
-    async def _copy(self, msg: Msg) -> None:
-        found = _object(msg.headers, msg.data)
+    async def _copy(self, delivery: Delivery) -> None:
+        found = _object(delivery.headers, delivery.data)
         if found is None:
-            await msg.term()
-            return
-        token = otel_context.attach(extract_context(msg.headers or {}))
+            raise Reject("not a fresh output (no key)")
+        attributes = {"s3.key": found.key}
         try:
-            with span(
-                _tracer, "archive output", kind=SpanKind.CONSUMER, attributes={"s3.key": found.key}
-            ):
-                await self._settle(found, msg.metadata.sequence.stream)
+            with span(_tracer, "archive output", kind=SpanKind.CONSUMER, attributes=attributes):
+                await self._settle(found, delivery.stream_seq)
         except StorageError as exc:
             if self._failing_since is None:
                 self._failing_since = time.monotonic()
-            delay = min(30.0, 0.5 * 2 ** min(msg.metadata.num_delivered, 6))
-            extra = {"key": found.key, "error": str(exc)}
-            log.warning("fresh output not copied to S3", extra=extra)
-            await msg.nak(delay=delay)
-            return
-        finally:
-            otel_context.detach(token)
+            log.warning("fresh output not copied to S3", extra=attributes | {"error": str(exc)})
+            delay = backoff_delay(delivery.num_delivered, cap=30.0)
+            raise Retry(f"not copied to S3: {exc.message}", delay=delay) from exc
         self._failing_since = None
         self.copied += 1
-        await msg.ack()
 
     async def _settle(self, found: FreshObject, seq: int) -> None:
         """Make S3 hold what the stream last says under the key: a copy of the output, or, once
