@@ -20,6 +20,10 @@ class StreamSpec:
     max_age_s: float = 0
     duplicate_window_s: float = 120
     allow_msg_ttl: bool = False
+    max_bytes: int = 0  # 0: no limit (a limit is set aside in JetStream's store at creation)
+    max_msgs_per_subject: int = 0  # 0: no limit
+    discard_new: bool = False  # at a limit, refuse new messages instead of dropping old ones
+    allow_direct: bool = False  # direct gets (any replica answers a read by subject)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from nats.errors import NoServersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import (
+    DiscardPolicy,
     KeyValueConfig,
     PubAck,
     RetentionPolicy,
@@ -126,6 +127,10 @@ class Bus:
                 num_replicas=self.settings.replicas,
                 storage=StorageType.FILE,
                 allow_msg_ttl=spec.allow_msg_ttl or None,
+                max_bytes=spec.max_bytes or None,
+                max_msgs_per_subject=spec.max_msgs_per_subject or -1,
+                discard=DiscardPolicy.NEW if spec.discard_new else DiscardPolicy.OLD,
+                allow_direct=spec.allow_direct or None,
             )
             try:
                 await self.js.add_stream(config)

@@ -24,12 +24,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from nats.errors import Error as NatsError
-from nats.js.api import DiscardPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError
 from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, Field
 
-from comfyline.contracts import utcnow
+from comfyline.contracts import StreamSpec, utcnow
 
 from .bus import Bus
 from .consume import (
@@ -102,22 +100,18 @@ class FreshOutputs:
 
     async def ensure(self) -> None:
         """Create the stream, or update it to the settings (the workers, its writers, do)."""
-        config = StreamConfig(
-            name=self.stream,
-            subjects=[self.bus.names.all_fresh_outputs()],
-            storage=StorageType.FILE,
-            max_age=self.settings.window_s,
+        window = self.settings.window_s
+        spec = StreamSpec(
+            self.stream,
+            (self.bus.names.all_fresh_outputs(),),
+            max_age_s=window,
+            duplicate_window_s=min(120.0, window),
             max_bytes=self.settings.total_bytes,
             max_msgs_per_subject=1,
-            discard=DiscardPolicy.NEW,
+            discard_new=True,
             allow_direct=True,
-            num_replicas=self.bus.settings.replicas,
-            duplicate_window=min(120.0, self.settings.window_s),
         )
-        try:
-            await self.bus.js.add_stream(config)
-        except BadRequestError:
-            await self.bus.js.update_stream(config)
+        await self.bus.ensure_streams([spec])
 
     async def put(
         self, key: str, data: bytes, content_type: str, metadata: dict[str, str] | None = None
