@@ -23,6 +23,7 @@ from ..auth import Principal
 from ..deps import Gateway, GatewayDep, StatusUser, UploadUser
 from ..errors import ApiError, not_found
 from ..hashes import Upload, Uploads, hex_of
+from ..jobs import filename_of
 from ..uploads import store_upload
 
 router = APIRouter(prefix="/api/v2", tags=["comfy api v2"], include_in_schema=False)
@@ -46,9 +47,13 @@ def output_id(job_id: str, index: int) -> str:
     return f"{job_id}.{index}"
 
 
+def _expires() -> str:
+    """When a link made now expires."""
+    return (datetime.now().astimezone() + timedelta(seconds=LINK_S)).isoformat()
+
+
 def _link(gw: Gateway, key: str, name: str) -> tuple[str, str]:
-    expires = datetime.now().astimezone() + timedelta(seconds=LINK_S)
-    return gw.store.presign_get(key, LINK_S, filename=name), expires.isoformat()
+    return gw.store.presign_get(key, LINK_S, filename=name), _expires()
 
 
 def upload_view(gw: Gateway, upload: Upload, created_new: bool | None = None) -> dict[str, Any]:
@@ -78,10 +83,9 @@ def output_view(
 ) -> dict[str, Any]:
     """A job output in v2's ``Output`` shape (which is an ``Asset`` too); its link is the
     gateway's while the output is fresh and ``base`` is known (see links.py)."""
-    name = ref.filename or ref.key.rsplit("/", 1)[-1]
-    expires = datetime.now().astimezone() + timedelta(seconds=LINK_S)
-    url = gw.views.output_links.url(ref, base, LINK_S, ref.key.rsplit("/", 1)[-1])
-    url_expires = expires.isoformat()
+    name = ref.filename or filename_of(ref)
+    url = gw.views.output_links.url(ref, base, LINK_S, filename_of(ref))
+    url_expires = _expires()
     return {
         "node_id": ref.node_id or "",
         "name": name,
