@@ -14,7 +14,7 @@ from pathlib import Path
 from comfyline.comfyui_sim import SimulatorProcess
 from comfyline.contracts import Names
 from comfyline.stack.local import Credentials, LocalStack
-from comfyline.stack.servers import ChildProcess, ServerError, free_port
+from comfyline.stack.servers import ChildProcess, ServerError, free_port, wait_until
 
 #: The gateway's limits for the bench: far above any rate it reaches, so none of them refuses
 #: a job (the checks still run on every submission).
@@ -88,11 +88,7 @@ class BenchStack(LocalStack):
             )
             proxy.spawn()
             self._s3_proxy = proxy
-            deadline = time.monotonic() + 10
-            while "delaying" not in proxy.log_tail(1):
-                if time.monotonic() > deadline or not proxy.alive():
-                    raise ServerError(f"the S3 delay proxy did not start: {proxy.log_tail()}")
-                time.sleep(0.05)
+            wait_until(lambda: "delaying" in proxy.log_tail(1), "the S3 delay proxy", proxy, 10)
             self._s3_far_endpoint = f"127.0.0.1:{port}"
         return self._s3_far_endpoint
 
@@ -109,8 +105,6 @@ class BenchStack(LocalStack):
             super()._wait_services(gateway_urls)
             return
         import httpx
-
-        from comfyline.stack.servers import wait_until
 
         wait_until(
             lambda: httpx.get(f"{gateway_urls[0]}/readyz", timeout=2).status_code == 200,
