@@ -3,13 +3,14 @@ path) and copied to S3 by the workers' archiver; a larger one goes to S3 on the 
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 from PIL import Image
 
 from comfyline.comfyui_sim import SimulatorProcess
 from comfyline.contracts import utcnow
-from comfyline.runtime import Bus, FreshOutputs, FreshSettings, ObjectStore
+from comfyline.runtime import Bus, FreshOutputs, FreshSettings, ObjectNotFound, ObjectStore
 from comfyline.testkit.fixtures import TEST_FRESH_TOTAL_BYTES, stored
 
 from .helpers import RunWatch, Workers, publish_job
@@ -62,3 +63,46 @@ async def test_a_worker_that_stops_copies_what_waits_to_be_copied_first(
     await worker.stop()
     for n, key in enumerate(keys):
         assert await store.get_bytes(key) == b"png %d" % n  # no wait: copied before it went
+
+
+async def test_a_jobs_background_work_waits_for_the_next_run_not_beside_its_answer(
+    bus: Bus, store: ObjectStore, sim: SimulatorProcess, workers: Workers, runs: RunWatch
+) -> None:
+    """A job's copy to S3 and the removal of its run folder wait for the worker's next run
+    (here, up to ``background_defer_s`` = 60 s otherwise): never beside the answer to the job
+    that made them. A worker that stops does what waits at once."""
+    folder = sim.output_dir
+    worker = workers([sim.url], background_defer_s=60, comfyui_output_dirs={sim.url: folder})
+
+    async def run_one(color: int) -> tuple[str, str]:
+        job = await publish_job(bus, "cpu-smoke", {"width": 32, "height": 16, "color": color})
+        done = await runs.wait_for(job.job_id, "completed", "failed")
+        assert done.kind == "completed", done.error
+        [out] = done.outputs
+        assert out.fresh_until is not None
+        return out.key, job.job_id
+
+    async def in_s3(key: str) -> bool:
+        try:
+            await store.stat(key)
+        except ObjectNotFound:
+            return False
+        return True
+
+    first, first_job = await run_one(0x102030)
+    await asyncio.sleep(0.5)
+    assert not await in_s3(first), "copied beside the job's answer"
+    assert (folder / "comfyline" / f"{first_job}-1").is_dir(), "removed beside the answer"
+    second, second_job = await run_one(0x405060)
+    kept = await FreshOutputs(bus).get(first)
+    assert kept is not None and await stored(store, first) == kept.data  # during the 2nd run
+    for _ in range(100):
+        if not (folder / "comfyline" / f"{first_job}-1").exists():
+            break
+        await asyncio.sleep(0.05)
+    assert not (folder / "comfyline" / f"{first_job}-1").exists()
+    await asyncio.sleep(0.5)
+    assert not await in_s3(second), "its own run does not count"
+    await worker.stop()
+    assert await in_s3(second)  # no wait: done before the worker went
+    assert not (folder / "comfyline" / f"{second_job}-1").exists()

@@ -26,6 +26,7 @@ from .kv import LastWrites, cas_pause, follow_bucket, scan
 from .lifecycle import install_stop_signals, run, settle_heap
 from .logs import job_id_var, model_var, setup_logging
 from .models import LiveCatalogue
+from .moments import Moments, RunMark
 from .service import start
 from .settings import (
     NatsSettings,
@@ -60,6 +61,7 @@ __all__ = [
     "LastWrites",
     "LiveCatalogue",
     "LoopSession",
+    "Moments",
     "NatsSettings",
     "ObjectInfo",
     "ObjectNotFound",
@@ -67,6 +69,7 @@ __all__ = [
     "OtelSettings",
     "Reject",
     "Retry",
+    "RunMark",
     "S3Settings",
     "ServiceSettings",
     "StorageError",

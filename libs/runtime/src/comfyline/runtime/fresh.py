@@ -10,6 +10,9 @@ when the job says it succeeded. A durable pull consumer shared by every worker
 a worker that stops mid-copy leaves it to another. The gateway serves an output's link from the
 stream while the output is fresh, and from S3 after.
 
+A copy is background work: it waits for its worker's next moment that slows no waiting client
+(see comfyline.runtime.moments), counted from when the output was kept.
+
 The stream refuses what it has no room for (``total_bytes``, discard new): the worker then
 stores that output in S3 on the job's path, as for an output too big to keep here.
 """
@@ -39,6 +42,7 @@ from .consume import (
     ensure_consumer,
     run_consumer,
 )
+from .moments import Moments
 from .storage import ObjectStore, StorageError
 from .tracing import inject_headers, span, tracer
 
@@ -187,12 +191,20 @@ class Archiver:
     output to a stream that forgets it after ``window_s``."""
 
     def __init__(
-        self, fresh: FreshOutputs, store: ObjectStore, stall_s: float = 30, batch: int = 16
+        self,
+        fresh: FreshOutputs,
+        store: ObjectStore,
+        stall_s: float = 30,
+        batch: int = 16,
+        moments: Moments | None = None,
     ) -> None:
         self.fresh = fresh
         self.store = store
         self.stall_s = stall_s
         self.batch = batch
+        #: When a copy may go (its worker's; by default one that never sees a run: each copy
+        #: then waits its ``defer_s``).
+        self.moments = moments or Moments()
         self.copied = 0
         self._failing_since: float | None = None
 
@@ -244,6 +256,8 @@ class Archiver:
         found = _object(delivery.headers, delivery.data)
         if found is None:
             raise Reject("not a fresh output (no key)")
+        if delivery.num_delivered == 1:  # (a redelivered one is late already)
+            await self.moments.wait(since=delivery.published_at)
         attributes = {"s3.key": found.key}
         try:
             with span(_tracer, "archive output", kind=SpanKind.CONSUMER, attributes=attributes):

@@ -35,6 +35,7 @@ from comfyline.runtime import (
     Delivery,
     FreshOutputs,
     LiveCatalogue,
+    Moments,
     ObjectStore,
     Reject,
     Retry,
@@ -155,6 +156,10 @@ class JobHandler:
         #: to S3: while its copies fail, outputs go to S3 on the job's path instead.
         self.fresh: FreshOutputs | None = None
         self.archiver: Archiver | None = None
+        #: When background work goes (see comfyline.runtime.moments): each run marks itself,
+        #: and a run's folder is removed at the next such moment.
+        self.moments = Moments(settings.background_defer_s)
+        self._chores: set[asyncio.Task[None]] = set()
         self.resolver = InputResolver(bus, store)
         self.sockets: dict[str, ServerSocket] = {}  # by server URL
         self.held: dict[str, JobControl] = {}  # by job id, while they run
@@ -245,7 +250,11 @@ class JobHandler:
             await reporter.stop_progress()
 
     async def close(self) -> None:
-        """Close the servers' sockets (the worker stops)."""
+        """Do what background work is left, and close the servers' sockets (the worker
+        stops)."""
+        self.moments.hurry()
+        if self._chores:
+            await asyncio.wait(set(self._chores), timeout=10)
         for socket in self.sockets.values():
             await socket.close()
 
@@ -347,6 +356,7 @@ class JobHandler:
             extra_data={"comfyline": self.tag | {"job_id": run_job.job_id}},
             shared=self._socket(server),
             settled=outputs.reported,
+            mark=self.moments.mark(),
         )
         control.run = run
         control.check()
@@ -373,7 +383,7 @@ class JobHandler:
             self._tidy(server, run_job, reporter.attempt)
             raise
         await reporter.completed(refs, result.gpu_seconds)
-        self._tidy(server, run_job, reporter.attempt)
+        self._tidy_later(server, run_job, reporter.attempt)
         log.info(
             "job completed",
             extra={
@@ -382,6 +392,20 @@ class JobHandler:
                 "cached": result.cached,
             },
         )
+
+    def _tidy_later(self, server: Server, run_job: RunJob, attempt: int) -> None:
+        """:meth:`_tidy` at the next moment for background work (the job's client is being
+        answered now)."""
+        if server.client.output_dir is None or self.settings.keep_comfyui_outputs:
+            return
+
+        async def chore() -> None:
+            await self.moments.wait()
+            self._tidy(server, run_job, attempt)
+
+        task = asyncio.create_task(chore(), name=f"tidy {run_job.job_id}")
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
 
     def _tidy(self, server: Server, run_job: RunJob, attempt: int) -> None:
         """Remove the job's run folders from the server's output folder, when this worker reads

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from comfyline.contracts import ErrorCode, OutputSpec, Progress
-from comfyline.runtime import cancel_and_wait
+from comfyline.runtime import RunMark, cancel_and_wait
 
 from .comfy_client import ComfyClient
 from .comfy_socket import (
@@ -98,6 +98,7 @@ class ComfyRun:
         extra_data: dict[str, Any] | None = None,
         shared: ServerSocket | None = None,
         settled: Callable[[list[OutputFile]], None] | None = None,
+        mark: RunMark | None = None,
     ) -> None:
         self.client = client
         self.extra_data = extra_data
@@ -109,6 +110,9 @@ class ComfyRun:
         self.shared = shared  # the server's socket (None: the run opens one of its own)
         #: Told of the files whose places among the outputs are known, as nodes report them.
         self.settled = settled
+        #: Entered once the prompt is posted, left at its first output or its end (the
+        #: archiver copies other jobs' outputs meanwhile).
+        self.mark = mark
         self.client_id = str(uuid.uuid4())
         self.tracker = RunTracker(self.prompt_id, graph)
         self.cancel_requested = False
@@ -140,6 +144,8 @@ class ComfyRun:
         async with frames as socket:
             self.client_id = socket.client_id
             self._socket = socket
+            if self.mark is not None:
+                self.mark.enter()
             try:
                 result = await self._drive(socket)
             except asyncio.CancelledError:
@@ -148,6 +154,9 @@ class ComfyRun:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(self._stop_prompt(), 3.0)
                 raise
+            finally:
+                if self.mark is not None:
+                    self.mark.leave()
             kept: asyncio.Task[T] = asyncio.create_task(keep(result), name=f"keep {self.prompt_id}")
             try:
                 await self._await_done_marker(socket)
@@ -200,6 +209,8 @@ class ComfyRun:
                     if update.started:
                         deadline = self._run_deadline(deadline)
                         await self.listener.started(self.prompt_id)
+                    if update.outputs and self.mark is not None:
+                        self.mark.leave()  # (before its outputs are kept: see the archiver)
                     if update.outputs and self.settled is not None:
                         self.settled(self.tracker.settled(self.outputs))
                     if update.progressed:

@@ -117,7 +117,9 @@ class Worker:
         self.handler = JobHandler(bus, store, catalogue, settings, self.cancels)
         if settings.fresh.max_bytes > 0:
             self.handler.fresh = FreshOutputs(bus, settings.fresh)
-            self.handler.archiver = Archiver(self.handler.fresh, store)
+            self.handler.archiver = Archiver(
+                self.handler.fresh, store, moments=self.handler.moments
+            )
         self.registry = Registry(
             bus,
             settings.worker_id,
@@ -465,6 +467,7 @@ class Worker:
             if late:
                 await asyncio.wait(late, timeout=10)
         if self.handler.archiver is not None:  # what this worker kept, copied before it goes
+            self.handler.moments.hurry()
             await self.handler.archiver.caught_up(within_s=10)
         await cancel_and_wait(background)
         await self.handler.close()

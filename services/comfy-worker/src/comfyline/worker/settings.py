@@ -143,6 +143,13 @@ class Settings(ServiceSettings):
         "(by default a worker that reads that folder, WORKER_COMFYUI_OUTPUT_DIRS, removes the "
         "run's folder: ComfyUI never removes outputs itself)",
     )
+    background_defer_s: float = Field(
+        default=0.25,
+        ge=0,
+        description="how long background work (copying fresh outputs to S3, removing a run's "
+        "folder) may wait for a run on this worker's servers to overlap with, instead of "
+        "running beside the answer and download of the job that just ended",
+    )
     fresh: FreshSettings = Field(
         default_factory=FreshSettings,
         description="small outputs kept in JetStream while fresh, so a job's end waits on no S3 "
