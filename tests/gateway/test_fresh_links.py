@@ -5,18 +5,30 @@ expired."""
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from comfyline.contracts import JobRecord, utcnow
-from comfyline.runtime import Bus, FreshOutputs, FreshSettings, ObjectStore
+from comfyline.gateway import create_app
+from comfyline.gateway.app import GatewayApp
+from comfyline.runtime import (
+    Bus,
+    FreshOutputs,
+    FreshSettings,
+    NatsSettings,
+    ObjectStore,
+    S3Settings,
+)
 from comfyline.testkit.fixtures import TEST_FRESH_TOTAL_BYTES
 
-from .conftest import Orchestrator, png
+from .conftest import Orchestrator, make_settings, png
 from .test_jobs import submit
+from .test_lane import VARYING, client_of
 
 
 async def _fresh(bus: Bus) -> FreshOutputs:
@@ -116,3 +128,69 @@ async def test_an_output_no_longer_fresh_is_linked_to_s3(
     assert "X-Amz-Signature=" in url and "/v1/files/" not in url
     async with httpx.AsyncClient() as s3:
         assert (await s3.get(url)).content == png(16, 8)
+
+
+@pytest.fixture
+async def two_gateways(
+    namespace: str, nats_settings: NatsSettings, s3_settings: S3Settings
+) -> AsyncIterator[dict[str, FastAPI]]:
+    """Two gateways on one namespace: ``lane`` and ``whole`` (its files lane off)."""
+    made = {
+        name: create_app(make_settings(namespace, nats_settings, s3_settings, files_lane=on))
+        for name, on in (("lane", True), ("whole", False))
+    }
+    async with (
+        made["lane"].router.lifespan_context(made["lane"]),
+        made["whole"].router.lifespan_context(made["whole"]),
+    ):
+        yield made
+
+
+async def test_the_files_lane_answers_as_the_whole_app(
+    two_gateways: dict[str, FastAPI], bus: Bus, store: ObjectStore
+) -> None:
+    """``GET /v1/files/...`` in its own lane (the app's middlewares and handlers, no router):
+    the same statuses, bodies and headers as through the whole app; what it does not take (a
+    query the route would refuse or read otherwise) goes through the whole app."""
+    fresh = await _fresh(bus)
+    kept, gone = "outputs/alice/job-1/0.png", "outputs/alice/job-2/0.png"
+    assert await fresh.put(kept, png(16, 8), "image/png") is not None
+    await store.put_bytes(gone, png(8, 8), "image/png")
+    lane_app = two_gateways["lane"]
+    assert isinstance(lane_app, GatewayApp) and lane_app.files_lane is not None
+    links = lane_app.state.gateway.views.output_links
+    later = int(time.time()) + 300
+    url = links.fresh_url("http://gw.test", kept, later)
+    token, query = url.split("/v1/files/")[1].split("?")
+    signature = parse_qs(query)["signature"][0]
+    # (path and query, taken by the lane, status)
+    cases = [
+        (f"/v1/files/{token}?{query}", True, 200),
+        (f"/v1/files/{token}?{query}&extra=1", True, 200),
+        (links.fresh_url("", gone, later), True, 307),
+        (f"/v1/files/{token}?expires={later}&signature={'x' * 32}", True, 403),
+        (f"/v1/files/{token}?expires={later + 1}&signature={signature}", True, 403),
+        (links.fresh_url("", kept, int(time.time()) - 1), True, 403),
+        (f"/v1/files/{token}?expires=soon&signature={signature}", False, 422),
+        (f"/v1/files/{token}?expires={later}", False, 422),
+        (f"/v1/files/{token}?expires={later}&signature={'x' * 65}", False, 422),
+        (f"/v1/files/{token}?{query}&expires={later}", False, 200),
+        (f"/v1/files/{token}/more?{query}", False, 404),
+    ]
+    for path, taken, status in cases:
+        answers = []
+        before = lane_app.files_lane.served
+        for name in ("lane", "whole"):
+            async with client_of(two_gateways[name]) as http:
+                answers.append(await http.get(path, headers={"Origin": "https://app.example"}))
+        lane, whole = answers
+        assert lane.status_code == whole.status_code == status, (path, lane.text)
+        assert (lane_app.files_lane.served - before == 1) is taken, path
+        assert set(lane.headers) - VARYING == set(whole.headers) - VARYING, path
+        assert lane.headers["x-request-id"]
+        if status in (200, 307):
+            assert lane.content == whole.content
+        else:
+            assert lane.json()["code"] == whole.json()["code"], path
+        if status == 307:
+            assert lane.headers["location"].split("?")[0] == whole.headers["location"].split("?")[0]

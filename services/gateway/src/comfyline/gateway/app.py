@@ -35,7 +35,7 @@ from .inputs import InputResolver
 from .joblog import JobLog
 from .jobs import JobService
 from .keys import KeyStore
-from .lane import SubmitLane
+from .lane import FilesLane, SubmitLane
 from .limits import Limits
 from .middleware import BodyLimitMiddleware, RequestContextMiddleware
 from .publish import Publisher
@@ -223,17 +223,19 @@ def is_event_stream(scope: MutableMapping[str, Any]) -> bool:
 
 class GatewayApp(FastAPI):
     """The FastAPI app, whose event streams send their body once the request stack returned
-    (see :mod:`.streams`), and whose submissions take their own lane when it is set (see
-    :mod:`.lane`). ``FastAPIOffline`` is a function that makes a ``FastAPI``; the app it makes
-    becomes this subclass, whose one attribute of its own is the lane."""
+    (see :mod:`.streams`), and whose submissions and fresh outputs' downloads take their own
+    lanes when they are set (see :mod:`.lane`). ``FastAPIOffline`` is a function that makes a
+    ``FastAPI``; the app it makes becomes this subclass, whose attributes of its own are the
+    lanes."""
 
     submit_lane: SubmitLane | None = None
+    files_lane: FilesLane | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        lane = self.submit_lane
-        if lane is not None and lane.takes(scope):
-            await lane(scope, receive, send, self._whole)
-            return
+        for lane in (self.submit_lane, self.files_lane):
+            if lane is not None and lane.takes(scope):
+                await lane(scope, receive, send, self._whole)
+                return
         await self._whole(scope, receive, send)
 
     async def _whole(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -339,6 +341,8 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
     if settings.submit_lane and not traced:
         route = next(r for r in jobs.router.routes if isinstance(r, SubmitRoute))
         app.submit_lane = SubmitLane(app, route, json_limit)
+    if settings.files_lane and not traced:
+        app.files_lane = FilesLane(app)
     return app
 
 

@@ -14,12 +14,19 @@ submission does not use: the router, FastAPI's telemetry (the request's trace co
 by the request-context middleware instead) and its exit stacks (the handler solves no
 dependencies). Any other request, and a submission it does not take, goes through the whole
 app as before, with the body it read handed on unchanged; so every refusal stays FastAPI's.
+
+:class:`FilesLane` does the same for ``GET /v1/files/<token>``, the download that follows
+most jobs (a fresh output's bytes behind a signed link): a link whose query is as the route
+expects is answered by the route's own function inside the same stack; any other goes through
+the whole app.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from starlette.middleware.errors import ServerErrorMiddleware
@@ -27,7 +34,9 @@ from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .deps import Gateway
+from .links import FILES_PATH
 from .middleware import has_lone_surrogate_escape, scope_header
+from .routes.files import fresh_file_response
 from .routes.jobs import SubmitRoute, parse_submission, takes_headers
 from .schemas import JobCreate
 
@@ -35,6 +44,7 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 PATH = "/v1/jobs"
 #: Where the lane leaves the parsed job for the route's answer.
 SUBMISSION = "comfyline.submission"
+_FILES_PREFIX = FILES_PATH + "/"
 
 
 def replaying(body: bytes, receive: Receive) -> Receive:
@@ -52,27 +62,70 @@ def replaying(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-class SubmitLane:
-    """Answers the submissions it takes (:meth:`takes`) through the app's own middlewares
-    and exception handlers around the route's answer; see the module."""
+class Lane:
+    """One request's own way through the app: its answer inside the app's own middlewares and
+    exception handlers, as FastAPI builds them, without the router (see the module)."""
 
-    def __init__(self, app: FastAPI, route: SubmitRoute, body_limit: int) -> None:
+    method = ""
+
+    def __init__(self, app: FastAPI) -> None:
         self.app = app
-        self.route = route
-        self.body_limit = body_limit
-        #: Submissions answered this way (for tests and debugging).
+        #: Requests answered this way (for tests and debugging).
         self.served = 0
         self._stack: ASGIApp | None = None
 
     def takes(self, scope: Scope) -> bool:
-        """A submission to try here: ``POST /v1/jobs`` on a running gateway."""
+        """A request to try here: this lane's method and path on a running gateway."""
         return (
             scope["type"] == "http"
-            and scope["path"] == PATH
-            and scope["method"] == "POST"
+            and scope["method"] == self.method
+            and self.matches(scope["path"])
             and not scope.get("root_path")
             and isinstance(getattr(self.app.state, "gateway", None), Gateway)
         )
+
+    def matches(self, path: str) -> bool:
+        raise NotImplementedError
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, whole: App) -> None:
+        """Answer the request, or hand it to ``whole`` (the app as a whole) unanswered."""
+        raise NotImplementedError
+
+    def _built(self) -> ASGIApp:
+        """ServerErrorMiddleware, the app's middlewares, ExceptionMiddleware, the answer: as
+        FastAPI builds its stack (the app's middleware list is final once it serves)."""
+        if self._stack is None:
+            app = self.app
+            error_handler = None
+            handlers: dict[Any, Any] = {}
+            for key, value in app.exception_handlers.items():
+                if key in (500, Exception):
+                    error_handler = value
+                else:
+                    handlers[key] = value
+            stack: ASGIApp = ExceptionMiddleware(self._answer, handlers=handlers, debug=app.debug)
+            for cls, args, kwargs in reversed(app.user_middleware):
+                stack = cls(stack, *args, **kwargs)
+            self._stack = ServerErrorMiddleware(stack, handler=error_handler, debug=app.debug)
+        return self._stack
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class SubmitLane(Lane):
+    """Answers the submissions it takes (:meth:`takes`) through the app's own middlewares
+    and exception handlers around the route's answer; see the module."""
+
+    method = "POST"
+
+    def __init__(self, app: FastAPI, route: SubmitRoute, body_limit: int) -> None:
+        super().__init__(app)
+        self.route = route
+        self.body_limit = body_limit
+
+    def matches(self, path: str) -> bool:
+        return path == PATH
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, whole: App) -> None:
         """Answer the submission, or hand it to ``whole`` (the app as a whole) unanswered."""
@@ -109,26 +162,52 @@ class SubmitLane:
         self.served += 1
         await self._built()(scope, again, send)
 
-    def _built(self) -> ASGIApp:
-        """ServerErrorMiddleware, the app's middlewares, ExceptionMiddleware, the answer: as
-        FastAPI builds its stack (the app's middleware list is final once it serves)."""
-        if self._stack is None:
-            app = self.app
-            error_handler = None
-            handlers: dict[Any, Any] = {}
-            for key, value in app.exception_handlers.items():
-                if key in (500, Exception):
-                    error_handler = value
-                else:
-                    handlers[key] = value
-            stack: ASGIApp = ExceptionMiddleware(self._answer, handlers=handlers, debug=app.debug)
-            for cls, args, kwargs in reversed(app.user_middleware):
-                stack = cls(stack, *args, **kwargs)
-            self._stack = ServerErrorMiddleware(stack, handler=error_handler, debug=app.debug)
-        return self._stack
-
     async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         job: JobCreate = scope.pop(SUBMISSION)
         request = Request(scope, receive, send)
         response = await self.route.answer(request, self.app.state.gateway, job)
+        await response(scope, receive, send)
+
+
+#: Where the files lane leaves the link's parts (token, expires, signature) for its answer.
+LINK = "comfyline.link"
+_EXPIRES = re.compile(r"[0-9]{1,12}")
+
+
+class FilesLane(Lane):
+    """Answers ``GET /v1/files/<token>?expires=&signature=`` through the app's own middlewares
+    and exception handlers around the route's own function; a link whose query the route would
+    refuse (or read otherwise) goes through the whole app."""
+
+    method = "GET"
+
+    def matches(self, path: str) -> bool:
+        return path.startswith(_FILES_PREFIX) and "/" not in path[len(_FILES_PREFIX) :]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, whole: App) -> None:
+        token = scope["path"][len(_FILES_PREFIX) :]
+        query: dict[str, str] = {}
+        for name, value in parse_qsl(scope["query_string"].decode("latin-1"), True):
+            if name in query:  # the same name twice: which one counts is the app's to say
+                await whole(scope, receive, send)
+                return
+            query[name] = value
+        expires, signature = query.get("expires"), query.get("signature")
+        if (
+            not token
+            or expires is None
+            or not _EXPIRES.fullmatch(expires)
+            or signature is None
+            or len(signature) > 64
+        ):
+            await whole(scope, receive, send)
+            return
+        scope["app"] = self.app
+        scope[LINK] = (token, int(expires), signature)
+        self.served += 1
+        await self._built()(scope, receive, send)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        token, expires, signature = scope.pop(LINK)
+        response = await fresh_file_response(self.app.state.gateway, token, expires, signature)
         await response(scope, receive, send)

@@ -137,6 +137,11 @@ class Settings(ServiceSettings):
         "without the router and FastAPI's request wrapping (only where no spans are "
         "exported); false: through FastAPI's whole stack like every other request",
     )
+    files_lane: bool = Field(
+        default=True,
+        description="answer GET /v1/files/<token> (a fresh output's download) the same way; "
+        "false: through FastAPI's whole stack",
+    )
 
     @model_validator(mode="after")
     def _refuse_unsafe_outside_development(self) -> Settings:

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import RedirectResponse, Response
 
-from ..deps import GatewayDep
+from ..deps import Gateway, GatewayDep
 from ..errors import error_responses
 from ..links import FILES_PATH
 
@@ -33,6 +33,11 @@ async def fresh_file(
     """The link an output carries for a few minutes after its job ended: its bytes, served
     from JetStream; a `307` to S3 once they have moved there. `403 forbidden` for a link that
     is not signed by the gateway or has expired."""
+    return await fresh_file_response(gw, token, expires, signature)
+
+
+async def fresh_file_response(gw: Gateway, token: str, expires: int, signature: str) -> Response:
+    """The answer to a fresh output's link (the route's, and its lane's: see ..lane)."""
     links = gw.views.output_links
     key, left = links.check(token, expires, signature)
     name = key.rsplit("/", 1)[-1]
