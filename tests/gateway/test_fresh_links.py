@@ -4,6 +4,7 @@ expired."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -27,7 +28,7 @@ from comfyline.runtime import (
 from comfyline.testkit.fixtures import TEST_FRESH_TOTAL_BYTES
 
 from .conftest import Orchestrator, make_settings, png
-from .test_jobs import submit
+from .test_jobs import first_job_of, submit
 from .test_lane import VARYING, client_of
 
 
@@ -128,6 +129,46 @@ async def test_an_output_no_longer_fresh_is_linked_to_s3(
     assert "X-Amz-Signature=" in url and "/v1/files/" not in url
     async with httpx.AsyncClient() as s3:
         assert (await s3.get(url)).content == png(16, 8)
+
+
+async def test_a_waiting_answers_fresh_outputs_are_read_ahead_for_their_download(
+    gateway: FastAPI, client: httpx.AsyncClient, alice: dict[str, str], orchestrator: Orchestrator
+) -> None:
+    """Answering a ``Prefer: wait``, the gateway reads the job's fresh outputs beside the
+    answer: the download that follows is served from that read (here the stream no longer
+    has the output when it comes), once."""
+    links = gateway.state.gateway.views.output_links
+    fresh = await _fresh(orchestrator.bus)
+
+    async def finish_soon() -> None:
+        record = await orchestrator.queued(await first_job_of(orchestrator, "alice"))
+        await orchestrator.complete(record, fresh=fresh)
+
+    runner = asyncio.create_task(finish_soon())
+    answer = await submit(client, {**alice, "Prefer": "wait=5"})
+    await runner
+    assert answer.status_code == 200, answer.text
+    output = answer.json()["outputs"][0]
+    key = f"outputs/alice/{answer.json()['id']}/0.png"
+    ahead = links.reading_ahead(key)
+    assert ahead is not None
+    await asyncio.wait_for(ahead, 5)
+    await fresh.forget(key)  # gone from the stream: only the read ahead has it now
+    download = await client.get(output["url"])
+    assert download.status_code == 200, download.text
+    assert download.content == png(16, 8) and download.headers["content-type"] == "image/png"
+    again = await client.get(output["url"])
+    assert again.status_code == 307  # read ahead for one download only
+    assert links.reading_ahead(key) is None
+
+
+async def test_a_job_read_without_waiting_reads_nothing_ahead(
+    gateway: FastAPI, client: httpx.AsyncClient, alice: dict[str, str], orchestrator: Orchestrator
+) -> None:
+    record, _ = await _ended_fresh(client, alice, orchestrator)
+    job = (await client.get(f"/v1/jobs/{record.id}", headers=alice)).json()
+    assert job["status"] == "succeeded"
+    assert gateway.state.gateway.views.output_links.reading_ahead(record.outputs[0].key) is None
 
 
 @pytest.fixture

@@ -173,6 +173,8 @@ class JobService:
                     current = await self.joblog.find(job_id) or current
                 if not current.status.terminal:
                     current = current.model_copy(update={"status": event.status})
+                else:
+                    self.links.warm(current.outputs)  # downloaded next, most often
         return current
 
     async def cancel(self, principal: Principal, job_id: str) -> JobRecord:
