@@ -113,3 +113,30 @@ async def test_a_run_that_fails_within_the_delay_sends_its_start_first(bus: Bus)
     error = JobError(code="comfy_execution_error", message="boom")
     await asyncio.wait_for(reporter.failed(error, final=True, gpu_seconds=0.1), 2.0)
     assert [e.kind for e in await _events(bus, job)] == ["started", "failed"]
+
+
+async def test_a_run_over_before_its_final_event_stops_its_progress_and_holds_its_start(
+    bus: Bus,
+) -> None:
+    """Told the run is over (its end frame) while its outputs are stored, the reporter stops
+    its progress at once and takes back a start still waiting out its delay: a completion
+    carries when it began; a failure after sends the start first, as it would have."""
+    await bus.ensure_streams([stream_spec(bus.names, "RUNS")])
+    for end in ("completed", "failed"):
+        job = JOB[:-4] + end[:4]
+        reporter = _reporter(bus, job, delay_s=5.0)
+        await reporter.started("prompt-1")
+        began = reporter.started_at
+        reporter.progress(Progress(percent=50))
+        reporter.run_over()
+        await asyncio.sleep(0.2)
+        assert await _events(bus, job) == [], "nothing goes out when the run is over"
+        if end == "completed":
+            await reporter.completed([OUTPUT], gpu_seconds=0.1)
+            expected = [("completed", began)]
+        else:
+            error = JobError(code="storage_unavailable", message="no S3")
+            await asyncio.wait_for(reporter.failed(error, final=False, gpu_seconds=0.1), 2.0)
+            expected = [("started", began), ("failed", None)]
+        await asyncio.sleep(0.2)
+        assert [(e.kind, e.started_at) for e in await _events(bus, job)] == expected

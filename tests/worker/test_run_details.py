@@ -93,6 +93,7 @@ class Quiet:
 
     def __init__(self) -> None:
         self.started_with: str | None = None
+        self.over = False
 
     async def started(self, prompt_id: str) -> None:
         self.started_with = prompt_id
@@ -102,6 +103,9 @@ class Quiet:
 
     def preview(self, preview: Preview) -> None:
         pass
+
+    def run_over(self) -> None:
+        self.over = True
 
 
 async def kept(result: RunResult) -> None:

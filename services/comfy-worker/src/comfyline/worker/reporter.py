@@ -78,6 +78,10 @@ class RunReporter:
         self._preview_pending = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._start: asyncio.Task[None] | None = None
+        #: Set once the run is over (``run_over``): its progress and previews stopping, and a
+        #: ``started`` that never went out taken back (when the run started, then).
+        self._winding: asyncio.Task[None] | None = None
+        self._unsent_at: datetime | None = None
 
     async def _publish(self, kind: RunEventKind, msg_id: str, **fields: object) -> None:
         event = RunEvent(
@@ -118,6 +122,8 @@ class RunReporter:
 
     async def _unsent_start(self) -> datetime | None:
         """When the run started, if its ``started`` has not gone out (and now never will)."""
+        if self._unsent_at is not None:
+            return self._unsent_at
         start = self._start
         if start is None or start.done() or self._start_due.is_set():
             return None
@@ -198,9 +204,33 @@ class RunReporter:
                 log.warning("preview not stored", exc_info=True)
             await asyncio.sleep(self.preview_interval)
 
+    def run_over(self) -> None:
+        """The run's end frame came: its progress and previews stop now, beside the storing of
+        its outputs, rather than in front of the final event."""
+        tasks, self._tasks = self._tasks, []
+        start = self._start
+        if start is not None and not start.done() and not self._start_due.is_set():
+            self._unsent_at = self.started_at  # waiting out its delay: it never goes (the
+            tasks.append(start)  # final event says when the run began, or sends it)
+        if tasks:
+            self._winding = asyncio.create_task(cancel_and_wait(tasks))
+
+    def _start_again(self) -> None:
+        """A run that did not end in ``completed`` sends the ``started`` taken back when it
+        was over (see ``run_over``), as it would have sent it then."""
+        if self._unsent_at is not None:
+            at, self._unsent_at = self._unsent_at, None
+            self._start_due.set()
+            self._start = asyncio.create_task(
+                self._publish("started", self._id("started"), started_at=at)
+            )
+            self._start.add_done_callback(_observed)
+
     async def stop_progress(self) -> None:
         """No more progress or previews: the run is over (a final event follows)."""
         tasks, self._tasks = self._tasks, []
+        if self._winding is not None:
+            tasks.append(self._winding)
         await cancel_and_wait(tasks)
 
     # --- final events ------------------------------------------------------------------------
@@ -227,6 +257,7 @@ class RunReporter:
         """The attempt failed; ``final=False`` when the job will be tried again, after
         ``retry_in_s``."""
         await self.stop_progress()
+        self._start_again()
         await self._started_sent(must=False)
         await self._publish(
             "failed",
@@ -240,6 +271,7 @@ class RunReporter:
     async def cancelled(self, reason: str, gpu_seconds: float | None) -> None:
         """The job was cancelled and its prompt stopped (a deleted prompt sends no frame)."""
         await self.stop_progress()
+        self._start_again()
         await self._started_sent(must=False)
         await self._publish(
             "cancelled",

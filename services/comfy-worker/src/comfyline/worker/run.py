@@ -62,6 +62,8 @@ class RunListener(Protocol):
 
     def preview(self, preview: Preview) -> None: ...
 
+    def run_over(self) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
@@ -157,6 +159,7 @@ class ComfyRun:
             finally:
                 if self.mark is not None:
                     self.mark.leave()
+            self.listener.run_over()
             kept: asyncio.Task[T] = asyncio.create_task(keep(result), name=f"keep {self.prompt_id}")
             try:
                 await self._await_done_marker(socket)
