@@ -15,6 +15,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -396,7 +397,7 @@ class JobHandler:
     def _tidy_later(self, server: Server, run_job: RunJob, attempt: int) -> None:
         """:meth:`_tidy` at the next moment for background work (the job's client is being
         answered now)."""
-        if server.client.output_dir is None or self.settings.keep_comfyui_outputs:
+        if self._run_folders(server) is None:
             return
 
         async def chore() -> None:
@@ -410,13 +411,20 @@ class JobHandler:
     def _tidy(self, server: Server, run_job: RunJob, attempt: int) -> None:
         """Remove the job's run folders from the server's output folder, when this worker reads
         it and is not told to keep them (see folders.py); never fails the job."""
-        output_dir = server.client.output_dir
-        if output_dir is None or self.settings.keep_comfyui_outputs:
+        output_dir = self._run_folders(server)
+        if output_dir is None:
             return
         try:
             remove_run_folders(output_dir, self.settings.output_subfolder, run_job.job_id, attempt)
         except Exception:
             log.warning("run folder not removed", exc_info=True)
+
+    def _run_folders(self, server: Server) -> Path | None:
+        """``server``'s output folder, when this worker reads it and removes runs' folders
+        from it (not told to keep them)."""
+        if self.settings.keep_comfyui_outputs:
+            return None
+        return server.client.output_dir
 
     def _preview_store(self, run_job: RunJob) -> Callable[[Preview], Awaitable[PreviewRef]]:
         async def store(preview: Preview) -> PreviewRef:

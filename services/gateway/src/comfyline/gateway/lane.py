@@ -91,6 +91,16 @@ class Lane:
         """Answer the request, or hand it to ``whole`` (the app as a whole) unanswered."""
         raise NotImplementedError
 
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, name: str, taken: object
+    ) -> None:
+        """Answer through the stack, with what the lane took from the request in
+        ``scope[name]`` for its answer."""
+        scope["app"] = self.app
+        scope[name] = taken
+        self.served += 1
+        await self._built()(scope, receive, send)
+
     def _built(self) -> ASGIApp:
         """ServerErrorMiddleware, the app's middlewares, ExceptionMiddleware, the answer: as
         FastAPI builds its stack (the app's middleware list is final once it serves)."""
@@ -157,10 +167,7 @@ class SubmitLane(Lane):
         if job is None:  # refused (or a lone surrogate to look at) as the app refuses it
             await whole(scope, again, send)
             return
-        scope["app"] = self.app
-        scope[SUBMISSION] = job
-        self.served += 1
-        await self._built()(scope, again, send)
+        await self._serve(scope, again, send, SUBMISSION, job)
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         job: JobCreate = scope.pop(SUBMISSION)
@@ -202,10 +209,7 @@ class FilesLane(Lane):
         ):
             await whole(scope, receive, send)
             return
-        scope["app"] = self.app
-        scope[LINK] = (token, int(expires), signature)
-        self.served += 1
-        await self._built()(scope, receive, send)
+        await self._serve(scope, receive, send, LINK, (token, int(expires), signature))
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         token, expires, signature = scope.pop(LINK)
