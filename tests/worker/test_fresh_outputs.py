@@ -49,6 +49,38 @@ async def test_an_output_over_the_limit_is_in_s3_when_the_job_completes(
     assert await FreshOutputs(bus).get(out.key) is None
 
 
+async def test_an_output_the_stream_has_no_room_for_is_in_s3_once_the_job_is_acked(
+    bus: Bus, store: ObjectStore, sim: SimulatorProcess, workers: Workers, runs: RunWatch
+) -> None:
+    """The output goes to the stream and the job's ``completed`` right behind it; the stream's
+    answer is awaited after, before the work is acked. A full stream refuses it: the worker
+    stores it in S3 then, so its link (which finds nothing in the stream) leads to it."""
+    room = 1024 * 1024  # the smallest stream the settings allow
+    filler = FreshOutputs(bus, FreshSettings(max_bytes=200_000, total_bytes=room))
+    await filler.ensure()
+    n = 0
+    for size in (190_000, 10_000, 500, 20):  # full, to within a few bytes
+        while await filler.put(f"outputs/filler/job-{n}/0.bin", b"f" * size, "x/y"):
+            n += 1
+    workers([sim.url], fresh={"total_bytes": room}, background_defer_s=60)
+    job = await publish_job(bus, "cpu-smoke", {"width": 40, "height": 20, "color": 0x0000FF})
+    done = await runs.wait_for(job.job_id, "completed", "failed")
+    assert done.kind == "completed", done.error
+    [out] = done.outputs
+    assert await FreshOutputs(bus).get(out.key) is None  # the stream refused it
+    work = bus.names.stream("WORK"), bus.names.work_consumer("cpu-smoke")
+    for _ in range(200):  # the report may come a moment before the ack
+        info = await bus.js.consumer_info(*work)
+        if info.num_ack_pending == 0 and info.num_pending == 0:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the job's work was never acked")
+    data = await store.get_bytes(out.key)  # no wait: stored before the ack
+    image = Image.open(io.BytesIO(data))
+    assert len(data) == out.size and image.convert("RGB").getpixel((3, 3)) == (0, 0, 255)
+
+
 async def test_a_worker_that_stops_copies_what_waits_to_be_copied_first(
     bus: Bus, store: ObjectStore, sim: SimulatorProcess, workers: Workers
 ) -> None:
