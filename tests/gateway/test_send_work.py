@@ -161,3 +161,31 @@ async def test_work_whose_submission_cannot_be_stored_is_taken_back(
     assert response.status_code == 503, response.text
     info = await bus.js.stream_info(bus.names.stream("WORK"))
     assert info.state.last_seq == 1 and info.state.messages == 0  # sent, then taken back
+
+
+async def test_work_leaves_beside_the_active_slot_and_is_taken_back_when_the_slot_is_not_there(
+    client: httpx.AsyncClient, gateway: FastAPI, settings: Settings, bus: Bus
+) -> None:
+    """A gateway whose last write of the owner's active count has room sends the work beside
+    the count's compare-and-set. When another replica took the last slot meanwhile (the write
+    loses, the count read now is at the cap), the job is refused and its work deleted."""
+    await beat(bus, "gpu-1")
+    second = create_app(settings)  # another replica
+    async with second.router.lifespan_context(second):
+        await until_live(gateway, "cpu-smoke")
+        await until_live(second, "cpu-smoke")
+        transport = httpx.ASGITransport(app=second)
+        async with httpx.AsyncClient(transport=transport, base_url="http://b") as other:
+            user = await new_key(client, "dora", limits={"active_jobs": 3, "submit_per_min": 100})
+            first = await post(client, user, SMOKE)  # read, then written: this replica's count
+            beside = await post(client, user, SMOKE)  # its own last write: the work beside
+            taken = await post(other, user, SMOKE)  # the other replica takes the last slot
+            refused = await client.post("/v1/jobs", json=SMOKE, headers=user)
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["code"] == "too_many_active_jobs"
+    assert refused.json()["details"] == {"active": 3, "limit": 3}
+    sent = await work_of(bus, "cpu-smoke")
+    assert sorted(w.job_id for w, _ in sent) == sorted([first, beside, taken])
+    for job_id in (first, beside, taken):
+        event = await submission(bus, "dora", job_id)
+        assert event.submission is not None and event.submission.work_sent is True

@@ -24,9 +24,10 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -227,7 +228,12 @@ class Limits:
         self._leases[key] = _Lease(counted, unused)
 
     # --- active jobs, queue caps -------------------------------------------------------------
-    async def reserve_active(self, principal: Principal, count: int = 1) -> None:
+    async def reserve_active(
+        self,
+        principal: Principal,
+        count: int = 1,
+        beside: Callable[[], Awaitable[Any]] | None = None,
+    ) -> bool:
         """Count ``count`` more unfinished jobs for the owner, or 429 (none counted) past its cap.
 
         Compare-and-set on the owner's accepted count (``active.<owner>`` in the ``usage``
@@ -236,11 +242,17 @@ class Limits:
         count, so this gateway sets it against the revision it wrote last, with no read first.
         The ended count it knows may be old: that only counts too many jobs as not ended, so a
         count over the cap is checked again against the ended count read now before refusing.
+
+        ``beside`` (publishing the job) runs beside that compare-and-set when the count this
+        gateway wrote last has room: both leave together, one round trip instead of two. True
+        when it ran (it raised: the slot is given back); the caller runs it after otherwise. With
+        one gateway the write never loses. When another replica wrote since and the owner turns
+        out to be at the cap, the 429 comes after ``beside`` ran, and the caller undoes it.
         """
         cap = int(self.limit_of(principal, "active_jobs", self.settings.active_jobs) or 0)
         key = active_jobs_key(principal.owner)
         async with self._turn(key):
-            await self._reserve(principal, key, cap, count)
+            return await self._reserve(principal, key, cap, count, beside)
 
     async def _ended(self, owner: str, fresh: bool) -> int:
         """How many of the owner's jobs ended: as last read here, or read now (``fresh``)."""
@@ -255,7 +267,15 @@ class Limits:
         self._ended_counts[key] = ended
         return ended
 
-    async def _reserve(self, principal: Principal, key: str, cap: int, count: int) -> None:
+    async def _reserve(
+        self,
+        principal: Principal,
+        key: str,
+        cap: int,
+        count: int,
+        beside: Callable[[], Awaitable[Any]] | None = None,
+    ) -> bool:
+        ran = False
         for attempt in range(1, _CAS_ATTEMPTS + 1):
             found = self._active.take(key) if attempt == 1 else None
             fresh = found is None  # only counts read now may refuse
@@ -280,10 +300,25 @@ class Limits:
                     headers={"Retry-After": "5"},
                 )
             accepted.count += count
-            written = await self._write(key, accepted.to_bytes(), revision)
+            if beside is not None and not ran and not fresh:
+                ran = True
+                write = self._write(key, accepted.to_bytes(), revision)
+                answers: tuple[Any, ...] = await asyncio.gather(
+                    write, beside(), return_exceptions=True
+                )
+                if isinstance(answers[0], BaseException):
+                    raise answers[0]
+                written = int(answers[0])
+                if isinstance(answers[1], BaseException):
+                    if written:
+                        self._active.remember(key, accepted, written)
+                        await self._release(key, count)
+                    raise answers[1]
+            else:
+                written = await self._write(key, accepted.to_bytes(), revision)
             if written:
                 self._active.remember(key, accepted, written)
-                return
+                return ran
             if fresh:  # another replica won a race: pause; a count known here is just re-read
                 await cas_pause(attempt)
         raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "the active-jobs count is contended")

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from nats.js.api import PubAck
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
@@ -346,17 +347,32 @@ class Submitter:
         ``submitted``.
 
         The slot is the last check: it is given back if the event is never published. The
-        message id ``<job_id>:submitted`` makes a repeated publish a no-op.
+        message id ``<job_id>:submitted`` makes a repeated publish a no-op. Work the gateway
+        sends itself leaves beside the slot's compare-and-set (see ``Limits.reserve_active``),
+        and is deleted from the stream again if the slot is refused after all.
         """
-        if not reserved:
-            await self.limits.reserve_active(principal)
         subject = self.bus.names.job_event(event.owner, event.job_id, EventKind.SUBMITTED.value)
         work = self.work_now(event)
+        sent: list[PubAck] = []
+
+        async def send_work() -> None:
+            assert work is not None
+            sent.append(await self._send_work(event, work))
+
+        if not reserved:
+            try:
+                await self.limits.reserve_active(principal, beside=send_work if work else None)
+            except BaseException:
+                if sent:
+                    await self._take_back(sent[0])
+                raise
         try:
             if work is None:
                 await self.bus.publish(subject, event, msg_id=f"{event.job_id}:submitted")
             else:
-                await self._publish_with_work(subject, event, work)
+                if not sent:
+                    await send_work()
+                await self._announce_sent(subject, event, sent[0])
         except Exception:
             await self.limits.release_active(principal)
             raise
@@ -392,20 +408,29 @@ class Submitter:
             deadline_s=sub.deadline_s,
         )
 
-    async def _publish_with_work(self, subject: str, event: JobEvent, work: RunJob) -> None:
-        """Publish the work, then ``submitted`` saying so (the orchestrator then sends none)."""
+    async def _send_work(self, event: JobEvent, work: RunJob) -> PubAck:
         assert event.submission is not None
         sub = event.submission
-        sent = await self.bus.publish(
+        return await self.bus.publish(
             self.bus.names.work(sub.model, sub.priority), work, msg_id=f"{event.job_id}:run"
         )
+
+    async def _announce_sent(self, subject: str, event: JobEvent, sent: PubAck) -> None:
+        """Publish ``submitted`` saying the work was sent (the orchestrator then sends none)."""
+        assert event.submission is not None
+        sub = event.submission
         said = event.model_copy(update={"submission": sub.model_copy(update={"work_sent": True})})
         try:
             await self.bus.publish(subject, said, msg_id=f"{event.job_id}:submitted")
         except Exception:
-            with contextlib.suppress(Exception):  # taken already: it runs, and is dropped later
-                await self.bus.js.delete_msg(sent.stream, sent.seq)
+            await self._take_back(sent)
             raise
+
+    async def _take_back(self, sent: PubAck) -> None:
+        """Delete work the job will not have after all (a worker that took it already runs it;
+        its reports find no record and are dropped after a while)."""
+        with contextlib.suppress(Exception):
+            await self.bus.js.delete_msg(sent.stream, sent.seq)
 
     # --- idempotency -------------------------------------------------------------------------
     @staticmethod
