@@ -115,6 +115,23 @@ async def test_a_run_that_fails_within_the_delay_sends_its_start_first(bus: Bus)
     assert [e.kind for e in await _events(bus, job)] == ["started", "failed"]
 
 
+async def test_a_completion_right_at_the_end_goes_out_alone_and_first(bus: Bus) -> None:
+    """The end frame and the completion back to back (no turn of the loop between them): the
+    completion is the only event, its progress and held start are cancelled before it goes
+    and have ended once it returns."""
+    await bus.ensure_streams([stream_spec(bus.names, "RUNS")])
+    reporter = _reporter(bus, JOB, delay_s=5.0)
+    await reporter.started("prompt-1")
+    began = reporter.started_at
+    progress = list(reporter._tasks)
+    reporter.progress(Progress(percent=90))
+    reporter.run_over()
+    await reporter.completed([OUTPUT], gpu_seconds=0.1)
+    assert all(task.done() for task in progress)
+    await asyncio.sleep(0.2)
+    assert [(e.kind, e.started_at) for e in await _events(bus, JOB)] == [("completed", began)]
+
+
 async def test_a_run_over_before_its_final_event_stops_its_progress_and_holds_its_start(
     bus: Bus,
 ) -> None:

@@ -206,13 +206,19 @@ class RunReporter:
 
     def run_over(self) -> None:
         """The run's end frame came: its progress and previews stop now, beside the storing of
-        its outputs, rather than in front of the final event."""
+        its outputs, rather than in front of the final event. They are cancelled at once (none
+        of them publishes after this); their ends are awaited in the background."""
         tasks, self._tasks = self._tasks, []
         start = self._start
         if start is not None and not start.done() and not self._start_due.is_set():
             self._unsent_at = self.started_at  # waiting out its delay: it never goes (the
-            tasks.append(start)  # final event says when the run began, or sends it)
+            self._start = None  # final event says when the run began, or sends it)
+            tasks.append(start)
+        for task in tasks:
+            task.cancel()
         if tasks:
+            if self._winding is not None:
+                tasks.append(self._winding)
             self._winding = asyncio.create_task(cancel_and_wait(tasks))
 
     def _start_again(self) -> None:
@@ -235,8 +241,10 @@ class RunReporter:
 
     # --- final events ------------------------------------------------------------------------
     async def completed(self, outputs: list[OutputRef], gpu_seconds: float) -> None:
-        """Every output is stored: the job succeeded."""
-        await self.stop_progress()
+        """Every output is stored: the job succeeded. Published at once after the run's end
+        (``run_over`` stopped what else it had to say); the ends of its progress tasks are
+        awaited after."""
+        self.run_over()  # (done already when the run's end frame came)
         started_at = await self._unsent_start() if self.was_started else utcnow()
         await self._started_sent()
         await self._publish(
@@ -246,6 +254,7 @@ class RunReporter:
             gpu_seconds=gpu_seconds,
             started_at=started_at,
         )
+        await self.stop_progress()
 
     async def failed(
         self,
