@@ -190,8 +190,8 @@ class RunOutputs:
 
     async def confirmed(self) -> None:
         """The stream's answers to what :meth:`stored` sent it: a file it did not keep is
-        stored in S3 now. The job's ``completed`` may be out already; its work is acked only
-        after this, so a worker that dies here leaves the job to another."""
+        stored in S3 now. The job's ``completed`` is out already; its work is acked only after
+        this (a worker that dies in between loses such a file: its job has ended)."""
         sent, self._sent = self._sent, []
         for sending in sent:
             if await sending.taken:

@@ -361,7 +361,8 @@ class Submitter:
 
         if not reserved:
             try:
-                await self.limits.reserve_active(principal, beside=send_work if work else None)
+                beside = send_work if work is not None else None
+                await self.limits.reserve_active(principal, beside=beside)
             except BaseException:
                 if sent:
                     await self._take_back(sent[0])
