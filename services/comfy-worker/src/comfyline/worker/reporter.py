@@ -78,9 +78,9 @@ class RunReporter:
         self._preview_pending = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._start: asyncio.Task[None] | None = None
-        #: Set once the run is over (``run_over``): its progress and previews stopping, and a
-        #: ``started`` that never went out taken back (when the run started, then).
-        self._winding: asyncio.Task[None] | None = None
+        #: Cancelled, their ends not awaited yet (see ``stop_progress``).
+        self._stopping: list[asyncio.Task[None]] = []
+        #: When the run started, if its ``started`` was taken back at its end (``run_over``).
         self._unsent_at: datetime | None = None
 
     async def _publish(self, kind: RunEventKind, msg_id: str, **fields: object) -> None:
@@ -119,18 +119,6 @@ class RunReporter:
                 await asyncio.wait_for(self._start_due.wait(), self.started_delay)
         self._start_due.set()  # going out: no longer taken back by a quick ending
         await self._publish("started", self._id("started"), started_at=self.started_at)
-
-    async def _unsent_start(self) -> datetime | None:
-        """When the run started, if its ``started`` has not gone out (and now never will)."""
-        if self._unsent_at is not None:
-            return self._unsent_at
-        start = self._start
-        if start is None or start.done() or self._start_due.is_set():
-            return None
-        # still waiting out the delay: nothing was published yet
-        await cancel_and_wait([start])
-        self._start = None
-        return self.started_at
 
     def progress(self, progress: Progress) -> None:
         """Remember the latest progress; the sender publishes it when the interval allows."""
@@ -206,20 +194,21 @@ class RunReporter:
 
     def run_over(self) -> None:
         """The run's end frame came: its progress and previews stop now, beside the storing of
-        its outputs, rather than in front of the final event. They are cancelled at once (none
-        of them publishes after this); their ends are awaited in the background."""
-        tasks, self._tasks = self._tasks, []
+        its outputs, rather than in front of the final event, and a ``started`` still waiting
+        out its delay is taken back (the final event says when the run began, or sends it).
+        All are cancelled at once: none of them publishes after this."""
         start = self._start
         if start is not None and not start.done() and not self._start_due.is_set():
-            self._unsent_at = self.started_at  # waiting out its delay: it never goes (the
-            self._start = None  # final event says when the run began, or sends it)
-            tasks.append(start)
+            self._unsent_at = self.started_at
+            self._start = None
+            self._stop([start])
+        self._stop(self._tasks)
+        self._tasks = []
+
+    def _stop(self, tasks: list[asyncio.Task[None]]) -> None:
         for task in tasks:
             task.cancel()
-        if tasks:
-            if self._winding is not None:
-                tasks.append(self._winding)
-            self._winding = asyncio.create_task(cancel_and_wait(tasks))
+        self._stopping += tasks
 
     def _start_again(self) -> None:
         """A run that did not end in ``completed`` sends the ``started`` taken back when it
@@ -233,11 +222,11 @@ class RunReporter:
             self._start.add_done_callback(_observed)
 
     async def stop_progress(self) -> None:
-        """No more progress or previews: the run is over (a final event follows)."""
-        tasks, self._tasks = self._tasks, []
-        if self._winding is not None:
-            tasks.append(self._winding)
-        await cancel_and_wait(tasks)
+        """No more progress or previews: the run is over (a final event follows, or went)."""
+        self._stop(self._tasks)
+        self._tasks = []
+        stopping, self._stopping = self._stopping, []
+        await cancel_and_wait(stopping)
 
     # --- final events ------------------------------------------------------------------------
     async def completed(self, outputs: list[OutputRef], gpu_seconds: float) -> None:
@@ -245,7 +234,7 @@ class RunReporter:
         (``run_over`` stopped what else it had to say); the ends of its progress tasks are
         awaited after."""
         self.run_over()  # (done already when the run's end frame came)
-        started_at = await self._unsent_start() if self.was_started else utcnow()
+        started_at = self._unsent_at if self.was_started else utcnow()
         await self._started_sent()
         await self._publish(
             "completed",
