@@ -153,7 +153,11 @@ async def test_a_dispatch_written_but_never_published_is_replayed(
     """Crash after writing ``dispatched``: the redelivered submission publishes event and work."""
     store = JobStore(bus)
     job_id = await submit(bus, "cpu-smoke", {}, job_id="job_01kaxdispatch00000000000000")
-    await wait_record(bus, job_id, lambda r: r.status is JobState.QUEUED)
+    # Queued and saying why (no worker is live): the orchestrator's last write before the
+    # crash below, so the record read next is not changed under the test's own write.
+    await wait_record(
+        bus, job_id, lambda r: r.status is JobState.QUEUED and r.waiting_reason is not None
+    )
     # What a dying orchestrator could leave: dispatched in KV, nothing on JOBS or WORK. The
     # submission is still unacked (no worker yet, so it is being re-checked): its redelivery
     # finds the record dispatched and replays the step.
