@@ -9,10 +9,13 @@ import time
 from typing import Any
 
 import httpx
+from nats.aio.msg import Msg
 
+from comfyline.catalogue import Catalogue
 from comfyline.comfyui_sim import SimulatorProcess
 from comfyline.contracts import RunJob
 from comfyline.runtime import Bus
+from comfyline.worker.fetch import WorkFetcher
 
 from .helpers import RunningWorker, RunWatch, SimFactory, Workers, publish_job, queue_ids
 
@@ -126,3 +129,30 @@ async def test_a_job_a_held_request_brings_as_its_worker_stops_is_run_once(
     job = await publish_job(bus, "cpu-smoke", SMOKE)
     await asyncio.wait_for(asyncio.shield(first_worker.task), 30)
     await run_once_soon_by_another(workers, sim, runs, job, published)
+
+
+async def test_a_held_request_hands_its_job_over_the_moment_it_arrives(bus: Bus) -> None:
+    """The job a held request brings is offered to ``take`` in the reply's own callback: taken,
+    it is not returned (the request then ends with None); refused, it is returned as before."""
+    fetcher = WorkFetcher(bus, ack_wait_s=30.0)
+    await fetcher.bind(Catalogue.builtin().get("cpu-smoke"))
+    taken: list[Msg] = []
+
+    def take(msg: Msg) -> bool:
+        taken.append(msg)
+        return True
+
+    held = asyncio.create_task(fetcher.hold("cpu-smoke", 10.0, take))
+    await asyncio.sleep(0.3)  # the request is open on the server
+    first = await publish_job(bus, "cpu-smoke", SMOKE)
+    assert await asyncio.wait_for(held, 10) is None
+    assert [RunJob.from_bytes(m.data).job_id for m in taken] == [first.job_id]
+    await taken[0].ack()
+
+    refused = asyncio.create_task(fetcher.hold("cpu-smoke", 10.0, lambda msg: False))
+    await asyncio.sleep(0.3)
+    second = await publish_job(bus, "cpu-smoke", SMOKE)
+    msg = await asyncio.wait_for(refused, 10)
+    assert msg is not None and RunJob.from_bytes(msg.data).job_id == second.job_id
+    await msg.ack()
+    assert len(taken) == 1

@@ -230,10 +230,17 @@ class WorkFetcher:
                     return msg
         return None
 
-    async def hold(self, model: str, wait_s: float) -> Msg | None:
+    async def hold(
+        self, model: str, wait_s: float, take: Callable[[Msg], bool] | None = None
+    ) -> Msg | None:
         """One message of ``model``'s interactive lane, the pull request held open up to
         ``wait_s`` server-side: an idle server's request, so that the next job of the model it
         ran last is delivered to it as it is stored (no bell to hear first, no request after).
+
+        ``take`` is offered the job the moment it arrives, in the subscription's own callback:
+        True when it took it (the job starts there and then; the request returns None once it
+        has closed), False to have it returned as usual. Handing it on through the request's
+        own ending cost a few turns of the event loop in front of every job it brings.
 
         Cancelled, the request is taken back: its reply subject loses its interest, and the
         server hands a pull request without one nothing more (and drops it); a job it sent
@@ -248,10 +255,15 @@ class WorkFetcher:
         bells = self._bells.get(key, 0)
         nc = self.bus.nc
         came: list[Msg] = []
+        taken: list[Msg] = []
         answered = asyncio.Event()
 
         async def on_reply(msg: Msg) -> None:
-            came.append(msg)
+            job = not answered.is_set() and not (msg.headers or {}).get("Status")
+            if job and take is not None and take(msg):  # (first: the job's task runs first)
+                taken.append(msg)  # (never given back by a withdrawal: it runs)
+            else:
+                came.append(msg)
             answered.set()
 
         sub = await nc.subscribe(nc.new_inbox(), cb=on_reply)
@@ -273,7 +285,7 @@ class WorkFetcher:
             pass
         with contextlib.suppress(nats.errors.Error):
             await sub.unsubscribe()
-        msg = came[0] if came else None
+        msg = taken[0] if taken else came[0] if came else None
         if msg is None or (msg.headers or {}).get("Status"):
             self._found_empty(key, asked_at - RUNG_WAIT_S)  # expired (or refused): none came
             return None
@@ -281,7 +293,7 @@ class WorkFetcher:
             with contextlib.suppress(ValueError, AttributeError):
                 if msg.metadata.num_pending == 0:
                     self._empty.add(key)
-        return msg
+        return None if taken else msg
 
     async def waiting_models(self) -> set[str]:
         """The models with interactive work in the stream."""

@@ -167,10 +167,12 @@ class JobHandler:
         #: In every prompt's ``extra_data``: a later worker knows our leftovers by it.
         self.tag = {"worker_id": settings.worker_id, "session": uuid.uuid4().hex}
 
-    async def handle(self, delivery: Delivery, server: Server, lease: Lease) -> None:
-        """Run one delivery of a ``RunJob`` on ``server``."""
+    async def handle(
+        self, delivery: Delivery, server: Server, lease: Lease, parsed: RunJob | None = None
+    ) -> None:
+        """Run one delivery of a ``RunJob`` on ``server`` (``parsed``: its job, read already)."""
         try:
-            run_job = delivery.parse(RunJob)
+            run_job = parsed if parsed is not None else delivery.parse(RunJob)
         except ValidationError as exc:
             lease.release()
             raise Reject(f"not a RunJob: {exc}", code=ErrorCode.VALIDATION_ERROR) from exc

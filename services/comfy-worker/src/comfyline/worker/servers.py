@@ -83,7 +83,8 @@ class Server:
         self.models: list[str] = []
         self.missing: dict[str, list[str]] = {}
         self.last_model: str | None = None
-        self.loaded: list[str] = []
+        self._loaded: list[str] = []
+        self._loading: tuple[ModelTemplate, dict[str, Any]] | None = None
         self.object_info: bytes | None = None  # the last /object_info, as canonical JSON
         self.object_info_key: str | None = None  # where it is stored (content-addressed)
         self._ready = asyncio.Event()
@@ -136,9 +137,18 @@ class Server:
 
     def load(self, template: ModelTemplate, data: dict[str, Any]) -> None:
         """A job of ``template`` with input ``data`` runs here: the model files its graph reads
-        are what the server has loaded from now on."""
+        are what the server has loaded from now on (:attr:`loaded`)."""
         self.last_model = template.name
-        self.loaded = model_files(template, data)
+        self._loading = (template, data)
+
+    @property
+    def loaded(self) -> list[str]:
+        """The model files the last job given to this server reads. Found when asked (its graph
+        rendered once more), not in front of the job's own start."""
+        if self._loading is not None:
+            self._loaded = model_files(*self._loading)
+            self._loading = None
+        return self._loaded
 
     def release(self, job_id: str) -> None:
         """Our job finished executing (its outputs may still be on their way to S3)."""

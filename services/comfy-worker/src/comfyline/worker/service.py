@@ -300,8 +300,9 @@ class Worker:
                         continue
                     held = self._holds.get(server)
                     if held is None:
+                        take = partial(self._take_held, server, stop)
                         held = asyncio.create_task(
-                            self.fetcher.hold(model, self.settings.hold_pull_s),
+                            self.fetcher.hold(model, self.settings.hold_pull_s, take),
                             name=f"hold {server.url}",
                         )
                         self._holds[server] = held
@@ -345,6 +346,14 @@ class Worker:
             if server.changed.is_set():
                 break
         return [key for key in ring.rung if key != mine]
+
+    def _take_held(self, server: Server, stop: asyncio.Event, msg: Msg) -> bool:
+        """The job a held pull request brought, started (or given back) as it arrives; once the
+        worker is stopping it is left to the request's end (the shutdown gives it back)."""
+        if stop.is_set():
+            return False
+        self._start_held(server, msg)
+        return True
 
     def _start_held(self, server: Server, msg: Msg) -> None:
         """Start what a held pull request brought, unless the server can no longer take it
@@ -429,14 +438,16 @@ class Worker:
             with contextlib.suppress(UnknownModel):  # the handler reports it
                 server.load(self.catalogue.get(work.model, work.template_version), work.input)
         job_id = work.job_id if work else f"?{delivery.stream_seq}"
-        lease = self._place(server, job_id)
 
         async def handle(d: Delivery) -> None:
-            await self.handler.handle(d, server, lease)
+            await self.handler.handle(d, server, lease, work)
 
+        # The job's task first, the place after: the job then runs (up to its prompt's post)
+        # before whatever the place wakes (this server's feed, the heartbeat).
         task: asyncio.Task[str] = asyncio.create_task(
             settle(delivery, handle), name=f"job {job_id}"
         )
+        lease = self._place(server, job_id)
         self.jobs.add(task)
         task.add_done_callback(self.jobs.discard)
         task.add_done_callback(self._count)
