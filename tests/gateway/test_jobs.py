@@ -11,6 +11,7 @@ from typing import Any
 
 import fastapi.dependencies.utils
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from comfyline.contracts import (
@@ -26,6 +27,7 @@ from comfyline.contracts import (
     new_job_id,
     utcnow,
 )
+from comfyline.gateway import fanout as fanout_module
 from comfyline.gateway.auth import Principal
 from comfyline.gateway.fanout import Fanout
 from comfyline.gateway.schemas import JobCreate
@@ -338,6 +340,38 @@ async def test_a_waiter_hears_only_the_end_a_follower_every_event(
             ends.append((await waiter.queue.get())[1])
     assert kinds[0] == "started" and "progress" in kinds
     assert ends and all(e.kind.value == "completed" and e.job_id == job["id"] for e in ends)
+
+
+async def test_a_waiter_parses_its_jobs_final_record_only(
+    gateway: FastAPI,
+    client: httpx.AsyncClient,
+    alice: dict[str, str],
+    orchestrator: Orchestrator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Of a waited-for job's stored records, only the one that ends it is parsed (the queued
+    and running ones are passed over as they arrive); one whose input reads like an ending is
+    parsed, and is no ending."""
+    fanout = gateway.state.gateway.fanout
+    parsed: list[str] = []
+
+    class Counted(JobRecord):
+        @classmethod
+        def from_bytes(cls, raw: bytes | str) -> JobRecord:  # type: ignore[override]
+            record = JobRecord.from_bytes(raw)
+            parsed.append(record.status.value)
+            return record
+
+    monkeypatch.setattr(fanout_module, "JobRecord", Counted)
+    job = (await submit(client, alice)).json()
+    with fanout.listen(job_id=job["id"], ends=True) as waiter:
+        record = await orchestrator.queued(job["id"])
+        lookalike = {**record.input, "note": "x", "last_event": "completed"}
+        await orchestrator.write(record.model_copy(update={"input": lookalike}))
+        await orchestrator.run(job["id"])
+        _, end = await asyncio.wait_for(waiter.queue.get(), 5)
+    assert end.kind is EventKind.COMPLETED and end.record is not None
+    assert parsed == ["queued", "succeeded"]  # the look-alike, then the end
 
 
 async def test_the_feed_of_events_is_on_only_while_someone_follows_them(

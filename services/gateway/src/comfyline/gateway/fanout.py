@@ -39,6 +39,10 @@ from .mailbox import Mailbox
 
 log = logging.getLogger(__name__)
 _TERMINAL_KINDS = frozenset(kind.value for kind in TERMINAL_EVENTS)
+#: How a stored record that ends its job says so (compact JSON, as records are written): a
+#: waited-for job's other writes are not parsed. (Text in its input may read the same: that
+#: record is parsed and looked at as any other.)
+_ENDINGS = tuple(f'"last_event":"{kind}"'.encode() for kind in sorted(_TERMINAL_KINDS))
 
 
 @dataclass(eq=False)
@@ -181,6 +185,8 @@ class Fanout:
         waiting = self._ends.get(msg.subject[len(self._records_prefix) :])
         if not waiting or (msg.headers and "KV-Operation" in msg.headers):
             return  # most writes have no waiter here: they are not even parsed
+        if not any(ending in msg.data for ending in _ENDINGS):
+            return  # nor are the waited-for job's writes before its end
         try:
             record = JobRecord.from_bytes(msg.data)
         except ValueError:
