@@ -11,7 +11,9 @@ a. overhead: the same ``cpu-smoke`` job (512x512, a fresh colour each time) stra
    alternated; median, p90, p99 of both sides and of each pair's difference. On the simulator,
    and on the ComfyUI named by ``--comfyui-url`` (or ``COMFYUI_URL``) when one is given. Then
    the same on the simulator with the jobs 1.2 s apart (a lightly loaded stack, idle between
-   jobs, as most web apps' traffic is).
+   jobs, as most web apps' traffic is). And the floor under every hop of a job's path: one
+   round trip to NATS (a JetStream publish) and one to ComfyUI, after 20 ms idle and back to
+   back (``bench/hops.py``).
 b. GPU busy: K = 1, 4, 16 simulated servers whose job takes 200 ms, a backlog queued before the
    workers start; busy fraction per server and idle gap between jobs from the servers' own
    execution logs.
@@ -50,7 +52,7 @@ from typing import Any
 
 from comfyline.stack.servers import free_port
 
-from . import affinity, bigoutput, busy, endtoend, gateway, overhead, simulator
+from . import affinity, bigoutput, busy, endtoend, gateway, hops, overhead, simulator
 from .clients import REFUSED
 from .report import machine as machine_of
 from .report import table
@@ -69,6 +71,7 @@ class Sizes:
 
     sequential_jobs: int = 200
     sparse_jobs: int = 20
+    hop_rounds: int = 200
     tp_jobs: int = 64
     tp_slow_jobs: int = 32
     tp_rounds: int = 2
@@ -85,6 +88,7 @@ class Sizes:
 TINY = Sizes(
     sequential_jobs=10,
     sparse_jobs=3,
+    hop_rounds=10,
     tp_jobs=16,
     tp_slow_jobs=16,
     tp_rounds=1,
@@ -159,6 +163,9 @@ def _full_stack(args: argparse.Namespace, sizes: Sizes, root: Path, parts: Parts
             pause = SPARSE_PAUSE_S
             return asyncio.run(overhead.sequential(info, url, sizes.sparse_jobs, size, pause))
 
+        def hop_floor(url: str) -> Any:
+            return asyncio.run(hops.run(stack.nats_urls[0], url, sizes.hop_rounds))
+
         def clients8(url: str, jobs: int) -> Any:
             return asyncio.run(overhead.throughput(info, url, jobs, 8, sizes.tp_rounds, size))
 
@@ -184,6 +191,12 @@ def _full_stack(args: argparse.Namespace, sizes: Sizes, root: Path, parts: Parts
                     f"(a) sequential, {sizes.sparse_jobs} jobs per side, "
                     f"{SPARSE_PAUSE_S:g} s apart, {where}",
                     functools.partial(sparse, url),
+                )
+            if which in {"all", "overhead"} and where == "simulator":
+                parts.measure(
+                    "hop_floor",
+                    f"(a) one hop's round trip, {sizes.hop_rounds} pairs, idle / back to back",
+                    functools.partial(hop_floor, url),
                 )
             if which in {"all", "throughput"}:
                 parts.measure(

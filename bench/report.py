@@ -112,6 +112,20 @@ def rows(results: dict[str, Any]) -> list[Row]:
         out.append(
             Row(label.format("p90"), over["p90"], "ms", f"direct {d['p90']:.1f} ms", "", None)
         )
+    floor = _get(results, "hop_floor")
+    if floor:  # no target: the price of one hop on this machine, which each hop of a job pays
+        for key, label in (("jetstream_publish", "JetStream publish"), ("comfyui_get", "HTTP GET")):
+            trip = floor[key]
+            out.append(
+                Row(
+                    f"one hop: {label} round trip after {floor['pause_s'] * 1000:g} ms idle",
+                    trip["after_idle_ms"]["median"],
+                    "ms",
+                    f"back to back {trip['back_to_back_ms']['median']:.2f} ms",
+                    "",
+                    None,
+                )
+            )
     throughputs: list[tuple[str, str, float | None]] = [
         ("throughput_simulator", "8 clients, zero-delay simulator", None),
         ("throughput_200ms", "8 clients, 200 ms jobs", 0.98),
