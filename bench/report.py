@@ -114,11 +114,13 @@ def rows(results: dict[str, Any]) -> list[Row]:
         )
     floor = _get(results, "hop_floor")
     if floor:  # no target: the price of one hop on this machine, which each hop of a job pays
-        for key, label in (("jetstream_publish", "JetStream publish"), ("comfyui_get", "HTTP GET")):
+        idle = f"{floor['pause_s'] * 1000:g} ms"
+        trips = (("jetstream_publish", "JetStream publish"), ("comfyui_get", "GET ComfyUI"))
+        for key, label in trips:
             trip = floor[key]
             out.append(
                 Row(
-                    f"one hop: {label} round trip after {floor['pause_s'] * 1000:g} ms idle",
+                    f"one hop after {idle} idle: {label}",
                     trip["after_idle_ms"]["median"],
                     "ms",
                     f"back to back {trip['back_to_back_ms']['median']:.2f} ms",

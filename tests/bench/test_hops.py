@@ -31,11 +31,11 @@ async def test_both_round_trips_are_timed_after_idle_and_back_to_back(
         assert trip["wake_ms"] == wake
     lines = {r.figure: (r.value, r.baseline) for r in rows({"hop_floor": found})}
     publish = found["jetstream_publish"]
-    assert lines["one hop: JetStream publish round trip after 10 ms idle"] == (
+    assert lines["one hop after 10 ms idle: JetStream publish"] == (
         publish["after_idle_ms"]["median"],
         f"back to back {publish['back_to_back_ms']['median']:.2f} ms",
     )
-    assert "one hop: HTTP GET round trip after 10 ms idle" in lines
+    assert "one hop after 10 ms idle: GET ComfyUI" in lines
 
 
 async def test_the_stream_it_publishes_to_is_gone_after(
