@@ -133,7 +133,8 @@ async def test_a_job_a_held_request_brings_as_its_worker_stops_is_run_once(
 
 async def test_a_held_request_hands_its_job_over_the_moment_it_arrives(bus: Bus) -> None:
     """The job a held request brings is offered to ``take`` in the reply's own callback: taken,
-    it is not returned (the request then ends with None); refused, it is returned as before."""
+    it is not returned (the request then ends with None); refused, or if the taker fails, it is
+    returned as before."""
     fetcher = WorkFetcher(bus, ack_wait_s=30.0)
     await fetcher.bind(Catalogue.builtin().get("cpu-smoke"))
     taken: list[Msg] = []
@@ -156,3 +157,13 @@ async def test_a_held_request_hands_its_job_over_the_moment_it_arrives(bus: Bus)
     assert msg is not None and RunJob.from_bytes(msg.data).job_id == second.job_id
     await msg.ack()
     assert len(taken) == 1
+
+    def broken(msg: Msg) -> bool:
+        raise RuntimeError("a taker's bug")
+
+    failing = asyncio.create_task(fetcher.hold("cpu-smoke", 10.0, broken))
+    await asyncio.sleep(0.3)
+    third = await publish_job(bus, "cpu-smoke", SMOKE)
+    msg = await asyncio.wait_for(failing, 10)  # returned as usual: the job is not lost
+    assert msg is not None and RunJob.from_bytes(msg.data).job_id == third.job_id
+    await msg.ack()

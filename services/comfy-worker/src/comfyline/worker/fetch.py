@@ -260,7 +260,12 @@ class WorkFetcher:
 
         async def on_reply(msg: Msg) -> None:
             job = not answered.is_set() and not (msg.headers or {}).get("Status")
-            if job and take is not None and take(msg):  # (first: the job's task runs first)
+            try:  # (first: the job's task runs before what the answer wakes)
+                took = job and take is not None and take(msg)
+            except Exception:  # returned as usual instead (a bug must not lose the job)
+                log.exception("starting a held job failed", extra={"model": model})
+                took = False
+            if took:
                 taken.append(msg)  # (never given back by a withdrawal: it runs)
             else:
                 came.append(msg)
