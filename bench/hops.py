@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -30,7 +31,9 @@ SUBJECT = "bench.hops"
 PAYLOAD = b"x" * 2048  # about what a job's report or work message weighs
 
 
-async def _pairs(once: Any, rounds: int, pause_s: float) -> tuple[list[float], list[float]]:
+async def _pairs(
+    once: Callable[[], Awaitable[None]], rounds: int, pause_s: float
+) -> tuple[list[float], list[float]]:
     """``rounds`` pairs of round trips: after ``pause_s`` asleep, then at once again (ms)."""
     idle: list[float] = []
     hot: list[float] = []

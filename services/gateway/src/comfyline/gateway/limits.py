@@ -233,7 +233,7 @@ class Limits:
         principal: Principal,
         count: int = 1,
         beside: Callable[[], Awaitable[Any]] | None = None,
-    ) -> bool:
+    ) -> None:
         """Count ``count`` more unfinished jobs for the owner, or 429 (none counted) past its cap.
 
         Compare-and-set on the owner's accepted count (``active.<owner>`` in the ``usage``
@@ -244,15 +244,16 @@ class Limits:
         count over the cap is checked again against the ended count read now before refusing.
 
         ``beside`` (publishing the job) runs beside that compare-and-set when the count this
-        gateway wrote last has room: both leave together, one round trip instead of two. True
-        when it ran (it raised: the slot is given back); the caller runs it after otherwise. With
-        one gateway the write never loses. When another replica wrote since and the owner turns
-        out to be at the cap, the 429 comes after ``beside`` ran, and the caller undoes it.
+        gateway wrote last has room: both leave together, one round trip instead of two (it
+        raised: the slot is given back). The caller knows by its effect whether it ran, and runs
+        it after otherwise. With one gateway the write never loses. When another replica wrote
+        since and the owner turns out to be at the cap, the 429 comes after ``beside`` ran, and
+        the caller undoes it.
         """
         cap = int(self.limit_of(principal, "active_jobs", self.settings.active_jobs) or 0)
         key = active_jobs_key(principal.owner)
         async with self._turn(key):
-            return await self._reserve(principal, key, cap, count, beside)
+            await self._reserve(principal, key, cap, count, beside)
 
     async def _ended(self, owner: str, fresh: bool) -> int:
         """How many of the owner's jobs ended: as last read here, or read now (``fresh``)."""
@@ -274,7 +275,7 @@ class Limits:
         cap: int,
         count: int,
         beside: Callable[[], Awaitable[Any]] | None = None,
-    ) -> bool:
+    ) -> None:
         ran = False
         for attempt in range(1, _CAS_ATTEMPTS + 1):
             found = self._active.take(key) if attempt == 1 else None
@@ -318,7 +319,7 @@ class Limits:
                 written = await self._write(key, accepted.to_bytes(), revision)
             if written:
                 self._active.remember(key, accepted, written)
-                return ran
+                return
             if fresh:  # another replica won a race: pause; a count known here is just re-read
                 await cas_pause(attempt)
         raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "the active-jobs count is contended")
