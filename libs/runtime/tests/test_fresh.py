@@ -38,18 +38,6 @@ async def test_an_output_is_kept_and_read_back_with_its_type_and_metadata(
     assert await fresh.get("outputs/owner-1/job-1/1.png") is None
 
 
-async def test_a_send_goes_out_at_once_and_its_answer_comes_after(fresh: FreshOutputs) -> None:
-    """``send`` returns before the stream answers (a job's ``completed`` goes out behind it)
-    and says until when the output is kept; ``taken`` is the stream's answer."""
-    sending = fresh.send(KEY, b"sent", "image/png", {"job-id": "job-1"})
-    assert sending is not None and not sending.taken.done()
-    assert utcnow() + timedelta(seconds=55) < sending.until <= utcnow() + timedelta(seconds=60)
-    assert await sending.taken is True
-    found = await fresh.get(KEY)
-    assert found is not None and found.data == b"sent" and found.metadata == {"job-id": "job-1"}
-    assert fresh.send(KEY, b"x" * (64 * 1024 + 1), "image/png") is None  # too big to send
-
-
 async def test_a_second_put_replaces_the_first_and_forget_removes_it(fresh: FreshOutputs) -> None:
     await fresh.put(KEY, b"first", "image/png")
     await fresh.put(KEY, b"second", "image/png")
@@ -74,9 +62,6 @@ async def test_what_is_too_big_or_finds_no_room_is_refused(bus: Bus) -> None:
     kept = [await outputs.put(f"outputs/o/j/{n}.bin", b"y" * 1000, "x/y") for n in range(1100)]
     assert kept[0] is not None
     assert kept[-1] is None
-    refused = outputs.send("outputs/o/j/last.bin", b"z" * 1000, "x/y")
-    assert refused is not None and await refused.taken is False  # its answer says so
-    assert await outputs.get("outputs/o/j/last.bin") is None
 
 
 async def test_the_archiver_copies_each_output_to_s3_under_its_key(

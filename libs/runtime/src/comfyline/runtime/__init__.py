@@ -20,7 +20,7 @@ from .consume import (
     settle,
 )
 from .fleet import FleetOrders
-from .fresh import Archiver, FreshObject, FreshOutputs, FreshSettings, Sending
+from .fresh import Archiver, FreshObject, FreshOutputs, FreshSettings
 from .http import LoopSession
 from .kv import LastWrites, cas_pause, follow_bucket, scan
 from .lifecycle import install_stop_signals, run, settle_heap
@@ -71,7 +71,6 @@ __all__ = [
     "Retry",
     "RunMark",
     "S3Settings",
-    "Sending",
     "ServiceSettings",
     "StorageError",
     "UrlPolicySettings",

@@ -4,10 +4,8 @@ A web app shows a job's result the moment the job ends. Storing it in S3 first p
 the path of every job (a few milliseconds on a local store, tens on a hosted one), and the
 client's first download goes to S3 as well. Instead a worker publishes an output of up to
 ``max_bytes`` to the ``OUTPUTS`` stream (file storage, one message per output, kept for
-``window_s``) before it reports the job completed, on the same connection, so the stream has the
-bytes before anyone reads the job's end. The worker does not wait for the stream's answer to
-report (:meth:`FreshOutputs.send`): it waits for it before it acks the job's work, and stores an
-output the stream refused in S3 then. A durable pull consumer shared by every worker
+``window_s``) before it reports the job completed: the bytes are as durable as the job record
+when the job says it succeeded. A durable pull consumer shared by every worker
 (:class:`Archiver`) copies each one to S3 under its key within moments, and acks it only then, so
 a worker that stops mid-copy leaves it to another. The gateway serves an output's link from the
 stream while the output is fresh, and from S3 after.
@@ -90,20 +88,6 @@ class FreshObject:
     gone: bool = False  # the mark of an output forgotten, not an output
 
 
-@dataclass
-class Sending:
-    """An output on its way to the stream (:meth:`FreshOutputs.send`)."""
-
-    key: str
-    data: bytes
-    content_type: str
-    metadata: dict[str, str]
-    #: Until when it is kept, once the stream has it.
-    until: datetime
-    #: The stream's answer: True once it keeps the output, False when it did not.
-    taken: asyncio.Task[bool]
-
-
 class FreshOutputs:
     """The ``OUTPUTS`` stream: put, get and forget an output by its object key."""
 
@@ -138,42 +122,18 @@ class FreshOutputs:
     ) -> datetime | None:
         """Keep ``data`` under ``key``: until when it is kept, or None when the stream refused
         it (too big, no room, no stream): the caller stores it in S3 itself."""
-        sending = self.send(key, data, content_type, metadata)
-        if sending is None or not await sending.taken:
-            return None
-        return sending.until
-
-    def send(
-        self, key: str, data: bytes, content_type: str, metadata: dict[str, str] | None = None
-    ) -> Sending | None:
-        """Start keeping ``data`` under ``key`` without waiting for the stream's answer; None
-        when it is too big to keep here.
-
-        The publish leaves on the event loop's next turn, so it goes out on the connection
-        ahead of anything the caller publishes after its next wait (a job's ``completed``
-        report): the stream has the bytes before the report is read. ``taken`` answers whether
-        the stream kept them; when it did not (no room, no stream, no answer), the caller
-        stores them in S3 itself.
-        """
         if len(data) > self.max_bytes:
             return None
-        until = utcnow() + timedelta(seconds=self.settings.window_s)
-        taken = asyncio.create_task(self._publish(key, data, content_type, metadata or {}))
-        return Sending(key, data, content_type, metadata or {}, until, taken)
-
-    async def _publish(
-        self, key: str, data: bytes, content_type: str, metadata: dict[str, str]
-    ) -> bool:
         headers = {_KEY: key, _TYPE: content_type}
-        headers |= {_META + name: value for name, value in metadata.items()}
+        headers |= {_META + name: value for name, value in (metadata or {}).items()}
         with span(_tracer, "publish outputs", kind=SpanKind.PRODUCER, attributes={"s3.key": key}):
             inject_headers(headers)  # the archiver's copy to S3 joins the job's trace
             try:
                 await self.bus.js.publish(self.bus.names.fresh_output(key), data, headers=headers)
             except (TimeoutError, NatsError) as exc:  # refused, no stream, no answer
                 log.warning("output not kept fresh", extra={"key": key, "error": str(exc)})
-                return False
-        return True
+                return None
+        return utcnow() + timedelta(seconds=self.settings.window_s)
 
     async def get(self, key: str) -> FreshObject | None:
         """The output under ``key``, or None when it is not (or no longer) here."""

@@ -386,7 +386,6 @@ class JobHandler:
             self._tidy(server, run_job, reporter.attempt)
             raise
         await reporter.completed(refs, result.gpu_seconds)
-        await outputs.confirmed()  # (the stream's answers, awaited after the report: see .outputs)
         self._tidy_later(server, run_job, reporter.attempt)
         log.info(
             "job completed",

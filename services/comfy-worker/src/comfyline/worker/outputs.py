@@ -4,11 +4,9 @@ storage.
 Keys are deterministic, ``<output_prefix><n>.<ext>``, so a redelivered job overwrites what an
 earlier attempt stored instead of adding to it. A small file is kept in JetStream's ``OUTPUTS``
 stream, one publish, and copied to S3 beside the job's path by the workers' archiver (see
-comfyline.runtime.fresh). The publish is on its way when the job's ``completed`` is reported,
-ahead of it on the connection; its answer is awaited after (:meth:`RunOutputs.confirmed`), before
-the job's work is acked, and a file the stream did not keep goes to S3 then. A larger one
-passes through in chunks (multipart upload on the S3 side), so memory stays flat whatever the
-file's size. A :class:`MediaProbe` watches the bytes go by to report dimensions and duration.
+comfyline.runtime.fresh); a larger one passes through in chunks (multipart upload on the S3
+side), so memory stays flat whatever the file's size. A :class:`MediaProbe` watches the bytes go
+by to report dimensions and duration.
 """
 
 from __future__ import annotations
@@ -17,13 +15,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Coroutine, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from blake3 import blake3
 
 from comfyline.contracts import OutputKind, OutputRef, OutputSpec, RunJob
-from comfyline.runtime import FreshOutputs, ObjectStore, Sending, cancel_and_wait
+from comfyline.runtime import FreshOutputs, ObjectStore, cancel_and_wait
 
 from .comfy_client import ComfyClient
 from .media import CONTENT_TYPES, MediaProbe, content_type, extension
@@ -36,14 +33,6 @@ CHUNK = 256 * 1024  # small: up to 8 chunks wait in the upload queue
 def output_key(run_job: RunJob, index: int, filename: str) -> str:
     """Where output ``index`` of a job lives: ``outputs/<owner>/<job_id>/<n>.<ext>``."""
     return f"{run_job.output_prefix}{index}.{extension(filename)}"
-
-
-@dataclass
-class Stored:
-    """One output stored, or on its way to the ``OUTPUTS`` stream (``sending``)."""
-
-    ref: OutputRef
-    sending: Sending | None = None
 
 
 def _kind(spec: OutputSpec | None, filename: str) -> OutputKind:
@@ -61,10 +50,10 @@ async def store_output(
     file: OutputFile,
     spec: OutputSpec | None,
     fresh: FreshOutputs | None = None,
-) -> Stored:
+) -> OutputRef:
     """Stream one file from ComfyUI into storage and describe it: a file of up to
-    ``fresh.max_bytes`` is sent to JetStream (see comfyline.runtime.fresh; the archiver copies
-    it to S3), the stream's answer left to the caller; any other streams into S3."""
+    ``fresh.max_bytes`` is kept in JetStream (see comfyline.runtime.fresh; the archiver copies
+    it to S3), any other streams into S3."""
     key = output_key(run_job, index, file.filename)
     mime = content_type(file.filename)
     probe = MediaProbe(file.filename)
@@ -72,7 +61,6 @@ async def store_output(
     metadata = {"job-id": run_job.job_id, "node-id": file.node_id}
     limit = fresh.max_bytes if fresh is not None else -1
     fresh_until = None
-    sending = None
     async with client.view(file.filename, file.subfolder, file.type, CHUNK) as body:
         chunks = aiter(body)
         head: list[bytes] = []
@@ -86,11 +74,9 @@ async def store_output(
                 break
         if held <= limit and fresh is not None:
             data = b"".join(head)
-            sending = fresh.send(key, data, mime, metadata)
-            if sending is None:
+            fresh_until = await fresh.put(key, data, mime, metadata)
+            if fresh_until is None:
                 await store.put_bytes(key, data, mime, metadata)
-            else:
-                fresh_until = sending.until
             size = held
         else:
 
@@ -104,7 +90,7 @@ async def store_output(
 
             size = await store.put_stream(key, rest(), mime, metadata=metadata)
     info = probe.info()
-    ref = OutputRef(
+    return OutputRef(
         index=index,
         key=key,
         kind=_kind(spec, file.filename),
@@ -118,7 +104,6 @@ async def store_output(
         hash=f"blake3:{hasher.hexdigest()}",
         fresh_until=fresh_until,
     )
-    return Stored(ref, sending)
 
 
 class RunOutputs:
@@ -127,12 +112,11 @@ class RunOutputs:
     after the other (memory stays at one file's chunks), so the storing overlaps the rest of
     the run and ComfyUI's own ending of it.
 
-    :meth:`stored` gives every file of the finished run stored (or sent to the stream), in
-    order: a file stored early is kept when the run's final list has it at the same place; any
-    other place is stored again (a node that reported twice; never seen from ComfyUI, handled
-    all the same). :meth:`confirmed` then waits for the stream's answers. :meth:`discard` ends
-    what was started for a run that did not succeed and deletes what it stored: nothing refers
-    to it.
+    :meth:`stored` gives every file of the finished run stored, in order: a file stored early
+    is kept when the run's final list has it at the same place; any other place is stored
+    again (a node that reported twice; never seen from ComfyUI, handled all the same).
+    :meth:`discard` ends what was started for a run that did not succeed and deletes what it
+    stored: nothing refers to it.
     """
 
     def __init__(
@@ -148,9 +132,7 @@ class RunOutputs:
         self.fresh = fresh
         self.run_job = run_job
         self._by_node = {spec.node: spec for spec in specs}
-        self._early: list[tuple[OutputFile, asyncio.Task[Stored]]] = []
-        #: Sent to the stream by the files :meth:`stored` gave, their answers not awaited yet.
-        self._sent: list[Sending] = []
+        self._early: list[tuple[OutputFile, asyncio.Task[OutputRef]]] = []
 
     def reported(self, settled: Sequence[OutputFile]) -> None:
         """``settled`` files have their places: store those not started yet."""
@@ -161,55 +143,34 @@ class RunOutputs:
             self._early.append((file, task))
 
     async def _store_after(
-        self, before: asyncio.Task[Stored] | None, index: int, file: OutputFile
-    ) -> Stored:
+        self, before: asyncio.Task[OutputRef] | None, index: int, file: OutputFile
+    ) -> OutputRef:
         if before is not None:
             await asyncio.wait([before])  # its end, whatever it was
         return await self._store(index, file)
 
-    def _store(self, index: int, file: OutputFile) -> Coroutine[Any, Any, Stored]:
+    def _store(self, index: int, file: OutputFile) -> Coroutine[Any, Any, OutputRef]:
         spec = self._by_node.get(file.node_id)
         return store_output(self.client, self.store, self.run_job, index, file, spec, self.fresh)
 
     async def stored(self, files: Sequence[OutputFile]) -> list[OutputRef]:
-        """Every file of the finished run stored or sent to the stream, in order."""
-        done: list[Stored] = []
+        """Every file of the finished run stored, in order."""
+        refs = []
         for index, file in enumerate(files):
             if index < len(self._early):
                 early, task = self._early[index]
                 if early == file:
-                    done.append(await task)
+                    refs.append(await task)
                     continue
                 await asyncio.wait([task])  # done before its key is written again
                 if extension(early.filename) != extension(file.filename):
                     await self._forget(index, early)  # the place's key changes with it
-            done.append(await self._store(index, file))
+            refs.append(await self._store(index, file))
         await self._delete(len(files))
-        self._sent = [s.sending for s in done if s.sending is not None]
-        return [s.ref for s in done]
-
-    async def confirmed(self) -> None:
-        """The stream's answers to what :meth:`stored` sent it: a file it did not keep is
-        stored in S3 now. The job's ``completed`` is out already; its work is acked only after
-        this (a worker that dies in between loses such a file: its job has ended)."""
-        sent, self._sent = self._sent, []
-        for sending in sent:
-            if await sending.taken:
-                continue
-            try:
-                await self.store.put_bytes(
-                    sending.key, sending.data, sending.content_type, sending.metadata
-                )
-            except Exception:
-                log.error(
-                    "output lost: neither the stream nor S3 kept it", extra={"key": sending.key}
-                )
-                raise
+        return refs
 
     async def discard(self) -> None:
         """The run did not succeed: end the storing started and delete what it stored."""
-        sent, self._sent = self._sent, []
-        await cancel_and_wait(s.taken for s in sent)
         await self._delete(0)
 
     async def _delete(self, start: int) -> None:
@@ -217,8 +178,6 @@ class RunOutputs:
         cancelled on its way may have landed all the same)."""
         early, self._early = self._early[start:], []
         await cancel_and_wait(task for _, task in early)
-        sending = [t.result().sending for _, t in early if not t.cancelled() and not t.exception()]
-        await cancel_and_wait(s.taken for s in sending if s is not None)
         for index, (file, _) in enumerate(early, start):
             await self._forget(index, file)
 
